@@ -1,0 +1,63 @@
+"""The closed registry of layer factories: spec class (or activation name) -> nn.Module.
+
+Nothing here is looked up by a name taken from the YAML other than through these fixed
+tables, so a spec can only ever produce the layers listed below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from types import MappingProxyType
+from typing import Any
+
+from torch import nn
+
+from builder.spec import Activation, BatchNormSpec, LRNSpec, NoNormSpec, NoPoolSpec, WindowPoolSpec
+
+ACTIVATIONS: MappingProxyType[str, Callable[[], nn.Module]] = MappingProxyType(
+    {
+        "relu": lambda: nn.ReLU(inplace=True),
+        "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
+        "gelu": nn.GELU,
+        "silu": lambda: nn.SiLU(inplace=True),
+        "tanh": nn.Tanh,
+        "sigmoid": nn.Sigmoid,
+        "elu": lambda: nn.ELU(inplace=True),
+    }
+)
+
+
+def activation(name: Activation) -> nn.Module | None:
+    """The activation module, or None for 'none'."""
+    return None if name == "none" else ACTIVATIONS[name]()
+
+
+def _lrn(spec: LRNSpec, channels: int) -> nn.Module:
+    return nn.LocalResponseNorm(spec.size, alpha=spec.alpha, beta=spec.beta, k=spec.k)
+
+
+def _batchnorm(spec: BatchNormSpec, channels: int) -> nn.Module:
+    return nn.BatchNorm2d(channels, eps=spec.eps, momentum=spec.momentum)
+
+
+def _max_or_avg(spec: WindowPoolSpec) -> nn.Module:
+    cls = nn.MaxPool2d if spec.kind == "max" else nn.AvgPool2d
+    return cls(spec.kernel_size, stride=spec.stride, padding=spec.padding)
+
+
+NORMS: MappingProxyType[type, Callable[[Any, int], nn.Module]] = MappingProxyType(
+    {LRNSpec: _lrn, BatchNormSpec: _batchnorm}
+)
+POOLS: MappingProxyType[type, Callable[[Any], nn.Module]] = MappingProxyType({WindowPoolSpec: _max_or_avg})
+
+
+def norm(spec: LRNSpec | BatchNormSpec | NoNormSpec, channels: int) -> nn.Module | None:
+    """The norm layer for `channels` feature maps, or None for kind 'none'."""
+    factory = NORMS.get(type(spec))
+    return None if factory is None else factory(spec, channels)
+
+
+def pool(spec: WindowPoolSpec | NoPoolSpec) -> nn.Module | None:
+    """The pooling layer, or None for kind 'none'."""
+    factory = POOLS.get(type(spec))
+    return None if factory is None else factory(spec)

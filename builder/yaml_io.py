@@ -1,0 +1,135 @@
+"""Reading YAML safely while remembering where every value came from. No torch here.
+
+Only the safe constructors run (so `!!python/...` tags are refused), aliases are expanded
+under a budget (so a "billion laughs" file stops early), and duplicate keys are errors.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path as FsPath
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from builder.errors import Document, Loc, Path, SpecError
+
+MAX_BYTES = 4 * 2**20  # a spec is a few KB; refuse anything absurd before parsing it
+MAX_VALUES = 100_000  # values after alias expansion; AlexNet has a few hundred
+
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_text(path: str | FsPath) -> str:
+    """The file's text, or a one-line located error for every way reading it can fail."""
+    source = str(path)
+    at = Loc(source, 1, 1)
+    p = FsPath(path)
+    try:
+        if p.is_dir():
+            raise SpecError.at(at, "is a directory, not a spec file")
+        if p.stat().st_size > MAX_BYTES:
+            raise SpecError.at(at, f"file is larger than {MAX_BYTES // 2**20} MiB; not a spec")
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise SpecError.at(at, "no such file") from None
+    except OSError as exc:
+        raise SpecError.at(at, f"cannot read file: {exc.strerror or exc}") from None
+    if b"\0" in raw:
+        raise SpecError.at(at, "binary file, not a YAML spec")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError.at(at, f"not UTF-8 text (bad byte at offset {exc.start})") from None
+
+
+def parse(text: str, source: str) -> Document:
+    """Parse one YAML document whose top level must be a mapping."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise SpecError.at(Loc(source, 1, 1), "file is empty; expected a mapping of spec fields")
+        if not isinstance(root, MappingNode):
+            raise SpecError.at(_loc(source, root), "the top level must be a mapping of spec fields")
+        return _Walker(loader, source).document(root)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise SpecError.at(Loc(source, line, col), f"invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise SpecError.at(Loc(source, 1, 1), f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def load_document(path: str | FsPath) -> Document:
+    """Read and parse one YAML file, with positions."""
+    return parse(read_text(path), str(path))
+
+
+def parse_scalar(text: str, source: str) -> Any:
+    """A `--set` value: any YAML flow value (`64`, `true`, `[512, 512]`, `{kind: none}`)."""
+    return parse(f"v: {text}\n", source).data["v"] if text.strip() else ""
+
+
+def _loc(source: str, node: Node) -> Loc:
+    return Loc(source, node.start_mark.line + 1, node.start_mark.column + 1)
+
+
+class _Walker:
+    """Builds plain Python data from a composed node tree, recording each value's Loc."""
+
+    def __init__(self, loader: _Loader, source: str) -> None:
+        self.loader, self.source, self.count = loader, source, 0
+        self.doc = Document(None)
+
+    def document(self, root: MappingNode) -> Document:
+        self.doc.data = self.value(root, ())
+        return self.doc
+
+    def value(self, node: Node, path: Path) -> Any:
+        self.count += 1
+        if self.count > MAX_VALUES:
+            raise SpecError.at(_loc(self.source, node), f"more than {MAX_VALUES} values after expanding aliases (YAML alias bomb?)")
+        self.doc.locs[path] = _loc(self.source, node)
+        if isinstance(node, MappingNode):
+            return self.mapping(node, path)
+        if isinstance(node, SequenceNode):
+            self._check_tag(node, _SEQ_TAG)
+            return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
+        if node.tag not in self.loader.yaml_constructors:  # only SafeLoader's plain types
+            self._check_tag(node, "")
+        return self.loader.construct_object(node, deep=True)
+
+    def mapping(self, node: MappingNode, path: Path) -> dict[Any, Any]:
+        self._check_tag(node, _MAP_TAG)
+        self.loader.flatten_mapping(node)  # YAML merge keys (<<: *base)
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, ScalarNode):
+                raise SpecError.at(_loc(self.source, key_node), "mapping keys must be plain scalars")
+            key = self.loader.construct_object(key_node)
+            if key in out:
+                raise SpecError.at(_loc(self.source, key_node), f"duplicate key '{key}'", path)
+            self.doc.key_locs[(*path, key)] = _loc(self.source, key_node)
+            out[key] = self.value(value_node, (*path, key))
+        return out
+
+    def _check_tag(self, node: Node, expected: str) -> None:
+        if node.tag != expected:
+            tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+            raise SpecError.at(_loc(self.source, node), f"tag '{tag}' is not allowed: specs are plain YAML")
