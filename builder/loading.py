@@ -11,6 +11,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path as FsPath
 from typing import Any
 
+import yaml
+
 from builder.errors import Document, Loc, Path, SpecError, validate
 from builder.shapes import infer
 from builder.spec import Spec, apply_width
@@ -30,6 +32,12 @@ def resolve_document(path: str | FsPath, overrides: Sequence[str] = ()) -> Docum
     for arg in overrides:
         apply_override(doc, arg)
     return doc
+
+
+def dump_spec(spec: Spec) -> str:
+    """The fully resolved spec as YAML (defaults filled in); it loads back to an equal Spec."""
+    data = spec.model_dump(mode="json", exclude={"extends"}, exclude_none=True)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
 
 
 def spec_from_document(doc: Document) -> Spec:
@@ -64,13 +72,21 @@ def _with_bases(path: FsPath, chain: tuple[FsPath, ...]) -> Document:
 def _base_path(path: FsPath, ref: Any, at: Loc, chain: tuple[FsPath, ...]) -> FsPath:
     if not isinstance(ref, str) or not ref:
         raise SpecError.at(at, "must be a path to a base spec file", ("extends",))
-    base = (path.parent / ref).resolve()
-    if base in chain:
+    base = _display_path((path.parent / ref).resolve())
+    if base.resolve() in chain:
         cycle = " -> ".join(p.name for p in (*chain, base))
         raise SpecError.at(at, f"extends cycle: {cycle}", ("extends",))
     if not base.is_file():
         raise SpecError.at(at, f"base spec '{ref}' not found (looked for {base})", ("extends",))
     return base
+
+
+def _display_path(path: FsPath) -> FsPath:
+    """Relative to the working directory when below it, so messages show what a person typed."""
+    try:
+        return path.relative_to(FsPath.cwd())
+    except ValueError:
+        return path
 
 
 def merge_documents(base: Document, child: Document) -> Document:
@@ -91,6 +107,8 @@ def merge_documents(base: Document, child: Document) -> Document:
 def _merge(base: Any, over: Any) -> Any:
     if not (isinstance(base, dict) and isinstance(over, dict)):
         return over
+    if "kind" in over and over["kind"] != base.get("kind"):
+        return over  # another kind of norm or pool: the old kind's fields do not apply
     return {**base, **{k: _merge(base[k], v) if k in base else v for k, v in over.items()}}
 
 
@@ -126,9 +144,13 @@ def parse_path(text: str, at: Loc) -> Path:
     return tuple(segs)
 
 
-def apply_override(doc: Document, arg: str) -> None:
-    """Apply one `PATH=VALUE` override in place; its values are located at the argument."""
-    at = Loc(f"--set {arg}")
+def apply_override(doc: Document, arg: str, source: str | None = None) -> None:
+    """Apply one `PATH=VALUE` override in place; its values are located at the argument.
+
+    `source` names the argument in messages (default `--set PATH=VALUE`; a trainer flag such
+    as `--epochs 0` passes its own spelling).
+    """
+    at = Loc(source or f"--set {arg}")
     path_text, sep, value_text = arg.partition("=")
     if not sep:
         raise SpecError.at(at, "expected PATH=VALUE, like num_classes=100")
