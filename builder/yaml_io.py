@@ -117,13 +117,15 @@ class _Walker:
 
     def mapping(self, node: MappingNode, path: Path) -> dict[Any, Any]:
         self._check_tag(node, _MAP_TAG)
-        self.loader.flatten_mapping(node)  # YAML merge keys (<<: *base)
+        own = sum(k.tag != "tag:yaml.org,2002:merge" for k, _ in node.value)
+        self.loader.flatten_mapping(node)  # YAML merge keys (<<: *base), put before the own keys
+        merged = len(node.value) - own
         out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
+        for i, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, ScalarNode):
                 raise SpecError.at(_loc(self.source, key_node), "mapping keys must be plain scalars")
             key = self.loader.construct_object(key_node)
-            if key in out:
+            if key in out and i >= merged and _own_key(node.value[merged:i], key, self.loader):
                 raise SpecError.at(_loc(self.source, key_node), f"duplicate key '{key}'", path)
             self.doc.key_locs[(*path, key)] = _loc(self.source, key_node)
             out[key] = self.value(value_node, (*path, key))
@@ -133,3 +135,8 @@ class _Walker:
         if node.tag != expected:
             tag = node.tag.replace("tag:yaml.org,2002:", "!!")
             raise SpecError.at(_loc(self.source, node), f"tag '{tag}' is not allowed: specs are plain YAML")
+
+
+def _own_key(previous: list[tuple[Node, Node]], key: Any, loader: _Loader) -> bool:
+    """Whether `key` was already written in this mapping (merged-in keys may be overridden)."""
+    return any(isinstance(k, ScalarNode) and loader.construct_object(k) == key for k, _ in previous)

@@ -1,0 +1,48 @@
+"""Shared test helpers: small specs written to tmp_path, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from builder.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT / "arch_specs"
+
+TINY_SPEC = """\
+name: tiny
+input: {channels: 3, height: 16, width: 16}
+num_classes: 4
+blocks:
+  - {out_channels: 8, kernel_size: 3, padding: 1, pool_and_norm: true}
+  - {out_channels: 8, kernel_size: 3, padding: 1}
+classifier: {hidden: [16], dropout: 0.1}
+"""
+
+
+@pytest.fixture
+def write_spec(tmp_path: Path) -> Callable[..., Path]:
+    """Write dedented YAML text to tmp_path/NAME and return its path."""
+
+    def write(text: str, name: str = "spec.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    return write
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Run `python -m builder ARGS` in-process: (exit status, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

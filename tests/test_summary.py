@@ -1,0 +1,84 @@
+"""The torchinfo summary: golden output, shape cross-check, meta device allocates nothing."""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from builder.errors import BuilderError
+from builder.loading import load_spec
+from builder.summary import summarize
+from conftest import ROOT, SPECS
+
+GOLDEN = ROOT / "tests" / "golden" / "alexnet_summary.txt"
+
+
+def test_alexnet_summary_matches_golden(cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, out, err = cli("summarize", SPECS / "alexnet.yaml")
+    assert (code, err) == (0, "")
+    assert out == GOLDEN.read_text()
+
+
+def test_summary_checks_agree_and_report_totals() -> None:
+    result = summarize(load_spec(SPECS / "alexnet.yaml"))
+    assert result.ok and result.mismatches == []
+    assert result.stats.total_params == 58_322_314
+    assert "58,322,314 parameters (222.5 MiB as float32)" in result.totals()
+
+
+def test_real_forward_on_cpu_with_batch(cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, out, _ = cli("summarize", SPECS / "alexnet_cifar.yaml", "--device", "cpu", "--batch-size", "4", "--depth", "1")
+    assert code == 0
+    assert "[4, 3, 32, 32]" in out and "block1" not in out  # depth 1 hides the blocks
+    assert "shape check: 5 blocks" in out
+
+
+def test_mismatch_between_torchinfo_and_static_shapes_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    import builder.summary as summary_module
+
+    spec = load_spec(SPECS / "alexnet.yaml")
+    real = summary_module.infer
+
+    def wrong(spec_: object) -> object:
+        report = real(spec)
+        blocks = [report.blocks[0].__class__(**{**report.blocks[0].__dict__, "out_shape": (1, 2, 3)}),
+                  *report.blocks[1:]]
+        return report.__class__(blocks, report.flatten, report.classifier_params)
+
+    monkeypatch.setattr(summary_module, "infer", wrong)
+    result = summarize(spec)
+    assert not result.ok
+    assert result.mismatches[0].startswith("features.block1: torchinfo says [96, 27, 27]")
+
+
+def test_bad_batch_size_is_a_clear_error() -> None:
+    with pytest.raises(BuilderError, match="batch size"):
+        summarize(load_spec(SPECS / "alexnet.yaml"), batch_size=0)
+
+
+def test_meta_summary_of_ten_billion_parameters_allocates_nothing(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(f"extends: {SPECS / 'alexnet.yaml'}\nname: huge\nclassifier: {{hidden: [1000000, 1000]}}\n")
+    code = (
+        "import resource, sys; from builder.cli import main; rc = main(['summarize', sys.argv[1]]); "
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "10,220,758,210 parameters" in proc.stdout  # 10.2 billion parameters counted
+    peak_kib = int(proc.stdout.strip().splitlines()[-1])
+    assert peak_kib < 2 * 2**20  # far below the 38 GiB the float32 weights would need
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss > 0
+
+
+def test_meta_build_has_no_storage() -> None:
+    from builder.build import build_model
+
+    with torch.device("meta"):
+        model = build_model(load_spec(SPECS / "alexnet.yaml"))
+    assert all(p.is_meta for p in model.parameters())
