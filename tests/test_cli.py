@@ -1,0 +1,85 @@
+"""The command line: exit codes, one-line messages, no traceback, no torch for validate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SPECS
+
+
+def test_validate_prints_one_ok_line(cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, out, err = cli("validate", SPECS / "alexnet.yaml")
+    assert (code, err) == (0, "")
+    assert out.splitlines() == [
+        f"{SPECS / 'alexnet.yaml'}: OK: alexnet, 5 blocks, output 256x6x6, flatten 9216, 58,322,314 parameters"
+    ]
+
+
+def test_validate_never_imports_torch() -> None:
+    code = (
+        "import sys; from builder.cli import main; rc = main(['validate', sys.argv[1]]); "
+        "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'torchvision', 'torchinfo'))); "
+        "print(bad); sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(SPECS / "alexnet.yaml")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_python_dash_m_bad_spec_exit_2_without_traceback(write_spec: Callable[..., Path]) -> None:
+    path = write_spec("name: x\ninput: {channels: 3, height: 8, width: 8}\nnum_classes: 2\nblocks:\n"
+                      "  - {out_channels: 4, kernel_size: 0}\n")
+    proc = subprocess.run([sys.executable, "-m", "builder", "validate", str(path)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr == f"{path}:5:36: error: blocks[0].kernel_size: must be > 0, got 0\n"
+
+
+@pytest.mark.parametrize("command", ["validate", "summarize"])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "no such file"),
+        ("", "file is empty"),
+        ("- a\n", "top level must be a mapping"),
+        ("a: [\n", "invalid YAML"),
+        ("a: !!python/object/apply:os.system [echo]\n", "not allowed"),
+    ],
+)
+def test_bad_files_exit_2_one_line(
+    cli: Callable[..., tuple[int, str, str]], tmp_path: Path, command: str, content: str | None, message: str
+) -> None:
+    path = tmp_path / "spec.yaml"
+    if content is not None:
+        path.write_text(content)
+    code, out, err = cli(command, path)
+    assert (code, out) == (2, "")
+    assert len(err.splitlines()) == 1
+    assert err.startswith(f"{path}:") and message in err
+
+
+def test_directory_and_binary(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    assert cli("validate", tmp_path)[0] == 2
+    (tmp_path / "b.yaml").write_bytes(b"\x89PNG\x00\x00")
+    code, _, err = cli("validate", tmp_path / "b.yaml")
+    assert code == 2 and "binary file" in err
+
+
+def test_too_large_for_memory_on_cpu_but_fine_on_meta(cli: Callable[..., tuple[int, str, str]]) -> None:
+    huge = ["--set", "classifier.hidden=[2000000, 4096]"]
+    code, _, err = cli("summarize", SPECS / "alexnet.yaml", *huge, "--device", "cpu")
+    assert code == 2
+    assert err.startswith("error: alexnet: 26,") and "meta device" in err
+    assert cli("summarize", SPECS / "alexnet.yaml", *huge, "--depth", "0")[0] == 0
+
+
+def test_usage_errors_exit_2(cli: Callable[..., tuple[int, str, str]]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli("frobnicate")
+    assert info.value.code == 2
