@@ -7,6 +7,7 @@ Torch is imported inside the commands that need it, never at the top of this mod
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -46,6 +47,50 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_resolve(args: argparse.Namespace) -> int:
+    from builder.loading import dump_spec
+
+    print(dump_spec(load_spec(args.spec, args.overrides)), end="")
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from builder.diff import diff_specs
+
+    a, b = load_spec(args.spec_a), load_spec(args.spec, args.overrides)
+    print(f"A: {args.spec_a} ({a.name})\nB: {args.spec} ({b.name})")
+    print("\n".join(diff_specs(a, b)))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from builder.schema import schema_text
+
+    print(schema_text(), end="")
+    return 0
+
+
+def cmd_draw(args: argparse.Namespace) -> int:
+    from builder.draw import draw
+
+    out = draw(load_spec(args.spec, args.overrides), args.output)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_port_weights(args: argparse.Namespace) -> int:
+    from safetensors.torch import save_file
+
+    from builder.build import build_model
+    from builder.port import port_weights, read_state_dict
+
+    model = build_model(load_spec(args.spec, args.overrides))
+    pairs = port_weights(model, read_state_dict(args.weights))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.output))
+    print(f"copied {len(pairs)} tensors ({pairs[0][0]} -> {pairs[0][1]}, ...); wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m builder", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -60,6 +105,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the dummy input (default 1)")
     p.add_argument("--depth", type=int, default=3, help="nesting depth of the table (default 3)")
     p.set_defaults(func=cmd_summarize)
+
+    p = sub.add_parser("resolve", help="print the fully resolved spec (extends, defaults, --set, width)")
+    _add_spec_args(p)
+    p.set_defaults(func=cmd_resolve)
+
+    p = sub.add_parser("diff", help="compare two specs block by block (--set applies to B)")
+    p.add_argument("spec_a", metavar="A")
+    _add_spec_args(p)
+    p.set_defaults(func=cmd_diff)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of spec files")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("draw", help="render the architecture as a PNG or SVG picture")
+    _add_spec_args(p)
+    p.add_argument("-o", "--output", required=True, help="output file, .png or .svg")
+    p.set_defaults(func=cmd_draw)
+
+    p = sub.add_parser("port-weights", help="copy a torchvision state dict into the built model")
+    _add_spec_args(p)
+    p.add_argument("weights", help="source state dict: .pth/.pt (loaded with weights_only=True) or .safetensors")
+    p.add_argument("-o", "--output", required=True, help="where to write the ported model.safetensors")
+    p.set_defaults(func=cmd_port_weights)
 
     from training.cli import add_train_parser  # torch-free at import
 
@@ -78,3 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
+        return 141

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,7 @@ KINDS: dict[str, tuple[str, str]] = {
 
 @dataclass(frozen=True)
 class _Node:
-    """One box: `tensor` is a (C, H, W) output for a cuboid, or vector sizes drawn as bars."""
+    """One box: `tensor` is the (C, H, W) output of an input or block, else vector sizes."""
 
     kind: str
     title: str
@@ -63,6 +64,11 @@ class _Node:
     note: str
     params: int | None
     tensor: tuple[int, ...]
+
+    @property
+    def cuboid(self) -> bool:
+        """Whether the output is an image-like tensor (drawn as a cuboid) rather than vectors."""
+        return self.kind in ("input", "block")
 
     @property
     def height(self) -> float:
@@ -135,7 +141,7 @@ def _classifier_layers(spec: Spec, flat: int) -> tuple[str, ...]:
     drop = [f"dropout {head.dropout:g}"] if head.dropout else []
     act = [head.activation] if head.activation != "none" else []
     layers: list[str] = []
-    for a, b in zip(sizes, sizes[1:]):
+    for a, b in pairwise(sizes):
         before, after = (drop, []) if head.dropout_position == "before" else ([], drop)
         layers += [*before, f"linear {a:,} \u2192 {b:,}", *act, *after]
     return (*layers, f"linear {sizes[-1]:,} \u2192 {spec.num_classes:,}")
@@ -173,12 +179,12 @@ def _box_width(nodes: list[_Node]) -> float:
 
 
 def _text_width(text: str, size: float, bold: bool = False) -> float:
-    """Rendered width of `text` in inches, measured from the glyph outlines (no renderer)."""
+    """Rendered width of `text` in inches, from the font's advance widths (no renderer needed)."""
     from matplotlib.font_manager import FontProperties
-    from matplotlib.textpath import TextPath
+    from matplotlib.textpath import text_to_path
 
-    prop = FontProperties(weight="bold" if bold else "normal")
-    return float(TextPath((0, 0), text, size=size, prop=prop).get_extents().width) / 72
+    prop = FontProperties(size=size, weight="bold" if bold else "normal")
+    return float(text_to_path.get_text_width_height_descent(text, prop, ismath=False)[0]) / 72
 
 
 # --- Rendering -----------------------------------------------------------------------------
@@ -205,8 +211,8 @@ def _figure(spec: Spec, report: ShapeReport, nodes: list[_Node]) -> Figure:
 
 
 def _scale(nodes: list[_Node], total_params: int) -> _Scale:
-    cuboids = [n.tensor for n in nodes if len(n.tensor) == 3]
-    vectors = [s for n in nodes if len(n.tensor) != 3 for s in n.tensor]
+    cuboids = [n.tensor for n in nodes if n.cuboid]
+    vectors = [s for n in nodes if not n.cuboid for s in n.tensor]
     return _Scale(max(max(t[1:]) for t in cuboids), max(t[0] for t in cuboids), max(vectors), total_params)
 
 
@@ -214,7 +220,7 @@ def _draw_rows(ax: Axes, nodes: list[_Node], rows: list[range], heights: list[fl
                top: float, scale: _Scale) -> None:
     """Boxes row by row, top-aligned; arrows between neighbours and from each row to the next."""
     anchors: list[tuple[float, float, float]] = []  # (left x, top y, bottom y) of each box
-    for row, height in zip(rows, heights):
+    for row, height in zip(rows, heights, strict=True):
         for col, i in enumerate(row):
             x = MARGIN + col * (width + GAP_X)
             _draw_node(ax, nodes[i], x, top, width, scale)
@@ -249,7 +255,7 @@ def _draw_node(ax: Axes, node: _Node, x: float, top: float, width: float, scale:
     ax.text(x + width / 2, top - PAD - TITLE_H / 2, node.title, ha="center", va="center",
             fontsize=11, fontweight="bold", color=accent)
     glyph_mid = (x + width / 2, top - PAD - TITLE_H - GLYPH_H / 2)
-    if len(node.tensor) == 3:
+    if node.cuboid:
         _draw_cuboid(ax, glyph_mid, node.tensor, accent, scale)
     else:
         _draw_bars(ax, glyph_mid, node.tensor, accent, scale)
@@ -288,7 +294,8 @@ def _params_text(node: _Node, total: int) -> str:
         return node.note
     if not node.params:
         return f"{node.note}, no parameters" if node.note else "no parameters"
-    return f"{node.params:,} params \u00b7 {100 * node.params / total:.1f}%"
+    share = 100 * node.params / total
+    return f"{node.params:,} params \u00b7 {f'{share:.1f}%' if share >= 0.05 else '<0.1%'}"
 
 
 def _draw_cuboid(ax: Axes, mid: tuple[float, float], chw: tuple[int, ...], color: str, scale: _Scale) -> None:
@@ -296,9 +303,9 @@ def _draw_cuboid(ax: Axes, mid: tuple[float, float], chw: tuple[int, ...], color
     from matplotlib.patches import Polygon
 
     c, h, w = chw
-    face_h, face_w = (0.16 + 0.5 * _log_share(s, scale.spatial) for s in (h, w))
-    depth = 0.06 + 0.34 * _log_share(c, scale.channels)
-    dx, dy = depth * 0.8, depth * 0.55  # the receding edge, drawn up and to the right
+    face_h, face_w = (0.12 + 0.58 * _log_share(s, scale.spatial) for s in (h, w))
+    depth = 0.05 + 0.36 * _log_share(c, scale.channels)
+    dx, dy = depth * 0.8, depth * 0.45  # the receding edge, drawn up and to the right
     x0, y0 = mid[0] - (face_w + dx) / 2, mid[1] - (face_h + dy) / 2
     front = [(x0, y0), (x0 + face_w, y0), (x0 + face_w, y0 + face_h), (x0, y0 + face_h)]
     top = [front[3], front[2], (front[2][0] + dx, front[2][1] + dy), (front[3][0] + dx, front[3][1] + dy)]
@@ -326,10 +333,16 @@ def _log_share(value: int, largest: int) -> float:
 
 
 def _header_text(spec: Spec, report: ShapeReport) -> str:
-    i = spec.input
-    return (f"{report.total_params:,} parameters ({report.total_params * 4 / 2**20:,.1f} MiB as float32)"
-            f"  \u00b7  input {i.channels} x {i.height} x {i.width}  \u00b7  {len(spec.blocks)} conv blocks"
-            f"  \u00b7  {spec.num_classes} classes")
+    i, n = spec.input, len(spec.blocks)
+    return (f"{report.total_params:,} parameters ({_bytes(report.total_params * 4)} as float32)"
+            f"  \u00b7  input {i.channels} x {i.height} x {i.width}  \u00b7  {n} conv block{'s' * (n > 1)}"
+            f"  \u00b7  {spec.num_classes} class{'es' * (spec.num_classes > 1)}")
+
+
+def _bytes(size: int) -> str:
+    """1536 -> '1.5 KiB', in the largest unit that keeps the number at least 1."""
+    unit = next(u for u in range(3, -1, -1) if size >= 1024**u or u == 0)
+    return f"{size / 1024**unit:,.1f} {('KiB', 'MiB', 'GiB')[unit - 1]}" if unit else f"{size} B"
 
 
 def _header_width(spec: Spec, report: ShapeReport) -> float:

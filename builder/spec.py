@@ -3,6 +3,7 @@
 A spec is a stack of conv blocks (conv -> [batchnorm] -> activation -> [lrn] -> [pool])
 followed by a classifier (optional adaptive pool -> flatten -> hidden linears -> output).
 Every model is strict: unknown keys are rejected and `true` or `3.5` are not ints.
+The docstring under each field is its description in the JSON Schema (editor hover text).
 """
 
 from __future__ import annotations
@@ -27,15 +28,18 @@ def rule_error(field: str, message: str) -> PydanticCustomError:
 class StrictModel(BaseModel):
     """Base of every spec model: no unknown keys, no coercion, immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
 
 
 class InputSpec(StrictModel):
     """Shape of one input image, channels first."""
 
     channels: PositiveInt
+    """Image channels: 3 for RGB, 1 for grayscale."""
     height: PositiveInt
+    """Image height in pixels."""
     width: PositiveInt
+    """Image width in pixels."""
 
 
 class LRNSpec(StrictModel):
@@ -43,9 +47,13 @@ class LRNSpec(StrictModel):
 
     kind: Literal["lrn"]
     size: PositiveInt = 5
+    """Number of neighbouring channels to normalize over."""
     alpha: Annotated[float, Field(gt=0)] = 1e-4
+    """Multiplicative factor."""
     beta: Annotated[float, Field(gt=0)] = 0.75
+    """Exponent."""
     k: Annotated[float, Field(gt=0)] = 2.0
+    """Additive constant."""
 
 
 class BatchNormSpec(StrictModel):
@@ -53,10 +61,14 @@ class BatchNormSpec(StrictModel):
 
     kind: Literal["batchnorm"]
     eps: Annotated[float, Field(gt=0)] = 1e-5
+    """Added to the variance for numerical stability."""
     momentum: Annotated[float, Field(gt=0, le=1)] = 0.1
+    """Update factor of the running statistics."""
 
 
 class NoNormSpec(StrictModel):
+    """No normalization layer."""
+
     kind: Literal["none"]
 
 
@@ -68,8 +80,11 @@ class WindowPoolSpec(StrictModel):
 
     kind: Literal["max", "avg"]
     kernel_size: PositiveInt = 3
+    """Window size (square)."""
     stride: PositiveInt = 2
+    """Window step; smaller than kernel_size gives AlexNet's overlapping pooling."""
     padding: NonNegativeInt = 0
+    """Implicit padding on each side; at most kernel_size/2."""
 
     @model_validator(mode="after")
     def _padding_fits_kernel(self) -> WindowPoolSpec:
@@ -80,6 +95,8 @@ class WindowPoolSpec(StrictModel):
 
 
 class NoPoolSpec(StrictModel):
+    """No pooling layer."""
+
     kind: Literal["none"]
 
 
@@ -90,24 +107,38 @@ class Defaults(StrictModel):
     """Spec-level defaults that blocks inherit unless they set their own."""
 
     norm: NormSpec = LRNSpec(kind="lrn")
+    """Norm of blocks with pool_and_norm: true that set no norm of their own."""
     pool: PoolSpec = WindowPoolSpec(kind="max")
+    """Pool of blocks with pool_and_norm: true that set no pool of their own."""
     activation: Activation = "relu"
+    """Activation of blocks that set none of their own."""
 
 
 class BlockSpec(StrictModel):
-    """One conv block. Key names follow nn.Conv2d."""
+    """One conv block: conv -> [batchnorm] -> activation -> [lrn] -> [pool]. Keys follow nn.Conv2d."""
 
     out_channels: PositiveInt
+    """Output channels of the convolution."""
     kernel_size: PositiveInt
+    """Convolution kernel size (square)."""
     stride: PositiveInt = 1
+    """Convolution stride."""
     padding: NonNegativeInt = 0
+    """Zero padding on each side."""
     groups: PositiveInt = 1
+    """Grouped convolution: must divide in_channels and out_channels."""
     bias: bool = True
+    """Whether the convolution has a bias (redundant before batchnorm)."""
     pool_and_norm: bool = False
+    """Use defaults.norm and defaults.pool (where the block sets none of its own)."""
     norm: NormSpec | None = None
+    """This block's norm; overrides defaults.norm and applies even without pool_and_norm."""
     pool: PoolSpec | None = None
+    """This block's pool; overrides defaults.pool and applies even without pool_and_norm."""
     activation: Activation | None = None
+    """This block's activation (default: defaults.activation)."""
     expect: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None = None
+    """Asserted output shape [C, H, W]; a mismatch is an error."""
 
     @model_validator(mode="after")
     def _groups_divide_out_channels(self) -> BlockSpec:
@@ -122,25 +153,40 @@ class ClassifierSpec(StrictModel):
     """The head: [adaptive avg pool] -> flatten -> hidden linears -> num_classes."""
 
     hidden: list[PositiveInt] = [4096, 4096]
+    """Sizes of the hidden fully connected layers; [] for a single linear layer."""
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
+    """Dropout probability around each hidden layer; 0 disables it."""
     dropout_position: Literal["before", "after"] = "after"
+    """Dropout after each hidden layer (paper) or before it (torchvision)."""
     activation: Activation = "relu"
+    """Activation after each hidden layer; none reproduces code without one."""
     adaptive_pool: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
+    """[H, W]: adaptive average pool before flattening, so any input size works."""
 
 
 class Spec(StrictModel):
-    """A whole architecture. `training` is validated separately by training.config."""
+    """A CNN architecture. The `training` section is validated by training.config."""
 
     extends: str | None = None
+    """Path of a base spec (relative to this file) to inherit from."""
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    """Name of the architecture (letters, digits, _ . -); used for run directories."""
     input: InputSpec
+    """Shape of one input image."""
     num_classes: PositiveInt
+    """Number of output classes."""
     width: Annotated[float, Field(gt=0, le=64)] = 1.0
+    """Width multiplier for every out_channels and hidden size."""
     width_divisor: PositiveInt = 1
+    """Scaled channel counts are rounded to a multiple of this."""
     defaults: Defaults = Defaults()
+    """Norm, pool and activation that blocks inherit."""
     blocks: Annotated[list[BlockSpec], Field(min_length=1)]
+    """The conv blocks, in order (module names features.block1, block2, ...)."""
     classifier: ClassifierSpec = ClassifierSpec()
+    """The fully connected head."""
     training: dict[str, Any] | None = None
+    """Training recipe (see the README's training reference)."""
 
 
 # --- Resolution: what a block actually gets once defaults apply -----------------------------
@@ -182,8 +228,8 @@ def apply_width(spec: Spec) -> Spec:
         return spec
     groups = [b.groups for b in spec.blocks] + [1]
     blocks = [
-        b.model_copy(update={"out_channels": round_channels(b.out_channels, spec.width, lcm(spec.width_divisor, g, g_next))})
-        for b, g, g_next in zip(spec.blocks, groups, groups[1:])
+        b.model_copy(update={"out_channels": round_channels(b.out_channels, spec.width, lcm(spec.width_divisor, g, nxt))})
+        for b, g, nxt in zip(spec.blocks, groups, groups[1:])
     ]
     hidden = [round_channels(h, spec.width, spec.width_divisor) for h in spec.classifier.hidden]
     classifier = spec.classifier.model_copy(update={"hidden": hidden})

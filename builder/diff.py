@@ -1,0 +1,93 @@
+"""What differs between two specs, block by block: fields, output shapes, parameters. No torch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from builder.shapes import BlockShape, ShapeReport, infer
+from builder.spec import BlockSpec, Spec, block_activation, block_norm, block_pool
+
+
+def effective_block(spec: Spec, block: BlockSpec) -> dict[str, Any]:
+    """A block's fields with defaults applied: what it really builds, flattened to dotted keys."""
+    fields = block.model_dump(exclude={"pool_and_norm", "norm", "pool", "activation"})
+    fields["activation"] = block_activation(spec, block)
+    fields["norm"] = _compact(block_norm(spec, block).model_dump())
+    fields["pool"] = _compact(block_pool(spec, block).model_dump())
+    return fields
+
+
+def _compact(layer: dict[str, Any]) -> str:
+    """{'kind': 'lrn', 'size': 5} -> 'lrn(size=5)'."""
+    kind = layer.pop("kind")
+    return f"{kind}({', '.join(f'{k}={v}' for k, v in layer.items())})" if layer else kind
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _changes(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    keys = list(a) + [k for k in b if k not in a]
+    return [f"{k}: {_show(a.get(k))} -> {_show(b.get(k))}" for k in keys if a.get(k) != b.get(k)]
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "-"}[value]
+    return str(value)
+
+
+def _shape(block: BlockShape | None) -> str:
+    return "x".join(map(str, block.out_shape)) if block else "-"
+
+
+def _section(title: str, changes: list[str]) -> list[str]:
+    return [f"{title}: same"] if not changes else [f"{title}:", *(f"    {c}" for c in changes)]
+
+
+def _block_lines(a: Spec, b: Spec, ra: ShapeReport, rb: ShapeReport, i: int) -> list[str]:
+    name = f"block{i + 1}"
+    sa = ra.blocks[i] if i < len(ra.blocks) else None
+    sb = rb.blocks[i] if i < len(rb.blocks) else None
+    if sa is None or sb is None:
+        only = sa or sb
+        assert only is not None
+        return [f"{name}: only in {'B' if sa is None else 'A'}: output {_shape(only)}, {only.params:,} parameters"]
+    changes = _changes(effective_block(a, a.blocks[i]), effective_block(b, b.blocks[i]))
+    if sa.out_shape != sb.out_shape:
+        changes.append(f"output: {_shape(sa)} -> {_shape(sb)}")
+    if sa.params != sb.params:
+        changes.append(f"parameters: {_delta(sa.params, sb.params)}")
+    return _section(name, changes)
+
+
+def _delta(a: int, b: int) -> str:
+    pct = f", {100 * (b - a) / a:+.1f}%" if a else ""
+    return f"{a:,} -> {b:,} ({b - a:+,}{pct})"
+
+
+def diff_specs(a: Spec, b: Spec) -> list[str]:
+    """Lines describing B relative to A: top-level fields, each block, the classifier, totals."""
+    ra, rb = infer(a), infer(b)
+    top = _changes(
+        _flatten(a.model_dump(include={"name", "input", "num_classes"})),
+        _flatten(b.model_dump(include={"name", "input", "num_classes"})),
+    )
+    lines = _section("spec", top)
+    for i in range(max(len(a.blocks), len(b.blocks))):
+        lines += _block_lines(a, b, ra, rb, i)
+    head = _changes(_flatten(a.classifier.model_dump()), _flatten(b.classifier.model_dump()))
+    if ra.flatten != rb.flatten:
+        head.append(f"flatten: {ra.flatten} -> {rb.flatten}")
+    if ra.classifier_params != rb.classifier_params:
+        head.append(f"parameters: {_delta(ra.classifier_params, rb.classifier_params)}")
+    lines += _section("classifier", head)
+    lines.append(f"total parameters: {_delta(ra.total_params, rb.total_params)}")
+    return lines
