@@ -1,4 +1,8 @@
-"""JSON Schema of a spec file, from the pydantic models, for editors (yaml-language-server)."""
+"""JSON Schema of a spec file, from the pydantic models, for editors (yaml-language-server).
+
+A spec with `extends` may leave out anything it inherits, so it is checked against a
+"partial" copy of the schema in which nothing is required and `blocks` may be a patch.
+"""
 
 from __future__ import annotations
 
@@ -11,30 +15,48 @@ SCHEMA_FILE = "spec.schema.json"  # committed in arch_specs/, kept in sync by a 
 
 
 def spec_schema() -> dict[str, Any]:
-    """The schema of a spec, with the `training:` section's own schema when it is available."""
-    schema = Spec.model_json_schema()
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["title"] = "CNN architecture spec"
-    # `blocks` may also be a mapping {INDEX: {fields}} that patches an inherited list.
-    blocks = schema["properties"]["blocks"]
-    schema["properties"]["blocks"] = {
-        "anyOf": [blocks, {"type": "object", "patternProperties": {"^[0-9]+$": {"type": "object"}},
-                           "additionalProperties": False}],
-        "title": "Blocks", "description": "conv blocks, or a patch {INDEX: {fields}} of the inherited ones",
+    """The schema of a spec file: the full Spec, or the partial one when it `extends` a base."""
+    full = Spec.model_json_schema(ref_template="#/$defs/{model}")
+    defs = full.pop("$defs")
+    _embed_training(full, defs)
+    partial = _partial(full)
+    partial["properties"]["blocks"] = {
+        "anyOf": [partial["properties"]["blocks"],
+                  {"type": "object", "patternProperties": {"^[0-9]+$": {"$ref": "#/$defs/PartialBlockSpec"}},
+                   "additionalProperties": False}],
+        "description": "conv blocks replacing the inherited ones, or a patch {INDEX: {fields}} of them",
     }
-    _embed_training(schema)
-    return schema
+    all_defs = {**defs, **{f"Partial{k}": _partial(v) for k, v in defs.items()}, "Spec": full, "PartialSpec": partial}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "CNN architecture spec",
+        "$defs": dict(sorted(all_defs.items())),
+        "if": {"required": ["extends"]},
+        "then": {"$ref": "#/$defs/PartialSpec"},
+        "else": {"$ref": "#/$defs/Spec"},
+    }
 
 
-def _embed_training(schema: dict[str, Any]) -> None:
+def _partial(node: Any) -> Any:
+    """A copy with no `required` lists and every $ref pointing at the partial definitions."""
+    if isinstance(node, dict):
+        return {
+            k: (v.replace("#/$defs/", "#/$defs/Partial") if k == "$ref" else _partial(v))
+            for k, v in node.items() if k != "required"
+        }
+    return [_partial(v) for v in node] if isinstance(node, list) else node
+
+
+def _embed_training(root: dict[str, Any], defs: dict[str, Any]) -> None:
     try:
         from training.config import TrainingConfig
     except ImportError:  # the trainer is optional for the spec schema
         return
     training = TrainingConfig.model_json_schema(ref_template="#/$defs/{model}")
-    schema.setdefault("$defs", {}).update(training.pop("$defs", {}))
-    schema["$defs"]["TrainingConfig"] = training
-    schema["properties"]["training"] = {"anyOf": [{"$ref": "#/$defs/TrainingConfig"}, {"type": "null"}]}
+    defs.update(training.pop("$defs", {}))
+    defs["TrainingConfig"] = training
+    root["properties"]["training"] = {"anyOf": [{"$ref": "#/$defs/TrainingConfig"}, {"type": "null"}],
+                                      "description": "Training recipe; see the README."}
 
 
 def schema_text() -> str:

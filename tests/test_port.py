@@ -1,0 +1,61 @@
+"""Porting torchvision's alexnet weights into the built alexnet_torchvision model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torchvision.models import alexnet
+
+from builder.build import build_model
+from builder.errors import BuilderError
+from builder.loading import load_spec
+from builder.port import PortError, port_weights, read_state_dict
+from conftest import SPECS
+
+
+def test_ported_weights_give_identical_outputs() -> None:
+    torch.manual_seed(0)
+    reference = alexnet(weights=None).eval()
+    model = build_model(load_spec(SPECS / "alexnet_torchvision.yaml")).eval()
+    pairs = port_weights(model, reference.state_dict())
+    assert pairs[0] == ("features.0.weight", "features.block1.conv.weight")
+    assert pairs[-1] == ("classifier.6.bias", "classifier.fc3.bias")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.equal(model(x), reference(x))
+
+
+def test_mismatch_is_reported_and_nothing_is_copied() -> None:
+    model = build_model(load_spec(SPECS / "alexnet.yaml"))
+    before = model.features.block1.conv.weight.clone()
+    with pytest.raises(PortError) as info:
+        port_weights(model, alexnet(weights=None).state_dict())
+    assert "features.0.weight (64, 3, 11, 11) -> features.block1.conv.weight (96, 3, 11, 11)" in str(info.value)
+    assert torch.equal(model.features.block1.conv.weight, before)
+
+
+def test_cli_ports_a_pth_file(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    reference = alexnet(weights=None, num_classes=10)
+    torch.save(reference.state_dict(), tmp_path / "tv.pth")
+    out = tmp_path / "model.safetensors"
+    code, stdout, _ = cli("port-weights", SPECS / "alexnet_torchvision.yaml", tmp_path / "tv.pth",
+                          "--set", "num_classes=10", "-o", out)
+    assert code == 0 and "copied 16 tensors" in stdout
+    assert torch.equal(load_file(str(out))["classifier.fc3.weight"], reference.classifier[6].weight)
+
+
+def test_pickled_objects_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(1), "payload": Path("/etc/passwd")}, path)
+    with pytest.raises(BuilderError, match="cannot load weights safely"):
+        read_state_dict(path)
+
+
+def test_missing_weights_file(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    code, _, err = cli("port-weights", SPECS / "alexnet_torchvision.yaml", tmp_path / "nope.pth", "-o",
+                       tmp_path / "o.safetensors")
+    assert code == 2 and err == f"error: {tmp_path / 'nope.pth'}: no such weights file\n"
