@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from itertools import pairwise
 
 import torch
 from torch import nn
@@ -71,7 +72,7 @@ def build_classifier(spec: Spec) -> nn.Sequential:
     assert flat is not None, "build_model needs a spec that passed shape inference"
     sizes = [flat, *head.hidden]
     parts: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:]), start=1):
+    for i, (a, b) in enumerate(pairwise(sizes), start=1):
         if head.dropout and head.dropout_position == "before":
             parts[f"drop{i}"] = nn.Dropout(head.dropout)
         parts[f"fc{i}"] = nn.Linear(a, b)

@@ -143,14 +143,18 @@ def _data_path(data: Any, loc: Sequence[PathSeg]) -> Path:
     """Drop pydantic's union-tag segments ('lrn', 'function-after[...]') from an error loc."""
     path: list[PathSeg] = []
     for i, seg in enumerate(loc):
-        if isinstance(data, dict) and seg in data:
-            data = data[seg]
-        elif isinstance(data, list) and isinstance(seg, int) and -len(data) <= seg < len(data):
+        if _has(data, seg):
             data = data[seg]
         elif i < len(loc) - 1:
             continue  # a tag of a union member, not a place in the data
         path.append(seg)
     return tuple(path)
+
+
+def _has(data: Any, seg: PathSeg) -> bool:
+    if isinstance(data, dict):
+        return seg in data
+    return isinstance(data, list) and isinstance(seg, int) and -len(data) <= seg < len(data)
 
 
 _TEMPLATES = {
@@ -215,7 +219,7 @@ def _fields_at(model: type[BaseModel], data: Any, path: Path) -> list[str]:
             tp = get_args(tp)[0]
         else:
             return []
-        data = data[seg] if isinstance(data, (dict, list)) else None
+        data = data[seg] if _has(data, seg) else None
     tp = _unwrap(tp, data)
     return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
 
@@ -237,4 +241,6 @@ def _tag_matches(member: Any, data: Any) -> bool:
     if not (isinstance(member, type) and issubclass(member, BaseModel) and isinstance(data, dict)):
         return False
     kind = member.model_fields.get("kind")
-    return kind is not None and get_origin(kind.annotation) is Literal and data.get("kind") in get_args(kind.annotation)
+    if kind is None or get_origin(kind.annotation) is not Literal:
+        return False
+    return data.get("kind") in get_args(kind.annotation)

@@ -8,6 +8,7 @@ incoming channels, a spatial size that collapses, an `expect` that does not hold
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from builder.errors import Problem
 from builder.spec import (
@@ -104,7 +105,7 @@ def _block(spec: Spec, index: int, in_shape: Shape) -> tuple[BlockShape | None, 
 def classifier_params(spec: Spec, flatten: int) -> int:
     """Weights and biases of the hidden linears and the output linear."""
     sizes = [flatten, *spec.classifier.hidden, spec.num_classes]
-    return sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    return sum(a * b + b for a, b in pairwise(sizes))
 
 
 def flatten_size(spec: Spec, last: Shape) -> int:

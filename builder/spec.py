@@ -8,6 +8,7 @@ The docstring under each field is its description in the JSON Schema (editor hov
 
 from __future__ import annotations
 
+from itertools import pairwise
 from math import lcm
 from typing import Annotated, Any, Literal
 
@@ -228,8 +229,8 @@ def apply_width(spec: Spec) -> Spec:
         return spec
     groups = [b.groups for b in spec.blocks] + [1]
     blocks = [
-        b.model_copy(update={"out_channels": round_channels(b.out_channels, spec.width, lcm(spec.width_divisor, g, nxt))})
-        for b, g, nxt in zip(spec.blocks, groups, groups[1:])
+        b.model_copy(update={"out_channels": round_channels(b.out_channels, spec.width, lcm(spec.width_divisor, g, h))})
+        for b, (g, h) in zip(spec.blocks, pairwise(groups))
     ]
     hidden = [round_channels(h, spec.width, spec.width_divisor) for h in spec.classifier.hidden]
     classifier = spec.classifier.model_copy(update={"hidden": hidden})

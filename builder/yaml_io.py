@@ -104,7 +104,8 @@ class _Walker:
     def value(self, node: Node, path: Path) -> Any:
         self.count += 1
         if self.count > MAX_VALUES:
-            raise SpecError.at(_loc(self.source, node), f"more than {MAX_VALUES} values after expanding aliases (YAML alias bomb?)")
+            msg = f"more than {MAX_VALUES} values after expanding aliases (YAML alias bomb?)"
+            raise SpecError.at(_loc(self.source, node), msg)
         self.doc.locs[path] = _loc(self.source, node)
         if isinstance(node, MappingNode):
             return self.mapping(node, path)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SPECS
 from torch import nn
 
 from builder.build import build_model
 from builder.loading import load_spec
 from builder.shapes import infer
 from builder.summary import summarize
-from conftest import SPECS
 
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
 EXPECTED_PARAMS = {  # figures stated by the issues, at the given num_classes

@@ -6,12 +6,12 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from conftest import SPECS
 from torch import nn
 
 from builder.build import ModelTooLargeError, build_model
 from builder.loading import load_spec
 from builder.shapes import infer
-from conftest import SPECS
 
 
 def hand_written_alexnet(num_classes: int, classifier_relu: bool) -> nn.Module:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from conftest import SPECS
+
 from builder.diff import diff_specs
 from builder.loading import load_spec
-from conftest import SPECS
 
 
 def test_same_spec_has_no_differences() -> None:

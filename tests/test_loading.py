@@ -6,11 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import SPECS, TINY_SPEC
 
 from builder.errors import SpecError
 from builder.loading import dump_spec, load_spec
 from builder.shapes import infer
-from conftest import SPECS, TINY_SPEC
 
 Writer = Callable[..., Path]
 

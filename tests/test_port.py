@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SPECS
 from safetensors.torch import load_file
 from torchvision.models import alexnet
 
@@ -14,7 +15,6 @@ from builder.build import build_model
 from builder.errors import BuilderError
 from builder.loading import load_spec
 from builder.port import PortError, port_weights, read_state_dict
-from conftest import SPECS
 
 
 def test_ported_weights_give_identical_outputs() -> None:

@@ -8,15 +8,16 @@ from collections.abc import Callable
 import jsonschema
 import pytest
 import yaml
+from conftest import SPECS
 
 from builder.schema import SCHEMA_FILE, schema_text, spec_schema
-from conftest import SPECS
 
 SHIPPED = sorted(SPECS.glob("*.yaml"))
 
 
 def test_committed_schema_is_in_sync() -> None:
-    assert (SPECS / SCHEMA_FILE).read_text() == schema_text(), "run: python -m builder schema > arch_specs/" + SCHEMA_FILE
+    hint = f"regenerate it: python -m builder schema > arch_specs/{SCHEMA_FILE}"
+    assert (SPECS / SCHEMA_FILE).read_text() == schema_text(), hint
 
 
 def test_cli_prints_the_schema(cli: Callable[..., tuple[int, str, str]]) -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from conftest import SPECS
 
 from builder.loading import load_spec
 from builder.shapes import infer, window_out
-from conftest import SPECS
 
 
 @pytest.mark.parametrize(

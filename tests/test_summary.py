@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, SPECS
 
 from builder.errors import BuilderError
 from builder.loading import load_spec
 from builder.summary import summarize
-from conftest import ROOT, SPECS
 
 GOLDEN = ROOT / "tests" / "golden" / "alexnet_summary.txt"
 
@@ -33,7 +33,8 @@ def test_summary_checks_agree_and_report_totals() -> None:
 
 
 def test_real_forward_on_cpu_with_batch(cli: Callable[..., tuple[int, str, str]]) -> None:
-    code, out, _ = cli("summarize", SPECS / "alexnet_cifar.yaml", "--device", "cpu", "--batch-size", "4", "--depth", "1")
+    args = ("--device", "cpu", "--batch-size", "4", "--depth", "1")
+    code, out, _ = cli("summarize", SPECS / "alexnet_cifar.yaml", *args)
     assert code == 0
     assert "[4, 3, 32, 32]" in out and "block1" not in out  # depth 1 hides the blocks
     assert "shape check: 5 blocks" in out
