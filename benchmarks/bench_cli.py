@@ -1,0 +1,69 @@
+"""Command start-up and meta-device summaries: how long a person waits.
+
+- `summarize arch_specs/alexnet.yaml` vs `python -c "import torch, torchinfo"` (goal <= 1.25x);
+- `validate` wall time (goal <= 0.3 s, and torch is never imported);
+- `summarize` on meta of an AlexNet widened to ~10 billion parameters: wall time and peak memory
+  (goal < 10 s, < 2 GB).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from common import SPECS, Row, emit, interleaved, median, parser, python, spread, timed_run
+
+HUGE = "extends: {base}\nname: alexnet_10b\nclassifier: {{hidden: [1000000, 1000]}}\n"
+PEAK = (
+    "import resource, sys; from builder.cli import main; rc = main(['summarize', sys.argv[1]]); "
+    "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)"
+)
+
+
+def startup_rows(repeats: int) -> list[Row]:
+    spec = str(SPECS / "alexnet.yaml")
+    runs = interleaved(
+        {
+            "import": lambda: timed_run([python(), "-c", "import torch, torchinfo"]),
+            "summarize": lambda: timed_run([python(), "-m", "builder", "summarize", spec]),
+            "validate": lambda: timed_run([python(), "-m", "builder", "validate", spec]),
+        },
+        repeats,
+    )
+    ratio = median(runs["summarize"]) / median(runs["import"])
+    return [
+        Row("summarize alexnet.yaml vs import torch, torchinfo", f"{ratio:.2f}x "
+            f"({median(runs['summarize']):.2f} s vs {median(runs['import']):.2f} s)", "<= 1.25x", ratio <= 1.25,
+            "python benchmarks/bench_cli.py", f"summarize s: {spread(runs['summarize'], '{:.2f}')}"),
+        Row("validate alexnet.yaml wall time", f"{median(runs['validate']):.3f} s", "<= 0.3 s, no torch import",
+            median(runs["validate"]) <= 0.3, "python benchmarks/bench_cli.py",
+            f"s: {spread(runs['validate'], '{:.3f}')}"),
+    ]
+
+
+def huge_rows(repeats: int) -> list[Row]:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "alexnet_10b.yaml"
+        path.write_text(HUGE.format(base=SPECS / "alexnet.yaml"))
+        walls, peaks = [], []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = subprocess.run([python(), "-c", PEAK, str(path)], check=True, capture_output=True, text=True)
+            walls.append(time.perf_counter() - start)
+            peaks.append(int(out.stdout.strip().splitlines()[-1]) / 2**20)  # KiB -> GiB
+            params = next(line for line in out.stdout.splitlines() if "parameters (" in line).split(":")[1].split("(")[0]
+    wall, peak = median(walls), max(peaks)
+    return [Row(f"summarize on meta, AlexNet widened to{params.rstrip()}", f"{wall:.2f} s, peak {peak:.2f} GiB",
+                "< 10 s, < 2 GB", wall < 10 and peak < 2, "python benchmarks/bench_cli.py",
+                f"wall s: {spread(walls, '{:.2f}')}")]
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    emit(startup_rows(args.repeats) + huge_rows(min(args.repeats, 3)), args.json)
+
+
+if __name__ == "__main__":
+    main()
