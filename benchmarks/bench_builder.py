@@ -9,11 +9,11 @@ from __future__ import annotations
 import time
 
 import torch
+from common import SPECS, Row, emit, interleaved, median, parser, spread
 from torch import nn
 
 from builder.build import build_model
 from builder.loading import load_spec
-from common import SPECS, Row, emit, interleaved, median, parser, spread
 
 
 class HandWrittenAlexNetCifar(nn.Module):
@@ -23,14 +23,17 @@ class HandWrittenAlexNetCifar(nn.Module):
         super().__init__()
 
         def block(cin: int, cout: int, k: int, s: int, pool: bool) -> list[nn.Module]:
-            layers: list[nn.Module] = [nn.Conv2d(cin, cout, k, s, k // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+            conv = nn.Conv2d(cin, cout, k, s, k // 2, bias=False)
+            layers: list[nn.Module] = [conv, nn.BatchNorm2d(cout), nn.ReLU(True)]
             return [*layers, nn.MaxPool2d(2, 2)] if pool else layers
 
         self.features = nn.Sequential(
             *block(3, 64, 5, 2, True), *block(64, 192, 5, 1, True), *block(192, 384, 3, 1, False),
             *block(384, 256, 3, 1, False), *block(256, 256, 3, 1, True),
         )
-        self.classifier = nn.Sequential(nn.Linear(1024, 512), nn.ReLU(True), nn.Dropout(0.3), nn.Linear(512, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(1024, 512), nn.ReLU(True), nn.Dropout(0.3), nn.Linear(512, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.features(x), 1))

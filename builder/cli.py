@@ -91,6 +91,18 @@ def cmd_port_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from builder.bench import bench, write_json
+
+    spec = load_spec(args.spec, args.overrides)
+    result = bench(spec, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
+                   device=args.device, options=args.options)
+    print(result)
+    if args.json:
+        print(f"wrote {write_json(result, args.json)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m builder", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -128,6 +140,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="source state dict: .pth/.pt (loaded with weights_only=True) or .safetensors")
     p.add_argument("-o", "--output", required=True, help="where to write the ported model.safetensors")
     p.set_defaults(func=cmd_port_weights)
+
+    p = sub.add_parser("bench", help="measure training images/s under fp32, channels_last, bf16, fp16, compile")
+    _add_spec_args(p)
+    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per option first (default 3)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported (default 3)")
+    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    p.add_argument("--options", default="all", help="comma list of fp32,channels_last,bf16,fp16,compile (default all)")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    p.set_defaults(func=cmd_bench)
 
     from training.cli import add_train_parser  # torch-free at import
 

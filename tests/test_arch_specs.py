@@ -11,6 +11,7 @@ from torch import nn
 
 from builder.build import build_model
 from builder.loading import load_spec
+from builder.lrn import LocalResponseNorm
 from builder.shapes import infer
 from builder.summary import summarize
 
@@ -62,9 +63,10 @@ def test_half_width_halves_channels() -> None:
 
 
 def test_bn_variant_swaps_lrn_for_batchnorm() -> None:
-    model = build_model(load_spec(SPECS / "alexnet_bn.yaml"))
-    kinds = {type(m) for m in model.modules()}
-    assert nn.BatchNorm2d in kinds and nn.LocalResponseNorm not in kinds
+    bn, lrn = (build_model(load_spec(SPECS / f"{name}.yaml")) for name in ("alexnet_bn", "alexnet"))
+    assert {type(m) for m in bn.modules()} >= {nn.BatchNorm2d}
+    assert not [m for m in bn.modules() if isinstance(m, (LocalResponseNorm, nn.LocalResponseNorm))]
+    assert isinstance(lrn.features.block1.norm, LocalResponseNorm)
 
 
 def _record_shapes(model: nn.Module, names: list[str]) -> dict[str, tuple[int, ...]]:
