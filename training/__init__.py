@@ -1,1 +1,24 @@
-"""The shared trainer: trains any built spec on real data (see training.trainer)."""
+"""The shared trainer: trains any built spec on real data (see training.trainer).
+
+`TrainingConfig` needs no torch; `train` imports it on first use, so `python -m builder
+validate` (which reaches training.cli and training.config) stays torch-free.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from training.config import TrainingConfig
+
+if TYPE_CHECKING:
+    from training.trainer import TrainResult, train
+
+__all__ = ["TrainResult", "TrainingConfig", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("train", "TrainResult"):
+        from training import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module 'training' has no attribute {name!r}")

@@ -1,18 +1,105 @@
-"""`python -m builder train SPEC`: argument parsing only; torch is imported when it runs."""
+"""`python -m builder train SPEC`: argument parsing and config loading; torch is imported when it runs.
+
+Each trainer flag is an override of the spec's `training:` section, applied like `--set` but
+located at the flag, so `--epochs 0` reports `--epochs 0: error: training.epochs: must be > 0`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from builder.errors import Document, validate
+from builder.loading import apply_override, resolve_document, spec_from_document
+from training.config import TrainingConfig
+from training.errors import ConfigProblems, TrainingInterrupted
+
+if TYPE_CHECKING:
+    from builder.spec import Spec
+
+# (argparse dest, flag, field path under the document, metavar, help)
+FLAGS = (
+    ("epochs", "--epochs", "training.epochs", "N", "number of epochs"),
+    ("batch_size", "--batch-size", "training.batch_size", "N", "mini-batch size"),
+    ("lr", "--lr", "training.optimizer.lr", "LR", "learning rate, the peak one for one_cycle"),
+    ("seed", "--seed", "training.seed", "N", "seed of weights, shuffling, augmentation and dropout"),
+    ("device", "--device", "training.device", "DEVICE", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
+)
 
 
 def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register the `train` subcommand on the builder CLI's subparsers."""
-    p = sub.add_parser("train", help="train a spec on real data")
+    p = sub.add_parser(
+        "train", help="train a spec on real data",
+        description="Train a spec with its training: section (see the README), overridden by these flags.",
+    )
     add_spec_args(p)
+    for dest, flag, path, metavar, text in FLAGS:
+        p.add_argument(flag, dest=dest, metavar=metavar, help=f"{text} (sets {path})")
+    p.add_argument(
+        "--data", metavar="KIND[:ROOT]",
+        help="dataset: digits, fake, cifar10[:ROOT] or image_folder:ROOT (sets training.dataset)",
+    )
+    p.add_argument("--out", metavar="DIR", help="output directory (default runs/<spec name>-<timestamp>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch, for logs")
     p.set_defaults(func=run_train)
 
 
+def load_training(args: argparse.Namespace) -> tuple[Document, Spec, TrainingConfig]:
+    """The spec and its training config from SPEC, `--set` and the trainer flags (located errors)."""
+    doc = resolve_document(args.spec, args.overrides)
+    if doc.data.get("training") is None:
+        doc.data["training"] = {}
+    for dest, flag, path, _, _ in FLAGS:
+        value = getattr(args, dest)
+        if value is not None:
+            apply_override(doc, f"{path}={value}", source=f"{flag} {value}")
+    if args.data is not None:
+        apply_data_flag(doc, args.data)
+    spec = spec_from_document(doc)
+    return doc, spec, validate(TrainingConfig, doc, prefix=("training",))
+
+
+def apply_data_flag(doc: Document, text: str) -> None:
+    """`--data KIND[:ROOT]`: the same kind keeps the spec's dataset options; another replaces them."""
+    kind, sep, root = text.partition(":")
+    source = f"--data {text}"
+    current = doc.data["training"].get("dataset")
+    same = isinstance(current, dict) and current.get("kind", "digits") == kind
+    target = f"training.dataset.kind={json.dumps(kind)}" if same else f"training.dataset={{kind: {json.dumps(kind)}}}"
+    apply_override(doc, target, source=source)
+    if sep:
+        apply_override(doc, f"training.dataset.root={json.dumps(root)}", source=source)
+
+
 def run_train(args: argparse.Namespace) -> int:
-    raise NotImplementedError("the trainer is not written yet")
+    doc, spec, config = load_training(args)
+    from training.trainer import train
+
+    try:
+        train(spec, config, out=args.out, resume=args.resume, quiet=args.quiet)
+    except ConfigProblems as exc:
+        raise doc.diagnose(exc.problems) from None
+    except TrainingInterrupted as exc:
+        exc.resume_command = resume_command(args, str(exc.run_dir))
+        raise
+    return 0
+
+
+def resume_command(args: argparse.Namespace, run_dir: str) -> str:
+    """The command that continues this run: the same spec and settings, plus --resume."""
+    words = ["python", "-m", "builder", "train", args.spec]
+    for override in args.overrides:
+        words += ["--set", override]
+    for dest, flag, *_ in FLAGS:
+        if getattr(args, dest) is not None:
+            words += [flag, str(getattr(args, dest))]
+    if args.data is not None:
+        words += ["--data", args.data]
+    if args.quiet:
+        words.append("--quiet")
+    return shlex.join([*words, "--resume", run_dir])

@@ -1,0 +1,269 @@
+"""Every dataset kind feeds the spec's input shape; augmentation is seeded and training-only."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+from PIL import Image
+
+from builder.loading import load_spec
+from training import data as data_module
+from training.config import Augment, Cifar10Data, DigitsData, FakeData, ImageFolderData, TrainingConfig
+from training.data import (
+    CIFAR_DIR,
+    Data,
+    FolderSplit,
+    Preprocess,
+    TensorSplit,
+    eval_order,
+    generator,
+    load_data,
+    preprocess_for,
+    random_crop,
+    train_order,
+)
+from training.errors import BadImageError, ConfigProblems
+
+SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10"
+
+SPEC = """\
+name: small
+input: {{channels: {c}, height: {h}, width: {w}}}
+num_classes: {classes}
+blocks:
+  - {{out_channels: 8, kernel_size: 3, padding: 1, pool_and_norm: true}}
+  - {{out_channels: 8, kernel_size: 3, padding: 1}}
+classifier: {{hidden: [16]}}
+"""
+
+
+@pytest.fixture
+def spec_of(write_spec: Callable[..., Path]) -> Callable[..., object]:
+    def make(c: int = 3, h: int = 16, w: int = 16, classes: int = 10) -> object:
+        return load_spec(write_spec(SPEC.format(c=c, h=h, w=w, classes=classes)))
+
+    return make
+
+
+def first_batch(data: Data, split: str = "train", size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    part = data.train if split == "train" else data.test
+    return next(iter(part.batches(eval_order(len(part), size))))
+
+
+# --- digits ----------------------------------------------------------------------------------------
+
+
+def test_digits_split_is_stratified_fixed_and_converted_to_rgb(spec_of: Callable[..., object]) -> None:
+    data = load_data(DigitsData(kind="digits"), spec_of(c=3))  # type: ignore[arg-type]
+    assert (len(data.train), len(data.test), data.num_classes) == (1437, 360, 10)
+    images, _ = first_batch(data)
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 8, 8)  # native size, resized per batch
+    assert torch.equal(images[:, 0], images[:, 1]) and int(images.max()) == 255
+    counts = torch.bincount(data.test.labels)
+    assert int(counts.min()) >= 35 and int(counts.max()) <= 37  # stratified: 20% of each class (174..183)
+    again = load_data(DigitsData(kind="digits"), spec_of(c=3))  # type: ignore[arg-type]
+    assert torch.equal(again.test.labels, data.test.labels)
+    other = load_data(DigitsData(kind="digits", split_seed=1), spec_of(c=3))  # type: ignore[arg-type]
+    assert not torch.equal(other.test.labels, data.test.labels)
+    assert len(set(data.mean)) == 1 and 0 < data.mean[0] < 0.5  # gray repeated: equal channel statistics
+
+
+def test_preprocess_resizes_and_normalizes_with_the_dataset_statistics(spec_of: Callable[..., object]) -> None:
+    spec = spec_of(c=1, h=32, w=32)
+    data = load_data(DigitsData(kind="digits"), spec)  # type: ignore[arg-type]
+    prep = preprocess_for(data, spec, Augment(), torch.device("cpu"), channels_last=False)  # type: ignore[arg-type]
+    all_train = next(iter(data.train.batches([torch.arange(len(data.train))])))[0]
+    x = prep(all_train)
+    assert x.shape == (1437, 1, 32, 32)
+    assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.15  # about standardized
+
+
+# --- augmentation and order ------------------------------------------------------------------------------
+
+
+def test_augmentation_is_seeded_per_batch_and_off_for_evaluation() -> None:
+    prep = Preprocess((8, 8), torch.zeros(3, 1, 1), torch.ones(3, 1, 1), Augment(crop_padding=0.25, hflip=True))
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    plain = images.float() / 255
+    assert torch.equal(prep(images), plain)  # evaluation: no augmentation
+    a, b, c = prep(images, generator(0, 1, 2)), prep(images, generator(0, 1, 2)), prep(images, generator(0, 1, 3))
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, plain)
+
+
+def test_random_crop_shifts_each_image_and_fills_with_zeros() -> None:
+    x = torch.arange(1, 17, dtype=torch.float32).view(1, 1, 4, 4).repeat(64, 2, 1, 1)
+    out = random_crop(x, (1, 1), generator(7))
+    padded = torch.nn.functional.pad(x[0, 0], (1, 1, 1, 1))
+    shifts = {(dy, dx): padded[1 + dy : 5 + dy, 1 + dx : 5 + dx] for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    used = set()
+    for img in out:
+        assert torch.equal(img[0], img[1])  # one shift per image, for all its channels
+        used |= {s for s, crop in shifts.items() if torch.equal(img[0], crop)}
+    assert all(any(torch.equal(img[0], crop) for crop in shifts.values()) for img in out)
+    assert len(used) >= 5  # images got different shifts
+
+
+def test_train_order_is_a_seeded_permutation_without_a_lone_last_sample() -> None:
+    order = train_order(129, 64, seed=0, epoch=0)
+    assert [len(b) for b in order] == [64, 64]  # the 129th sample would make a batch of one
+    assert len(torch.cat(order).unique()) == 128
+    assert all(torch.equal(a, b) for a, b in zip(order, train_order(129, 64, seed=0, epoch=0)))
+    assert not torch.equal(order[0], train_order(129, 64, seed=0, epoch=1)[0])
+    assert [len(b) for b in train_order(130, 64, 0, 0)] == [64, 64, 2]
+
+
+# --- fake ------------------------------------------------------------------------------------------
+
+
+def test_fake_data_has_the_spec_shape_and_class_count(spec_of: Callable[..., object]) -> None:
+    data = load_data(FakeData(kind="fake", train_size=20, test_size=6), spec_of(c=1, h=12, w=10, classes=4))  # type: ignore[arg-type]
+    images, labels = first_batch(data, "test", 6)
+    assert images.shape == (6, 1, 12, 10) and (len(data.train), len(data.test)) == (20, 6)
+    assert int(labels.max()) < 4 and data.num_classes == 4
+
+
+def test_a_spec_with_other_channels_or_too_few_classes_is_refused(spec_of: Callable[..., object]) -> None:
+    with pytest.raises(ConfigProblems) as exc:
+        load_data(FakeData(kind="fake"), spec_of(c=4))  # type: ignore[arg-type]
+    assert exc.value.problems[0].path == ("input", "channels")
+    with pytest.raises(ConfigProblems) as exc:
+        load_data(DigitsData(kind="digits"), spec_of(classes=9))  # type: ignore[arg-type]
+    assert exc.value.problems[0].path == ("num_classes",) and "has 10 classes" in exc.value.problems[0].message
+
+
+# --- image_folder ------------------------------------------------------------------------------------
+
+
+def make_tree(root: Path, splits: dict[str, dict[str, int]], size: tuple[int, int] = (20, 14)) -> Path:
+    """root/<split>/<class>/<i>.png, RGB images of one color per class."""
+    colors = {"cat": (200, 30, 30), "dog": (30, 200, 30), "eel": (30, 30, 200)}
+    for split, classes in splits.items():
+        for name, count in classes.items():
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", size, colors[name]).save(root / split / name / f"{i}.png")
+    return root
+
+
+def test_image_folder_decodes_resizes_and_converts_to_gray(tmp_path: Path, spec_of: Callable[..., object]) -> None:
+    root = make_tree(tmp_path / "tree", {"train": {"cat": 3, "dog": 2}, "val": {"cat": 1, "dog": 1}})
+    data = load_data(ImageFolderData(kind="image_folder", root=str(root)), spec_of(c=1, h=8, w=6, classes=2))  # type: ignore[arg-type]
+    assert isinstance(data.train, FolderSplit) and (len(data.train), len(data.test), data.num_classes) == (5, 2, 2)
+    images, labels = first_batch(data, "train", 5)
+    assert images.shape == (5, 1, 8, 6) and images.dtype == torch.uint8 and labels.tolist() == [0, 0, 0, 1, 1]
+    red_luma = round(0.299 * 200 + 0.587 * 30 + 0.114 * 30)
+    assert abs(int(images[0, 0, 4, 3]) - red_luma) <= 1
+
+
+def test_image_folder_with_workers_gives_the_same_batches(tmp_path: Path, spec_of: Callable[..., object]) -> None:
+    root = make_tree(tmp_path / "tree", {"train": {"cat": 3, "dog": 3}, "test": {"cat": 1, "dog": 1}})
+    config = ImageFolderData(kind="image_folder", root=str(root))
+    spec = spec_of(classes=2)
+    order = train_order(6, 4, seed=0, epoch=0)
+    serial = list(load_data(config, spec).train.batches(order))  # type: ignore[arg-type]
+    parallel = list(load_data(config, spec, workers=2).train.batches(order))  # type: ignore[arg-type]
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(serial, parallel))
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        ({"train": {"cat": 1}}, "lacks a train/ or a test/ (val/) subfolder"),
+        ({"train": {"cat": 1, "dog": 1}, "test": {"cat": 1, "eel": 1}}, "they must match"),
+        ({"train": {}, "test": {"cat": 1}}, "class folder"),
+    ],
+)
+def test_image_folder_layout_problems_are_reported_at_root(
+    tmp_path: Path, spec_of: Callable[..., object], splits: dict[str, dict[str, int]], message: str
+) -> None:
+    root = make_tree(tmp_path / "tree", splits)
+    (root / "train").mkdir(exist_ok=True)
+    with pytest.raises(ConfigProblems) as exc:
+        load_data(ImageFolderData(kind="image_folder", root=str(root)), spec_of())  # type: ignore[arg-type]
+    assert exc.value.problems[0].path == ("training", "dataset", "root") and message in str(exc.value)
+
+
+@pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="needs the CIFAR-10 JPEG tree in ../shared/datasets/cifar10")
+def test_the_shared_cifar10_jpeg_tree_loads_as_an_image_folder(spec_of: Callable[..., object]) -> None:
+    data = load_data(ImageFolderData(kind="image_folder", root=str(SHARED_CIFAR)), spec_of(h=32, w=32))  # type: ignore[arg-type]
+    assert (len(data.train), len(data.test), data.num_classes) == (50_000, 10_000, 10)
+    images, _ = first_batch(data, "test")
+    assert images.shape == (4, 3, 32, 32)
+
+
+# --- cifar10 -------------------------------------------------------------------------------------------
+
+
+def write_cifar(root: Path, per_batch: int = 4) -> Path:
+    """A tiny CIFAR-10 in torchvision's python layout (bytes keys, as in the real Python 2 pickles)."""
+    folder = root / CIFAR_DIR
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i, name in enumerate([*(f"data_batch_{k}" for k in range(1, 6)), "test_batch"]):
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        data[:, :1024] = 10 * i  # red plane of batch i marks where a sample came from
+        batch = {b"data": data, b"labels": [(i + j) % 10 for j in range(per_batch)], b"batch_label": b"x"}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    return root
+
+
+def test_cifar10_reads_the_pickle_batches(tmp_path: Path, spec_of: Callable[..., object]) -> None:
+    root = write_cifar(tmp_path / "cifar")
+    data = load_data(Cifar10Data(kind="cifar10", root=str(root)), spec_of(h=32, w=32))  # type: ignore[arg-type]
+    assert isinstance(data.train, TensorSplit) and (len(data.train), len(data.test)) == (20, 4)
+    assert data.train.images.shape == (20, 3, 32, 32)
+    assert data.train.images[:, 0, 0, 0].tolist() == [0] * 4 + [10] * 4 + [20] * 4 + [30] * 4 + [40] * 4
+    assert data.test.labels.tolist() == [5, 6, 7, 8] and int(data.test.images[0, 0, 5, 5]) == 50
+    gray = load_data(Cifar10Data(kind="cifar10", root=str(root / CIFAR_DIR)), spec_of(c=1, h=24, w=24))  # type: ignore[arg-type]
+    assert gray.train.images.shape == (20, 1, 32, 32)  # converted once; resized per batch
+
+
+def test_cifar10_without_files_says_how_to_get_them(tmp_path: Path, spec_of: Callable[..., object]) -> None:
+    with pytest.raises(ConfigProblems) as exc:
+        load_data(Cifar10Data(kind="cifar10", root=str(tmp_path)), spec_of())  # type: ignore[arg-type]
+    (problem,) = exc.value.problems
+    assert problem.path == ("training", "dataset", "root")
+    assert "no CIFAR-10 files" in problem.message and "download: true" in problem.message
+
+
+class _Boom:
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        import os
+
+        return os.system, ("touch PWNED",)
+
+
+def test_a_cifar10_batch_that_would_run_code_is_refused(
+    tmp_path: Path, spec_of: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = write_cifar(tmp_path / "cifar")
+    (root / CIFAR_DIR / "data_batch_3").write_bytes(pickle.dumps({b"data": _Boom(), b"labels": []}))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigProblems, match=r"refused .*data_batch_3: it would import posix\.system"):
+        load_data(Cifar10Data(kind="cifar10", root=str(root)), spec_of())  # type: ignore[arg-type]
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_every_dataset_kind_is_a_valid_config() -> None:
+    for kind in ("digits", "cifar10", "fake"):
+        assert TrainingConfig.model_validate({"dataset": {"kind": kind}}).dataset.kind == kind
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_image_that_cannot_be_decoded_is_one_clear_line(
+    tmp_path: Path, spec_of: Callable[..., object], workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = make_tree(tmp_path / "tree", {"train": {"cat": 1, "dog": 1}, "test": {"cat": 1, "dog": 1}})
+    (root / "train" / "dog" / "0.png").write_bytes(b"not a png")
+    monkeypatch.setattr(data_module, "STATS_SAMPLE", 1)  # the statistics see only the first image
+    data = load_data(ImageFolderData(kind="image_folder", root=str(root)), spec_of(classes=2), workers)  # type: ignore[arg-type]
+    with pytest.raises(BadImageError) as exc:
+        list(data.train.batches(eval_order(2, 2)))
+    (line,) = exc.value.lines()
+    assert line.startswith(f"error: {root / 'train' / 'dog' / '0.png'}: cannot read image: ")

@@ -1,0 +1,296 @@
+"""The training loop end to end on tiny specs: outputs, exact resume, signals, divergence, refusals."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import textwrap
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import ROOT
+
+from builder.build import build_model
+from builder.loading import load_spec
+from training import TrainingConfig, train
+from training.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, load_weights
+from training.errors import ConfigProblems, NonFiniteLoss, RunDirError, TrainingInterrupted
+from training.metrics import COLUMNS, read_csv
+from training.trainer import Position
+
+# 1x8x8 digits, two blocks of 8 channels: an epoch of 1,437 images takes a fraction of a second.
+DIGITS_SPEC = """\
+name: tiny_digits
+input: {channels: 1, height: 8, width: 8}
+num_classes: 10
+defaults: {norm: {kind: batchnorm}, pool: {kind: max, kernel_size: 2, stride: 2}}
+blocks:
+  - {out_channels: 8, kernel_size: 3, padding: 1, pool_and_norm: true}
+  - {out_channels: 8, kernel_size: 3, padding: 1, pool_and_norm: true}
+classifier: {hidden: [32], dropout: 0.2}
+training:
+  epochs: 2
+  batch_size: 128
+  optimizer: {kind: sgd, lr: 0.1}
+  schedule: {kind: cosine}
+"""
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def spec_path(write_spec: Callable[..., Path]) -> Path:
+    return write_spec(DIGITS_SPEC)
+
+
+def config(path: Path, **changes: object) -> TrainingConfig:
+    spec = load_spec(path)
+    return TrainingConfig.model_validate({**(spec.training or {}), **changes})
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    wa, wb = load_weights(a / WEIGHTS), load_weights(b / WEIGHTS)
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_run_leaves_every_output(spec_path: Path, tmp_path: Path, cli: Cli) -> None:
+    out = tmp_path / "run"
+    code, stdout, _ = cli("train", spec_path, "--out", out, "--quiet", "--set", "training.label_smoothing=0.1")
+    assert code == 0
+    assert "epoch 2/2" in stdout and "best test accuracy" in stdout and f"outputs in {out}" in stdout
+
+    rows = read_csv(out / "metrics.csv")
+    assert list(rows[0]) == list(COLUMNS) and [r["epoch"] for r in rows] == ["1", "2"]
+    assert all(0 <= float(r["test_acc"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Total params" in (out / "summary.txt").read_text()
+
+    resolved = yaml.safe_load((out / "spec.yaml").read_text())
+    assert resolved["training"]["label_smoothing"] == 0.1 and resolved["training"]["dataset"]["kind"] == "digits"
+    assert load_spec(out / "spec.yaml") == load_spec(spec_path, ["training.label_smoothing=0.1"]).model_copy(
+        update={"training": resolved["training"]}
+    )  # the resolved spec loads back, with the full training section
+
+    weights = load_weights(out / WEIGHTS)
+    assert sorted(weights) == sorted(build_model(load_spec(spec_path)).state_dict())
+    saved = load_checkpoint(out / CHECKPOINT)
+    assert {"model", "optimizer", "scheduler", "rng", "position"} <= set(saved)
+    assert saved["position"]["epoch"] == 2
+
+
+def test_python_api_returns_the_final_metrics_and_learns(spec_path: Path, tmp_path: Path) -> None:
+    result = train(load_spec(spec_path), config(spec_path, epochs=3), out=tmp_path / "r", quiet=True, log=print)
+    assert result.epoch == 3 and len(result.history) == 3
+    assert result.test_acc == result.history[-1].test_acc
+    assert result.best_test_acc == max(m.test_acc or 0 for m in result.history)
+    assert result.test_acc > 0.5  # ten classes: chance is 0.1
+
+
+def test_same_seed_same_weights_other_seed_other_weights(spec_path: Path, tmp_path: Path) -> None:
+    spec = load_spec(spec_path)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(spec, config(spec_path, epochs=1, seed=seed), out=tmp_path / name, quiet=True, log=print)
+    assert same_weights(tmp_path / "a", tmp_path / "b")
+    assert not same_weights(tmp_path / "a", tmp_path / "c")
+
+
+def test_resume_after_one_epoch_is_bit_identical(spec_path: Path, tmp_path: Path) -> None:
+    """N=2 straight vs 1 epoch, then resumed to 2 (a constant schedule does not depend on N)."""
+    spec = load_spec(spec_path)
+    straight = config(spec_path, schedule={"kind": "constant"})
+    train(spec, straight, out=tmp_path / "straight", quiet=True, log=print)
+    train(spec, config(spec_path, schedule={"kind": "constant"}, epochs=1), out=tmp_path / "split", quiet=True,
+          log=print)
+    result = train(spec, straight, resume=tmp_path / "split", quiet=True, log=print)
+    assert result.epoch == 2
+    assert same_weights(tmp_path / "straight", tmp_path / "split")
+    assert read_csv(tmp_path / "split" / "metrics.csv")[1]["train_loss"] == (
+        read_csv(tmp_path / "straight" / "metrics.csv")[1]["train_loss"]
+    )
+
+
+def test_interrupted_mid_epoch_and_resumed_is_bit_identical(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT during step 5 of epoch 2 (cosine schedule, dropout, augmentation) loses nothing."""
+    spec, cfg = load_spec(spec_path), config(spec_path, epochs=3)
+    train(spec, cfg, out=tmp_path / "straight", quiet=True, log=print)
+
+    steps = {"n": 0}
+    add = Position.add
+
+    def add_then_signal(self: Position, *args: float) -> None:
+        add(self, *args)  # type: ignore[arg-type]
+        steps["n"] += 1
+        if steps["n"] == 12 + 5:  # 12 steps per epoch
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Position, "add", add_then_signal)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(spec, cfg, out=tmp_path / "split", quiet=True, log=print)
+    assert stopped.value.exit_code == 130 and "at epoch 2, step 5" in stopped.value.lines()[0]
+    assert load_checkpoint(tmp_path / "split" / CHECKPOINT)["position"]["step"] == 5
+    assert not (tmp_path / "split" / WEIGHTS).exists()
+
+    monkeypatch.setattr(Position, "add", add)
+    train(spec, cfg, resume=tmp_path / "split", quiet=True, log=print)
+    assert same_weights(tmp_path / "straight", tmp_path / "split")
+    assert untimed(tmp_path / "split") == untimed(tmp_path / "straight")
+
+
+def untimed(run: Path) -> list[dict[str, str]]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_csv(run / "metrics.csv")]
+
+
+def test_sigterm_after_an_epoch_checkpoints_and_exits_143(spec_path: Path, tmp_path: Path) -> None:
+    def log(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            signal.raise_signal(signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(load_spec(spec_path), config(spec_path, epochs=3), out=tmp_path / "r", quiet=True, log=log)
+    assert stopped.value.exit_code == 143 and "after epoch 1" in stopped.value.lines()[0]
+    position = load_checkpoint(tmp_path / "r" / CHECKPOINT)["position"]
+    assert (position["epoch"], position["step"]) == (1, 0)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handlers are restored
+
+
+def test_sigint_to_the_cli_checkpoints_prints_the_resume_command_and_resumes(
+    spec_path: Path, tmp_path: Path, cli: Cli
+) -> None:
+    out = tmp_path / "run"
+    args = ["train", str(spec_path), "--epochs", "8", "--out", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "builder", *args], cwd=tmp_path, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("epoch 1/"):
+            proc.send_signal(signal.SIGINT)
+            break
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "interrupted by SIGINT" in stderr
+    resume_line = stderr.strip().splitlines()[-1]
+    assert resume_line.startswith("resume with: python -m builder train") and resume_line.endswith(f"--resume {out}")
+    assert "--epochs 8" in resume_line
+
+    position = load_checkpoint(out / CHECKPOINT)["position"]
+    assert 1 <= position["epoch"] < 8
+    code, stdout, _ = cli(*shlex.split(resume_line.removeprefix("resume with: python -m builder ")))
+    assert code == 0 and "resuming" in stdout and "epoch 8/8" in stdout
+    assert len(read_csv(out / "metrics.csv")) == 8
+
+
+def test_a_non_finite_loss_stops_with_exit_1_naming_epoch_step_and_lr(
+    spec_path: Path, tmp_path: Path, cli: Cli
+) -> None:
+    code, _, stderr = cli("train", spec_path, "--lr", "1e6", "--out", tmp_path / "r", "--quiet")
+    assert code == 1
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("error: the loss is nan at epoch 1, step ") and "learning rate" in line and "--lr" in line
+
+
+def test_a_non_finite_loss_keeps_the_last_good_checkpoint(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = torch.nn.functional.cross_entropy
+    calls = {"train": 0}
+
+    def poisoned(logits: torch.Tensor, labels: torch.Tensor, **kw: object) -> torch.Tensor:
+        calls["train"] += "label_smoothing" in kw
+        loss = real(logits, labels, **kw)  # type: ignore[arg-type]
+        return loss * float("inf") if calls["train"] == 12 + 3 else loss
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
+    with pytest.raises(NonFiniteLoss) as stopped:
+        train(load_spec(spec_path), config(spec_path, epochs=3), out=tmp_path / "r", quiet=True, log=print)
+    assert stopped.value.exit_code == 1
+    assert "epoch 2, step 3 of 12" in str(stopped.value) and "after epoch 1" in str(stopped.value)
+    assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["position"]["epoch"] == 1
+    assert len(read_csv(tmp_path / "r" / "metrics.csv")) == 1
+
+
+def test_resume_refuses_a_changed_recipe_or_spec_located(spec_path: Path, tmp_path: Path, cli: Cli) -> None:
+    out = tmp_path / "r"
+    assert cli("train", spec_path, "--epochs", "1", "--out", out, "--quiet")[0] == 0
+    code, _, stderr = cli("train", spec_path, "--resume", out, "--lr", "0.5", "--set", "blocks[0].out_channels=4")
+    assert code == 2
+    assert "--lr 0.5: error: training.optimizer.lr: is 0.5 here but 0.1 in the run being resumed" in stderr
+    assert "--set blocks[0].out_channels=4: error: blocks[0].out_channels: is 4 here but 8" in stderr
+    code, _, stderr = cli("train", spec_path, "--resume", out, "--epochs", "2", "--quiet")  # epochs may grow
+    assert code == 0
+
+
+def test_an_output_directory_holding_a_run_is_refused(spec_path: Path, tmp_path: Path) -> None:
+    spec, cfg = load_spec(spec_path), config(spec_path, epochs=1)
+    train(spec, cfg, out=tmp_path / "r", quiet=True, log=print)
+    with pytest.raises(RunDirError, match="already holds a run; continue it with --resume"):
+        train(spec, cfg, out=tmp_path / "r", quiet=True, log=print)
+
+
+def test_a_spec_that_cannot_take_the_dataset_is_refused_before_training(
+    write_spec: Callable[..., Path], tmp_path: Path, cli: Cli
+) -> None:
+    path = write_spec(DIGITS_SPEC.replace("num_classes: 10", "num_classes: 4"))
+    code, _, stderr = cli("train", path, "--out", tmp_path / "r")
+    assert code == 2 and not (tmp_path / "r").exists()
+    assert stderr.strip() == (
+        f"{path}:3:14: error: num_classes: the digits dataset has 10 classes but the spec has only 4 outputs; "
+        "set num_classes: 10"
+    )
+    with pytest.raises(ConfigProblems, match=r"input\.channels: fake images can feed 1"):
+        spec = load_spec(path, ["input.channels=2"])
+        train(spec, TrainingConfig.model_validate({"dataset": {"kind": "fake"}}), out=tmp_path / "r2")
+
+
+def test_eval_every_skips_test_epochs_but_always_tests_the_last(spec_path: Path, tmp_path: Path) -> None:
+    result = train(load_spec(spec_path), config(spec_path, epochs=3, eval_every=2), out=tmp_path / "r", quiet=True,
+                   log=print)
+    assert [m.test_acc is not None for m in result.history] == [False, True, True]
+    assert read_csv(tmp_path / "r" / "metrics.csv")[0]["test_acc"] == ""
+
+
+def test_training_options_run(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    """adamw, one-cycle, label smoothing, clipping, channels_last, bf16 autocast: a fake-data smoke run."""
+    path = write_spec(textwrap.dedent(DIGITS_SPEC).replace("channels: 1, height: 8", "channels: 3, height: 12"))
+    cfg = TrainingConfig.model_validate({
+        "dataset": {"kind": "fake", "train_size": 40, "test_size": 10}, "epochs": 1, "batch_size": 16,
+        "optimizer": {"kind": "adamw"}, "schedule": {"kind": "one_cycle"}, "label_smoothing": 0.1,
+        "grad_clip": 1.0, "channels_last": True, "precision": "bf16", "device": "cpu",
+    })
+    result = train(load_spec(path), cfg, out=tmp_path / "r", quiet=True, log=print)
+    assert result.epoch == 1 and len(load_weights(tmp_path / "r" / WEIGHTS)) > 0
+
+
+def test_tensorboard_gets_the_epoch_scalars_when_installed(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    written: list[tuple[str, float, int]] = []
+
+    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter
+        def __init__(self, log_dir: str) -> None:
+            assert log_dir == str(tmp_path / "r" / "tensorboard")
+
+        def add_scalar(self, name: str, value: float, step: int) -> None:
+            written.append((name, value, step))
+
+        def flush(self) -> None: ...
+
+        def close(self) -> None:
+            written.append(("closed", 0.0, 0))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    train(load_spec(spec_path), config(spec_path, epochs=1), out=tmp_path / "r", quiet=True, log=print)
+    assert {name for name, _, _ in written} == {*COLUMNS[1:], "closed"}
+    assert all(step == 1 for name, _, step in written if name != "closed")

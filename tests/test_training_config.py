@@ -1,0 +1,177 @@
+"""The training config: defaults, strict validation, located errors from the file and from flags."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from conftest import SPECS
+
+from builder.errors import SpecError
+from training.cli import load_training
+from training.config import (
+    AdamWConfig,
+    CosineSchedule,
+    DigitsData,
+    FakeData,
+    ImageFolderData,
+    OneCycleSchedule,
+    SGDConfig,
+    TrainingConfig,
+)
+
+BASE = """\
+name: small
+input: {channels: 1, height: 8, width: 8}
+num_classes: 10
+blocks:
+  - {out_channels: 8, kernel_size: 3, padding: 1}
+classifier: {hidden: [16]}
+"""
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+def args(spec: Path, *overrides: str, **flags: str) -> argparse.Namespace:
+    values = {"epochs": None, "batch_size": None, "lr": None, "seed": None, "device": None, "data": None}
+    return argparse.Namespace(spec=str(spec), overrides=list(overrides), **{**values, **flags})
+
+
+def loaded(spec: Path, *overrides: str, **flags: str) -> TrainingConfig:
+    return load_training(args(spec, *overrides, **flags))[2]
+
+
+def errors(spec: Path, *overrides: str, **flags: str) -> list[str]:
+    with pytest.raises(SpecError) as exc:
+        load_training(args(spec, *overrides, **flags))
+    return exc.value.lines()
+
+
+def test_a_spec_without_a_training_section_gets_the_defaults(write_spec: Callable[..., Path]) -> None:
+    config = loaded(write_spec(BASE))
+    assert config == TrainingConfig()
+    assert isinstance(config.dataset, DigitsData) and isinstance(config.optimizer, SGDConfig)
+    assert isinstance(config.schedule, CosineSchedule)
+    assert (config.epochs, config.batch_size, config.device, config.precision) == (10, 128, "auto", "fp32")
+    assert not (config.compile or config.channels_last)
+
+
+def test_a_mapping_without_kind_takes_the_default_kind(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE + "training:\n  optimizer: {lr: 0.2}\n  dataset: {test_fraction: 0.5}\n")
+    config = loaded(path)
+    assert config.optimizer == SGDConfig(kind="sgd", lr=0.2)
+    assert config.dataset == DigitsData(kind="digits", test_fraction=0.5)
+
+
+def test_digits_augmentation_keeps_its_own_defaults_when_partly_given(write_spec: Callable[..., Path]) -> None:
+    config = loaded(write_spec(BASE + "training:\n  dataset: {augment: {crop_padding: 0.1}}\n"))
+    assert (config.dataset.augment.crop_padding, config.dataset.augment.hflip) == (0.1, False)  # never flips digits
+    fake = loaded(write_spec(BASE), data="fake")
+    assert (fake.dataset.augment.crop_padding, fake.dataset.augment.hflip) == (0.125, True)
+
+
+def test_flags_override_the_file(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE + "training:\n  epochs: 7\n  optimizer: {kind: adamw, lr: 0.01}\n")
+    config = loaded(path, "training.seed=5", epochs="3", batch_size="16", lr="2e-3", device="cpu", seed="9")
+    assert (config.epochs, config.batch_size, config.seed, config.device) == (3, 16, 9, "cpu")
+    assert config.optimizer == AdamWConfig(kind="adamw", lr=2e-3)
+
+
+def test_data_flag_keeps_options_of_the_same_kind_and_replaces_another(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE + "training:\n  dataset: {kind: fake, train_size: 10}\n")
+    assert loaded(path, data="fake").dataset == FakeData(kind="fake", train_size=10)
+    assert loaded(path, data="digits").dataset == DigitsData(kind="digits")
+    assert loaded(path, data="image_folder:some/dir").dataset == ImageFolderData(kind="image_folder", root="some/dir")
+
+
+def test_a_variant_inherits_and_patches_the_training_section(write_spec: Callable[..., Path]) -> None:
+    write_spec(BASE + "training:\n  epochs: 4\n  schedule: {kind: cosine, warmup_epochs: 1}\n", "base.yaml")
+    path = write_spec("extends: base.yaml\nname: child\ntraining:\n  schedule: {kind: one_cycle}\n  seed: 3\n")
+    config = loaded(path)
+    assert (config.epochs, config.seed) == (4, 3)
+    assert config.schedule == OneCycleSchedule(kind="one_cycle")  # another kind: the old fields do not apply
+
+
+def test_the_quick_start_spec_is_a_valid_digits_recipe() -> None:
+    config = loaded(SPECS / "alexnet_digits.yaml")
+    assert isinstance(config.dataset, DigitsData) and config.epochs <= 20
+
+
+def test_errors_in_the_file_are_located(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(
+        BASE + "training:\n  epochs: 0\n  optimizr: {lr: 1}\n  schedule: {kind: one_cycle, warmup_epochs: 1}\n"
+        "  dataset: {kind: digits, augment: {hflip: 1}}\n  label_smoothing: 1.5\n"
+    )
+    assert errors(path) == [
+        f"{path}:8:11: error: training.epochs: must be > 0, got 0",
+        f"{path}:9:3: error: training.optimizr: unknown field 'optimizr'; did you mean 'optimizer'?",
+        f"{path}:10:31: error: training.schedule.warmup_epochs: unknown field 'warmup_epochs'",
+        f"{path}:11:44: error: training.dataset.augment.hflip: must be true or false, got 1",
+        f"{path}:12:20: error: training.label_smoothing: must be < 1.0, got 1.5",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ({"epochs": "0"}, "--epochs 0: error: training.epochs: must be > 0, got 0"),
+        ({"epochs": "two"}, "--epochs two: error: training.epochs: must be an integer, got 'two'"),
+        ({"batch_size": "1.5"}, "--batch-size 1.5: error: training.batch_size: must be an integer, got 1.5"),
+        ({"lr": "-1"}, "--lr -1: error: training.optimizer.lr: must be > 0.0, got -1"),
+        ({"seed": "-3"}, "--seed -3: error: training.seed: must be >= 0, got -3"),
+        ({"device": "gpu"}, "--device gpu: error: training.device: must be auto, cpu, mps, cuda or cuda:N, got 'gpu'"),
+        ({"data": "mnist"}, "--data mnist: error: training.dataset: unknown kind 'mnist'; expected one of digits, "
+                            "cifar10, image_folder, fake"),
+        ({"data": "digits:/x"}, "--data digits:/x: error: training.dataset.root: unknown field 'root'"),
+    ],
+)
+def test_flag_errors_are_located_at_the_flag(
+    write_spec: Callable[..., Path], flags: dict[str, str], expected: str
+) -> None:
+    assert errors(write_spec(BASE), **flags) == [expected]
+
+
+def test_set_errors_are_located_at_the_argument(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE)
+    assert errors(path, "training.optimizer={kind: adam, beta: [0.9, 0.99]}") == [
+        "--set training.optimizer={kind: adam, beta: [0.9, 0.99]}: error: training.optimizer.beta: "
+        "unknown field 'beta'; did you mean 'betas'?"
+    ]
+    assert errors(path, "training.schedule={kind: cosin}") == [
+        "--set training.schedule={kind: cosin}: error: training.schedule: unknown kind 'cosin'; expected one of "
+        "cosine, constant, step, one_cycle; did you mean 'cosine'?"
+    ]
+
+
+def test_nesterov_needs_momentum(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE + "training:\n  optimizer: {kind: sgd, momentum: 0.0}\n")
+    (line,) = errors(path)
+    assert line.endswith("training.optimizer.nesterov: needs momentum > 0 (set nesterov: false for plain SGD)")
+    assert loaded(path, "training.optimizer.nesterov=false").optimizer == SGDConfig(
+        kind="sgd", momentum=0.0, nesterov=False
+    )
+
+
+def test_the_cli_prints_config_errors_without_a_traceback(write_spec: Callable[..., Path], cli: Cli) -> None:
+    code, out, err = cli("train", write_spec(BASE), "--epochs", "0", "--batch-size", "x")
+    assert code == 2 and out == ""
+    assert err.splitlines() == [
+        "--batch-size x: error: training.batch_size: must be an integer, got 'x'",
+        "--epochs 0: error: training.epochs: must be > 0, got 0",
+    ]
+
+
+def test_validate_and_the_train_parser_stay_torch_free(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE + "training: {epochs: 2}\n")
+    code = (
+        "import sys; from builder.cli import main, build_parser; build_parser();"
+        f"main(['validate', {str(path)!r}]);"
+        "from training.cli import load_training; import training;"
+        "assert 'torch' not in sys.modules, 'torch was imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

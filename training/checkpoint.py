@@ -1,0 +1,137 @@
+"""Atomic checkpoints and weights, loaded without ever running pickled code.
+
+`checkpoint.pt` (torch.save) holds everything a run needs to continue exactly: model,
+optimizer, scheduler and grad-scaler states, every RNG state, the position (epoch, step) and
+the metrics so far. It holds tensors and plain data only, so `torch.load(weights_only=True)`
+reads it; a file that asks to build any other object is refused, never executed.
+`model.safetensors` holds the final weights under the built model's state_dict keys.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import uuid
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
+from torch import Tensor, nn
+
+from training.errors import CheckpointError
+
+CHECKPOINT = "checkpoint.pt"
+WEIGHTS = "model.safetensors"
+FORMAT = "cnn-builder-checkpoint"
+VERSION = 1
+
+
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Write through a temp file in the same directory, fsync it, then os.replace it over `path`:
+    a crash or kill at any moment leaves either the old file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as umask allows, like open()
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make the rename itself durable (where the platform allows opening a directory)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's state, read with weights_only=True; anything else is a CheckpointError."""
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        what = _unpickler_reason(str(exc))
+        raise CheckpointError(
+            f"refused {path}: it holds pickled objects other than tensors and plain data, which could run "
+            f"code on loading; it is not loaded ({what})"
+        ) from None
+    except Exception as exc:  # torch raises many kinds on a truncated or foreign file
+        why = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise CheckpointError(f"cannot read {path}: damaged or not a checkpoint ({why})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a checkpoint of this trainer")
+    if state.get("version") != VERSION:
+        raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this trainer reads {VERSION}")
+    return state
+
+
+def _unpickler_reason(message: str) -> str:
+    """The line of torch's weights_only error that says what was refused (e.g. GLOBAL posix.system)."""
+    lines = [line.strip() for line in message.split("\n\n", 1)[-1].splitlines()]
+    boilerplate = ("Check the documentation", "Please file an issue", "Weights only load failed")
+    return " ".join(line for line in lines if line and not line.startswith(boilerplate))
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """The model's state_dict as safetensors (contiguous CPU copies), written atomically."""
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    data = safetensors_bytes(tensors, metadata=metadata)
+    atomic_write(path, lambda f: f.write(data))
+
+
+def load_weights(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise CheckpointError(f"cannot read weights {path}: {exc}") from None
+
+
+# --- RNG states ----------------------------------------------------------------------------------
+
+
+def rng_states() -> dict[str, Any]:
+    """Every global RNG (torch CPU and CUDA, Python, NumPy) as tensors and plain data."""
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "python": random.getstate(),
+        "numpy": {**np_state, "state": {**np_state["state"], "key": np_state["state"]["key"].tolist()}},
+    }
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    version, internal, gauss = states["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = states["numpy"]
+    key = np.array(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state({**np_state, "state": {**np_state["state"], "key": key}})

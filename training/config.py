@@ -1,0 +1,207 @@
+"""Pydantic models of the training config: the `training:` section of a spec. No torch here.
+
+Strict like builder.spec: unknown keys are errors and `true` is not an int. The dataset, the
+optimizer and the schedule are tagged by `kind`; a mapping without `kind` gets the default
+kind (digits, sgd, cosine), so `--lr 0.1` alone works on a spec without an optimizer section.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegativeFloat = Annotated[float, Field(ge=0)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+Betas = Annotated[list[Fraction], Field(min_length=2, max_length=2)]
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+# --- datasets ---------------------------------------------------------------------------------
+
+
+class Augment(StrictModel):
+    """Training-only augmentation at the spec's input size. Evaluation never augments."""
+
+    # Random crop of the image zero-padded on each side by this fraction of its size: a shift
+    # of up to 4 px each way at 32x32 for 0.125. 0 turns it off.
+    crop_padding: Annotated[float, Field(ge=0, le=0.5)] = 0.125
+    hflip: bool = True  # random horizontal flip, with probability 1/2
+
+
+class DigitsAugment(Augment):
+    """Augment with the defaults of digits: a small shift, and no flip (a flipped digit is another glyph)."""
+
+    crop_padding: Annotated[float, Field(ge=0, le=0.5)] = 0.0625
+    hflip: bool = False
+
+
+class DigitsData(StrictModel):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); no download."""
+
+    kind: Literal["digits"]
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    split_seed: NonNegativeInt = 0  # the stratified train/test split; fixed apart from `seed`
+    augment: DigitsAugment = DigitsAugment()
+
+
+class Cifar10Data(StrictModel):
+    """CIFAR-10 in torchvision's layout: ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch}."""
+
+    kind: Literal["cifar10"]
+    root: Annotated[str, Field(min_length=1)] = "data"
+    download: bool = False  # fetch the 170 MB archive from the internet into `root` when missing
+    augment: Augment = Augment()
+
+
+class ImageFolderData(StrictModel):
+    """Any ROOT/{train,test or val}/<class>/<image> tree; every image is resized to the input size."""
+
+    kind: Literal["image_folder"]
+    root: Annotated[str, Field(min_length=1)]
+    augment: Augment = Augment()
+
+
+class FakeData(StrictModel):
+    """torchvision's FakeData: random images and labels at the spec's input size (smoke tests)."""
+
+    kind: Literal["fake"]
+    train_size: PositiveInt = 256
+    test_size: PositiveInt = 64
+    num_classes: PositiveInt | None = None  # None: the spec's num_classes
+    augment: Augment = Augment()
+
+
+DatasetConfig = Annotated[DigitsData | Cifar10Data | ImageFolderData | FakeData, Field(discriminator="kind")]
+
+
+# --- optimizers -------------------------------------------------------------------------------
+
+
+class SGDConfig(StrictModel):
+    kind: Literal["sgd"]
+    lr: PositiveFloat = 0.05
+    momentum: Fraction = 0.9
+    nesterov: Annotated[bool, Field(validate_default=True)] = True
+    weight_decay: NonNegativeFloat = 5e-4
+
+    @field_validator("nesterov")
+    @classmethod
+    def _nesterov_needs_momentum(cls, nesterov: bool, info: ValidationInfo) -> bool:
+        if nesterov and info.data.get("momentum") == 0:
+            raise ValueError("needs momentum > 0 (set nesterov: false for plain SGD)")
+        return nesterov
+
+
+class AdamConfig(StrictModel):
+    """Adam; its weight_decay is an L2 penalty added to the gradient."""
+
+    kind: Literal["adam"]
+    lr: PositiveFloat = 1e-3
+    betas: Betas = [0.9, 0.999]
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.0
+
+
+class AdamWConfig(StrictModel):
+    """AdamW: weight decay decoupled from the gradient step (Loshchilov & Hutter)."""
+
+    kind: Literal["adamw"]
+    lr: PositiveFloat = 1e-3
+    betas: Betas = [0.9, 0.999]
+    eps: PositiveFloat = 1e-8
+    weight_decay: NonNegativeFloat = 0.01
+
+
+OptimizerConfig = Annotated[SGDConfig | AdamConfig | AdamWConfig, Field(discriminator="kind")]
+
+
+# --- learning-rate schedules -----------------------------------------------------------------
+# Every schedule is a factor of the optimizer's lr, updated after every step (not every epoch).
+
+
+class ConstantSchedule(StrictModel):
+    kind: Literal["constant"]
+    warmup_epochs: NonNegativeFloat = 0.0  # linear ramp from ~0 to lr over this many epochs
+
+
+class StepSchedule(StrictModel):
+    """lr * gamma ** (epochs since warmup // step_size)."""
+
+    kind: Literal["step"]
+    step_size: PositiveInt = 30
+    gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
+    warmup_epochs: NonNegativeFloat = 0.0
+
+
+class CosineSchedule(StrictModel):
+    """Half a cosine from lr down to lr * final_factor over the epochs after the warmup."""
+
+    kind: Literal["cosine"]
+    final_factor: Fraction = 0.0
+    warmup_epochs: NonNegativeFloat = 0.0
+
+
+class OneCycleSchedule(StrictModel):
+    """Smith's one-cycle: cosine up from lr/div_factor to lr, then down to lr/(div*final_div)."""
+
+    kind: Literal["one_cycle"]
+    pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.3
+    div_factor: Annotated[float, Field(ge=1)] = 25.0
+    final_div_factor: Annotated[float, Field(ge=1)] = 1e4
+
+
+ScheduleConfig = Annotated[
+    CosineSchedule | ConstantSchedule | StepSchedule | OneCycleSchedule, Field(discriminator="kind")
+]
+
+_DEFAULT_KINDS = {"dataset": "digits", "optimizer": "sgd", "schedule": "cosine"}
+
+
+class TrainingConfig(StrictModel):
+    """How to train a spec. Every field has a default, so `training:` may be left out."""
+
+    dataset: DatasetConfig = DigitsData(kind="digits")
+    epochs: PositiveInt = 10
+    batch_size: PositiveInt = 128
+    optimizer: OptimizerConfig = SGDConfig(kind="sgd")
+    schedule: ScheduleConfig = CosineSchedule(kind="cosine")
+    label_smoothing: Fraction = 0.0
+    grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients; None: no clipping
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    eval_every: PositiveInt = 1  # evaluate on the test split every N epochs (and after the last)
+    workers: NonNegativeInt = 0  # data-loader processes decoding image_folder images
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast mixed precision
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, device: str) -> str:
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
+            raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
+        return device
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: Any) -> Any:
+        """`optimizer: {lr: 0.1}` means the default kind of optimizer (sgd)."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, kind in _DEFAULT_KINDS.items():
+            if isinstance(out.get(name), dict) and "kind" not in out[name]:
+                out[name] = {"kind": kind, **out[name]}
+        return out
+
+
+# Fields a resumed run may change without breaking its recipe (the rest must match the run).
+RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "workers", "device", "compile"})

@@ -1,0 +1,67 @@
+"""The trainer's clean failures: each prints as plain lines and exits with its own status. No torch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path as FsPath
+
+from builder.errors import BuilderError, Problem, format_path
+
+
+class ConfigProblems(BuilderError):
+    """Problems with fields of the spec or its training config, found once training starts
+    (a dataset that is missing, a device that is absent, a resume that changes the recipe).
+
+    Paths are document paths like ('training', 'dataset', 'root'); the CLI locates them in
+    the file or flag that set them.
+    """
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("; ".join(f"{format_path(p.path)}: {p.message}" for p in self.problems))
+
+    @classmethod
+    def at(cls, path: tuple[str | int, ...], message: str) -> ConfigProblems:
+        return cls([Problem(path, message)])
+
+    def lines(self) -> list[str]:
+        return [f"error: {format_path(p.path)}: {p.message}" for p in self.problems]
+
+
+class RunDirError(BuilderError):
+    """The output directory cannot be used (it holds another run, or cannot be created)."""
+
+
+class CheckpointError(BuilderError):
+    """A checkpoint that is missing, damaged, or refused because it would run code."""
+
+
+class BadImageError(BuilderError):
+    """An image file that cannot be decoded. Takes one message, so it survives DataLoader workers."""
+
+    def lines(self) -> list[str]:
+        # From a worker the message is torch's report with a traceback; its last line is ours.
+        last = str(self).strip().splitlines()[-1]
+        return [f"error: {last.split('BadImageError: ', 1)[-1]}"]
+
+
+class NonFiniteLoss(BuilderError):
+    """The loss became nan or inf: the run stops, keeping the last good checkpoint."""
+
+    exit_code = 1
+
+
+class TrainingInterrupted(BuilderError):
+    """SIGINT or SIGTERM: the step finished and a checkpoint was written. Exit 128 + signal."""
+
+    def __init__(self, signal_name: str, signal_number: int, where: str, run_dir: FsPath) -> None:
+        self.signal_name, self.where, self.run_dir = signal_name, where, run_dir
+        self.exit_code = 128 + signal_number
+        self.resume_command = f"training.train(spec, config, resume={str(run_dir)!r})"
+        super().__init__(f"interrupted by {signal_name} {where}")
+
+    def lines(self) -> list[str]:
+        return [
+            f"interrupted by {self.signal_name} {self.where}; checkpoint saved in {self.run_dir}",
+            f"resume with: {self.resume_command}",
+        ]
