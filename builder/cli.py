@@ -11,9 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from builder.errors import BuilderError
-from builder.loading import load_spec
+from builder.errors import BuilderError, Diagnostic, Document, SpecError, validate
+from builder.loading import load_spec, resolve_document, spec_from_document
 from builder.shapes import infer
+from builder.spec import Spec
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    spec = load_spec(args.spec, args.overrides)
+    spec = _validate_all(resolve_document(args.spec, args.overrides))
     report = infer(spec)
     last = report.blocks[-1].out_shape
     print(
@@ -33,6 +34,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
         f"flatten {report.flatten}, {report.total_params:,} parameters"
     )
     return 0
+
+
+def _validate_all(doc: Document) -> Spec:
+    """The spec, after checking its `training:` section too; every problem of both at once."""
+    from training.config import TrainingConfig  # pydantic only, no torch
+
+    found: list[Diagnostic] = []
+    spec = None
+    try:
+        spec = spec_from_document(doc)
+    except SpecError as exc:
+        found += exc.diagnostics
+    if doc.data.get("training") is not None:
+        try:
+            validate(TrainingConfig, doc, prefix=("training",))
+        except SpecError as exc:
+            found += exc.diagnostics
+    if found or spec is None:
+        raise SpecError(found)
+    return spec
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:

@@ -129,10 +129,12 @@ def validate(model: type[BaseModel], doc: Document, prefix: Path = ()) -> Any:
 
 
 def _problem(model: type[BaseModel], data: Any, err: Mapping[str, Any]) -> Problem:
-    path = _data_path(data, err["loc"])
     ctx = err.get("ctx") or {}
-    if err["type"] == "spec_rule":
-        return Problem((*path, ctx["field"]), err["msg"])
+    if err["type"] == "spec_rule":  # a model validator's error, pinned to one of its fields
+        return Problem(_data_path(data, (*err["loc"], ctx["field"])), err["msg"])
+    path = _data_path(data, err["loc"])
+    if err["type"] == "union_tag_invalid" and _has(_value_at(data, path), "kind"):
+        return Problem((*path, "kind"), _message(err))  # point at the bad kind itself
     if err["type"] == "extra_forbidden":
         known = _fields_at(model, data, path[:-1])
         return Problem(path, f"unknown field '{path[-1]}'" + suggest(str(path[-1]), known), at_key=True)
@@ -149,6 +151,12 @@ def _data_path(data: Any, loc: Sequence[PathSeg]) -> Path:
             continue  # a tag of a union member, not a place in the data
         path.append(seg)
     return tuple(path)
+
+
+def _value_at(data: Any, path: Path) -> Any:
+    for seg in path:
+        data = data[seg] if _has(data, seg) else None
+    return data
 
 
 def _has(data: Any, seg: PathSeg) -> bool:

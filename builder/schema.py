@@ -49,14 +49,25 @@ def _partial(node: Any) -> Any:
 
 def _embed_training(root: dict[str, Any], defs: dict[str, Any]) -> None:
     try:
-        from training.config import TrainingConfig
+        from training.config import DEFAULT_KINDS, TrainingConfig
     except ImportError:  # the trainer is optional for the spec schema
         return
     training = TrainingConfig.model_json_schema(ref_template="#/$defs/{model}")
     defs.update(training.pop("$defs", {}))
+    for field, kind in DEFAULT_KINDS.items():
+        _kind_optional(training["properties"][field], kind, defs)
     defs["TrainingConfig"] = training
     root["properties"]["training"] = {"anyOf": [{"$ref": "#/$defs/TrainingConfig"}, {"type": "null"}],
                                       "description": "Training recipe; see the README."}
+
+
+def _kind_optional(union: dict[str, Any], default_kind: str, defs: dict[str, Any]) -> None:
+    """A mapping without `kind` means the default kind (see training.config), so the default
+    member does not require `kind`, and the union becomes anyOf (several members may match)."""
+    default_ref = union.pop("discriminator")["mapping"][default_kind]
+    union["anyOf"] = union.pop("oneOf")
+    member = defs[default_ref.removeprefix("#/$defs/")]
+    member["required"] = [r for r in member.get("required", []) if r != "kind"]
 
 
 def schema_text() -> str:

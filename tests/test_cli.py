@@ -19,6 +19,16 @@ def test_validate_prints_one_ok_line(cli: Callable[..., tuple[int, str, str]]) -
     ]
 
 
+def test_validate_checks_the_training_section_too(cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, _, err = cli("validate", SPECS / "alexnet_digits.yaml", "--set", "training.epochs=0",
+                       "--set", "blocks[0].stride=0")
+    assert code == 2
+    assert err.splitlines() == [
+        "--set blocks[0].stride=0: error: blocks[0].stride: must be > 0, got 0",
+        "--set training.epochs=0: error: training.epochs: must be > 0, got 0",
+    ]
+
+
 def test_validate_never_imports_torch() -> None:
     code = (
         "import sys; from builder.cli import main; rc = main(['validate', sys.argv[1]]); "

@@ -33,6 +33,10 @@ def test_shipped_spec_points_editors_at_the_schema_and_passes_it(path: object) -
     jsonschema.validate(as_json, spec_schema())
 
 
+def test_training_mapping_without_kind_means_the_default_kind() -> None:
+    jsonschema.validate({"extends": "a.yaml", "training": {"optimizer": {"lr": 0.1, "momentum": 0.8}}}, spec_schema())
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -41,6 +45,8 @@ def test_shipped_spec_points_editors_at_the_schema_and_passes_it(path: object) -
         {"name": "x", "num_classes": 2, "blocks": [{"out_channels": 4, "kernel_size": 3}]},
         {"extends": "a.yaml", "blocks": {"0": {"kernal_size": 3}}},
         {"extends": "a.yaml", "num_classes": 0},
+        {"extends": "a.yaml", "training": {"optimizer": {"kind": "adam", "momentum": 0.9}}},
+        {"extends": "a.yaml", "training": {"optimizer": {"lr": 0.1, "nesterov": "yes"}}},
     ],
 )
 def test_schema_rejects_typos_and_missing_fields(bad: dict[str, object]) -> None:

@@ -124,7 +124,7 @@ def test_errors_in_the_file_are_located(write_spec: Callable[..., Path]) -> None
         ({"lr": "-1"}, "--lr -1: error: training.optimizer.lr: must be > 0.0, got -1"),
         ({"seed": "-3"}, "--seed -3: error: training.seed: must be >= 0, got -3"),
         ({"device": "gpu"}, "--device gpu: error: training.device: must be auto, cpu, mps, cuda or cuda:N, got 'gpu'"),
-        ({"data": "mnist"}, "--data mnist: error: training.dataset: unknown kind 'mnist'; expected one of digits, "
+        ({"data": "mnist"}, "--data mnist: error: training.dataset.kind: unknown kind 'mnist'; expected one of digits, "
                             "cifar10, image_folder, fake"),
         ({"data": "digits:/x"}, "--data digits:/x: error: training.dataset.root: unknown field 'root'"),
     ],
@@ -142,7 +142,7 @@ def test_set_errors_are_located_at_the_argument(write_spec: Callable[..., Path])
         "unknown field 'beta'; did you mean 'betas'?"
     ]
     assert errors(path, "training.schedule={kind: cosin}") == [
-        "--set training.schedule={kind: cosin}: error: training.schedule: unknown kind 'cosin'; expected one of "
+        "--set training.schedule={kind: cosin}: error: training.schedule.kind: unknown kind 'cosin'; expected one of "
         "cosine, constant, step, one_cycle; did you mean 'cosine'?"
     ]
 

@@ -162,7 +162,7 @@ ScheduleConfig = Annotated[
     CosineSchedule | ConstantSchedule | StepSchedule | OneCycleSchedule, Field(discriminator="kind")
 ]
 
-_DEFAULT_KINDS = {"dataset": "digits", "optimizer": "sgd", "schedule": "cosine"}
+DEFAULT_KINDS = {"dataset": "digits", "optimizer": "sgd", "schedule": "cosine"}
 
 
 class TrainingConfig(StrictModel):
@@ -197,7 +197,7 @@ class TrainingConfig(StrictModel):
         if not isinstance(data, dict):
             return data
         out = dict(data)
-        for name, kind in _DEFAULT_KINDS.items():
+        for name, kind in DEFAULT_KINDS.items():
             if isinstance(out.get(name), dict) and "kind" not in out[name]:
                 out[name] = {"kind": kind, **out[name]}
         return out
