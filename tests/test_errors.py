@@ -38,7 +38,8 @@ def test_every_problem_is_reported_once_with_its_position(write_spec: Callable[.
     assert _errors(path) == [
         f"{path}:3:14: error: num_classes: must be an integer, got true",
         f"{path}:5:21: error: defaults.norm.alpah: unknown field 'alpah'; did you mean 'alpha'?",
-        f"{path}:6:16: error: defaults.pool.kind: unknown kind 'maxx'; expected one of max, avg, none; did you mean 'max'?",
+        f"{path}:6:16: error: defaults.pool.kind: unknown kind 'maxx'; expected one of max, avg, none; "
+        "did you mean 'max'?",
         f"{path}:9:5: error: blocks[1].kernel_size: required field is missing",
         f"{path}:9:25: error: blocks[1].kernal_size: unknown field 'kernal_size'; did you mean 'kernel_size'?",
         f"{path}:10:38: error: blocks[2].kernel_size: must be > 0, got 0",
