@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from builder.errors import Document, validate
+from builder.errors import BuilderError, Document, validate
 from builder.loading import apply_override, resolve_document, spec_from_document
 from training.config import TrainingConfig
-from training.errors import ConfigProblems, TrainingInterrupted
+from training.errors import ConfigProblems, QuietExit, TrainingFailed, TrainingInterrupted
 
 if TYPE_CHECKING:
     from builder.spec import Spec
@@ -77,6 +78,16 @@ def apply_data_flag(doc: Document, text: str) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train; under torchrun, rank 0 alone reports what every rank hits (bad input, divergence...)."""
+    try:
+        return _run_train(args)
+    except BuilderError as exc:
+        if os.environ.get("RANK", "0") == "0" or isinstance(exc, TrainingFailed):
+            raise
+        raise QuietExit(exc.exit_code) from None
+
+
+def _run_train(args: argparse.Namespace) -> int:
     doc, spec, config = load_training(args)
     from training.trainer import train
 

@@ -65,7 +65,11 @@ class ImageFolderData(StrictModel):
     """Any ROOT/{train,test or val}/<class>/<image> tree; every image is resized to the input size."""
 
     kind: Literal["image_folder"]
-    root: Annotated[str, Field(min_length=1)]
+    root: Annotated[str, Field(min_length=1)]  # a relative root is resolved against the current directory
+    # Decode every image once into memory (cached on disk) instead of per batch: auto does it when
+    # the decoded uint8 images take at most a quarter of the available memory.
+    in_memory: Literal["auto"] | bool = "auto"
+    cache_dir: Annotated[str, Field(min_length=1)] | None = None  # None: $CNN_SPEC_BUILDER_CACHE or ~/.cache
     augment: Augment = Augment()
 
 
@@ -179,9 +183,11 @@ class TrainingConfig(StrictModel):
     eval_every: PositiveInt = 1  # evaluate on the test split every N epochs (and after the last)
     workers: NonNegativeInt = 0  # data-loader processes decoding image_folder images
     device: str = "auto"  # auto: cuda, then mps, then cpu
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16/fp16: autocast mixed precision
+    # bf16/fp16: autocast mixed precision; auto: bf16 where the device computes it natively, else fp32
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # under torchrun; auto: nccl on CUDA, else gloo
 
     @field_validator("device")
     @classmethod
@@ -204,4 +210,4 @@ class TrainingConfig(StrictModel):
 
 
 # Fields a resumed run may change without breaking its recipe (the rest must match the run).
-RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "workers", "device", "compile"})
+RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "workers", "device", "compile", "dist_backend"})

@@ -51,6 +51,23 @@ class NonFiniteLoss(BuilderError):
     exit_code = 1
 
 
+class TrainingFailed(BuilderError):
+    """The run cannot go on (under torchrun: another process of the job died or went silent)."""
+
+    exit_code = 1
+
+
+class QuietExit(BuilderError):
+    """A failure another rank reports: this rank only exits with the same status."""
+
+    def __init__(self, exit_code: int) -> None:
+        self.exit_code = exit_code
+        super().__init__("")
+
+    def lines(self) -> list[str]:
+        return []
+
+
 class TrainingInterrupted(BuilderError):
     """SIGINT or SIGTERM: the step finished and a checkpoint was written. Exit 128 + signal."""
 

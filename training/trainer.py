@@ -43,9 +43,21 @@ from training.checkpoint import (
     set_rng_states,
 )
 from training.config import RESUMABLE_CHANGES, AdamWConfig, OptimizerConfig, SGDConfig, TrainingConfig
-from training.data import Data, Preprocess, eval_order, generator, load_data, preprocess_for, train_order
+from training.data import Data, Preprocess, generator, load_data, preprocess_for
+from training.distributed import (
+    Dist,
+    agree,
+    broadcast_path,
+    check_batch_size,
+    device_for,
+    epoch_batches,
+    eval_indices,
+    process_group,
+    total,
+)
 from training.errors import CheckpointError, ConfigProblems, NonFiniteLoss, RunDirError, TrainingInterrupted
 from training.metrics import EpochMetrics, epoch_line, plot_curves, write_csv
+from training.precision import resolve_precision
 from training.schedule import lr_factor
 
 Log = Callable[[str], None]
@@ -72,22 +84,33 @@ def train(
     quiet: bool = False, log: Log | None = None,
 ) -> TrainResult:
     """Train `spec` as `config` says; outputs go to `out` (default runs/<name>-<time>) or, with
-    `resume`, to that run's directory, which continues from its checkpoint."""
-    device = select_device(config)
-    saved = resumed_state(spec, config, Path(resume), out) if resume is not None else None
-    data = load_data(config.dataset, spec, config.workers)
-    run_dir = Path(resume) if resume is not None else new_run_dir(out, spec.name)
-    trainer = Trainer(spec, config, data, device, run_dir, quiet, log or _print)
-    if saved is not None:
-        trainer.restore(saved)
-    else:
-        make_run_dir(run_dir)
-        write_run_files(run_dir, spec, config)
-    return trainer.run()
+    `resume`, to that run's directory, which continues from its checkpoint.
+
+    Under torchrun every process calls this; they train data-parallel and rank 0 alone writes.
+    """
+    d = Dist.from_env()
+    device = device_for(d, select_device(config))
+    config = resolve_precision(config, device)  # precision auto -> bf16 or fp32 (training/precision.py)
+    check_batch_size(d, config.batch_size)
+    with process_group(d, device, config.dist_backend):
+        saved = resumed_state(spec, config, Path(resume), out) if resume is not None else None
+        data = load_data(config.dataset, spec, config.workers)
+        run_dir = Path(resume) if resume is not None else broadcast_path(d, lambda: new_run_dir(out, spec.name))
+        trainer = Trainer(spec, config, data, device, run_dir, quiet, log or _print, d)
+        if saved is not None:
+            trainer.restore(saved)
+        elif d.main:
+            make_run_dir(run_dir)
+            write_run_files(run_dir, spec, config)
+        return trainer.run()
 
 
 def _print(line: str) -> None:
     print(line, flush=True)
+
+
+def _silent(line: str) -> None:
+    pass
 
 
 # --- setup ------------------------------------------------------------------------------------
@@ -235,8 +258,11 @@ def stop_on_signals() -> Iterator[StopFlag]:
 
 
 @contextmanager
-def tensorboard(run_dir: Path) -> Iterator[Callable[[EpochMetrics], None]]:
+def tensorboard(run_dir: Path, enabled: bool = True) -> Iterator[Callable[[EpochMetrics], None]]:
     """Per-epoch scalars to run_dir/tensorboard when tensorboard is installed; else nothing."""
+    if not enabled:
+        yield lambda m: None
+        return
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -279,9 +305,9 @@ class Position:
     def from_state(cls, state: dict[str, Any]) -> Position:
         return cls(**{**state, "history": [EpochMetrics.from_dict(m) for m in state["history"]]})
 
-    def add(self, step: int, loss: float, correct: int, n: int, seconds: float) -> None:
-        """Count step `step` (0-based) of the current epoch: its mean loss over n images."""
-        self.loss_sum, self.correct, self.seen = self.loss_sum + loss * n, self.correct + correct, self.seen + n
+    def add(self, step: int, loss_sum: float, correct: int, n: int, seconds: float) -> None:
+        """Count step `step` (0-based) of the current epoch: its summed loss over n images."""
+        self.loss_sum, self.correct, self.seen = self.loss_sum + loss_sum, self.correct + correct, self.seen + n
         self.step, self.seconds = step + 1, seconds
 
     def postfix(self) -> dict[str, str]:
@@ -300,17 +326,19 @@ class Trainer:
 
     def __init__(
         self, spec: Spec, config: TrainingConfig, data: Data, device: torch.device, run_dir: Path,
-        quiet: bool, log: Log,
+        quiet: bool, log: Log, dist: Dist | None = None,
     ) -> None:
         self.spec, self.config, self.data, self.device = spec, config, data, device
-        self.run_dir, self.quiet, self.log = run_dir, quiet, log
+        self.dist = dist or Dist()
+        # Only rank 0 prints and writes; the other ranks train silently.
+        self.run_dir, self.quiet, self.log = run_dir, quiet or not self.dist.main, log if self.dist.main else _silent
         seed_everything(config.seed)
         self.model = build_model(spec).to(device)
         if config.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward: nn.Module = torch.compile(self.model) if config.compile else self.model  # type: ignore[assignment]
+        self.forward = self.wrap(self.model)
         self.optimizer = make_optimizer(config.optimizer, self.model)
-        self.steps = len(train_order(len(data.train), config.batch_size, config.seed, 0))
+        self.steps = len(self.epoch_order(0))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(config.schedule, step, self.steps, config.epochs)
         )
@@ -318,6 +346,18 @@ class Trainer:
         self.preprocess: Preprocess = preprocess_for(data, spec, config.dataset.augment, device, config.channels_last)
         self.pos = Position()
         self.saved_at: str | None = None  # where the last checkpoint was taken
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        """What the forward pass runs: the model, in DDP under torchrun, compiled if asked."""
+        if self.dist.enabled:
+            ids = [self.device] if self.device.type == "cuda" else None
+            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        return torch.compile(model) if self.config.compile else model  # type: ignore[return-value]
+
+    def epoch_order(self, epoch: int) -> list[Tensor]:
+        """This process's index batches of `epoch` (all of them when not distributed)."""
+        c = self.config
+        return epoch_batches(self.dist, len(self.data.train), c.batch_size, c.seed, epoch)
 
     def autocast(self) -> AbstractContextManager[Any]:
         if self.config.precision == "fp32":
@@ -328,6 +368,9 @@ class Trainer:
     # --- checkpoints ---
 
     def save(self) -> None:
+        self.saved_at = self.pos.where()
+        if not self.dist.main:
+            return
         state = {
             "spec": spec_data(self.spec), "config": self.config.model_dump(mode="json"),
             "position": self.pos.state(), "model": self.model.state_dict(),
@@ -335,7 +378,6 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng": rng_states(),
         }
         save_checkpoint(self.run_dir / CHECKPOINT, state)
-        self.saved_at = self.pos.where()
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continue from a checkpoint: states first, the global RNGs last (building used them)."""
@@ -351,13 +393,14 @@ class Trainer:
 
     def run(self) -> TrainResult:
         self.log(self.banner())
-        with stop_on_signals() as stop, tensorboard(self.run_dir) as board:
+        with stop_on_signals() as stop, tensorboard(self.run_dir, self.dist.main) as board:
             while self.pos.epoch < self.config.epochs:
                 self.train_epoch(stop)
                 self.finish_epoch(board)
-                if stop.signal is not None:
-                    raise self.interrupted(stop.signal)
-        save_weights(self.model, self.run_dir / WEIGHTS, {"spec": self.spec.name})
+                if agree(self.dist, stop.signal is not None)[0]:
+                    raise self.interrupted(stop.signal or signal.SIGTERM)
+        if self.dist.main:
+            save_weights(self.model, self.run_dir / WEIGHTS, {"spec": self.spec.name})
         result = self.result()
         self.log(self.farewell(result))
         return result
@@ -375,7 +418,7 @@ class Trainer:
     def train_epoch(self, stop: StopFlag) -> None:
         """The remaining steps of epoch pos.epoch; on a signal, checkpoint and raise."""
         pos, epoch = self.pos, self.pos.epoch
-        order = train_order(len(self.data.train), self.config.batch_size, self.config.seed, epoch)
+        order = self.epoch_order(epoch)
         started, before = time.perf_counter(), pos.seconds
         bar = tqdm(
             total=len(order), initial=pos.step, desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch",
@@ -384,23 +427,29 @@ class Trainer:
         with bar:
             for step, (images, labels) in enumerate(self.data.train.batches(order[pos.step :]), start=pos.step):
                 loss, correct = self.train_step(images, labels, epoch, step)
-                pos.add(step, loss, correct, len(labels), before + time.perf_counter() - started)
+                # Sums over all processes, and whether any of them was asked to stop (one all-reduce).
+                loss_sum, hits, n, stops = total(self.dist, loss * len(labels), correct, len(labels),
+                                                 float(stop.signal is not None))
+                pos.add(step, loss_sum, int(hits), int(n), before + time.perf_counter() - started)
                 bar.update()
                 bar.set_postfix(pos.postfix(), refresh=False)
-                if stop.signal is not None and pos.step < len(order):
+                # Distributed: stop only as agreed, or the others would wait for us at the next step.
+                stopping = bool(stops) if self.dist.enabled else stop.signal is not None
+                if stopping and pos.step < len(order):
                     self.save()
-                    raise self.interrupted(stop.signal)
+                    raise self.interrupted(stop.signal or signal.SIGTERM)
 
     def train_step(self, images: Tensor, labels: Tensor, epoch: int, step: int) -> tuple[float, int]:
         """One optimizer step; returns the batch's mean loss and its count of correct predictions."""
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-        inputs = self.preprocess(images, generator(self.config.seed, epoch, step))
+        rank = (self.dist.rank,) if self.dist.enabled else ()  # each process augments its own share
+        inputs = self.preprocess(images, generator(self.config.seed, epoch, step, *rank))
         self.model.train()
         with self.autocast():
             logits = self.forward(inputs)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
         value = loss.item()
-        if not math.isfinite(value):
+        if agree(self.dist, not math.isfinite(value))[0]:  # before any weight is touched, on every rank
             raise self.diverged(value, epoch, step)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -418,14 +467,16 @@ class Trainer:
         """Cross-entropy and top-1 accuracy on the whole test split (no augmentation)."""
         self.model.eval()
         loss_sum, correct = 0.0, 0
-        for images, labels in self.data.test.batches(eval_order(len(self.data.test), self.config.batch_size)):
+        order = eval_indices(self.dist, len(self.data.test), self.config.batch_size)
+        for images, labels in self.data.test.batches(order):
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             with self.autocast():
                 logits = self.forward(self.preprocess(images))
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
             correct += int((logits.argmax(1) == labels).sum().item())
+        loss_sum, hits = total(self.dist, loss_sum, correct)  # each process saw its share of the test split
         n = max(1, len(self.data.test))
-        return loss_sum / n, correct / n
+        return loss_sum / n, hits / n
 
     def finish_epoch(self, board: Callable[[EpochMetrics], None]) -> None:
         """Evaluate if due, record the epoch, checkpoint, write metrics.csv and curves.png."""
@@ -440,9 +491,10 @@ class Trainer:
         )
         self.pos = Position(epoch=epoch, lr=pos.lr, history=[*pos.history, metrics])
         self.save()
-        write_csv(self.run_dir / "metrics.csv", self.pos.history)
-        plot_curves(self.run_dir / "curves.png", self.pos.history, f"{self.spec.name} on {self.data.name}")
-        board(metrics)
+        if self.dist.main:
+            write_csv(self.run_dir / "metrics.csv", self.pos.history)
+            plot_curves(self.run_dir / "curves.png", self.pos.history, f"{self.spec.name} on {self.data.name}")
+            board(metrics)
         self.log(epoch_line(metrics, self.config.epochs, seen))
 
     # --- endings ---

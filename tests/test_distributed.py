@@ -1,0 +1,94 @@
+"""Data-parallel training under torchrun: sharding, and equality with a one-process run."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from builder.loading import load_spec
+from training.config import TrainingConfig
+from training.distributed import Dist, check_batch_size, epoch_batches, eval_indices
+from training.errors import ConfigProblems
+from training.metrics import read_csv
+from training.trainer import train
+
+SPEC = """\
+name: ddp_tiny
+input: {channels: 3, height: 12, width: 12}
+num_classes: 4
+blocks:
+  - {out_channels: 6, kernel_size: 3, padding: 1, pool: {kind: max, kernel_size: 2, stride: 2}}
+  - {out_channels: 8, kernel_size: 3, padding: 1}
+classifier: {hidden: [16], dropout: 0.0}
+training:
+  dataset: {kind: fake, train_size: 64, test_size: 30, augment: {crop_padding: 0.0, hflip: false}}
+  epochs: 2
+  batch_size: 16
+  optimizer: {kind: sgd, lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0}
+  schedule: {kind: constant}
+  seed: 3
+"""
+
+
+@pytest.mark.parametrize("world", [2, 4])
+def test_ranks_share_each_global_batch_exactly(world: int) -> None:
+    single = epoch_batches(Dist(), 64, 16, seed=3, epoch=1)
+    ranks = [epoch_batches(Dist(r, world), 64, 16, seed=3, epoch=1) for r in range(world)]
+    assert all(len(batches) == len(single) for batches in ranks)
+    for k, batch in enumerate(single):
+        assert sorted(torch.cat([r[k] for r in ranks]).tolist()) == sorted(batch.tolist())
+
+
+def test_set_epoch_gives_every_epoch_another_order() -> None:
+    d = Dist(1, 2)
+    first, second = (torch.cat(epoch_batches(d, 64, 16, seed=3, epoch=e)) for e in (0, 1))
+    assert not torch.equal(first, second)
+    assert len(first) == len(second) == 32  # half the samples each epoch, another half of them
+    assert torch.equal(first, torch.cat(epoch_batches(d, 64, 16, seed=3, epoch=0)))
+
+
+def test_test_split_is_covered_once() -> None:
+    parts = [torch.cat(eval_indices(Dist(r, 3), 31, 8)) for r in range(3)]
+    assert sorted(torch.cat(parts).tolist()) == list(range(31))
+
+
+def test_global_batch_must_divide_by_the_processes() -> None:
+    with pytest.raises(ConfigProblems, match="divisible by the number of processes"):
+        check_batch_size(Dist(0, 3), 16)
+
+
+def test_two_processes_train_like_one(tmp_path: Path) -> None:
+    spec_path = tmp_path / "ddp_tiny.yaml"
+    spec_path.write_text(SPEC)
+    spec = load_spec(spec_path)
+    single = train(spec, TrainingConfig.model_validate(spec.training), out=tmp_path / "single", quiet=True)
+
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+         "-m", "builder", "train", str(spec_path), "--out", str(tmp_path / "ddp"), "--quiet"],
+        capture_output=True, text=True, timeout=240, env={**env, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("epoch 2/2") == 1  # rank 0 alone prints
+    ddp = load_file(str(tmp_path / "ddp" / "model.safetensors"))
+    one = load_file(str(single.run_dir / "model.safetensors"))
+    assert ddp.keys() == one.keys()
+    for name in one:
+        torch.testing.assert_close(ddp[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+    # Metrics are reduced over both processes: the whole train and test splits, as one process sees them.
+    rows = read_csv(tmp_path / "ddp" / "metrics.csv")
+    for row, m in zip(rows, single.history, strict=True):
+        assert float(row["test_acc"]) == pytest.approx(m.test_acc, abs=1e-6)
+        assert float(row["train_loss"]) == pytest.approx(m.train_loss, rel=1e-4)
+
+    # A one-process run continues the two-process run from its checkpoint, like any other run.
+    more = TrainingConfig.model_validate({**(spec.training or {}), "epochs": 3})
+    resumed = train(spec, more, resume=tmp_path / "ddp", quiet=True)
+    assert resumed.epoch == 3 and len(resumed.history) == 3
