@@ -43,6 +43,13 @@ classifier: {{hidden: [16]}}
 """
 
 
+@pytest.fixture(autouse=True)
+def image_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test decodes image folders into its own cache directory, never the user's."""
+    monkeypatch.setenv(data_module.CACHE_ENV, str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
 @pytest.fixture
 def spec_of(write_spec: Callable[..., Path]) -> Callable[..., object]:
     def make(c: int = 3, h: int = 16, w: int = 16, classes: int = 10) -> object:
@@ -153,7 +160,8 @@ def make_tree(root: Path, splits: dict[str, dict[str, int]], size: tuple[int, in
 
 def test_image_folder_decodes_resizes_and_converts_to_gray(tmp_path: Path, spec_of: Callable[..., object]) -> None:
     root = make_tree(tmp_path / "tree", {"train": {"cat": 3, "dog": 2}, "val": {"cat": 1, "dog": 1}})
-    data = load_data(ImageFolderData(kind="image_folder", root=str(root)), spec_of(c=1, h=8, w=6, classes=2))  # type: ignore[arg-type]
+    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
+    data = load_data(config, spec_of(c=1, h=8, w=6, classes=2))  # type: ignore[arg-type]
     assert isinstance(data.train, FolderSplit) and (len(data.train), len(data.test), data.num_classes) == (5, 2, 2)
     images, labels = first_batch(data, "train", 5)
     assert images.shape == (5, 1, 8, 6) and images.dtype == torch.uint8 and labels.tolist() == [0, 0, 0, 1, 1]
@@ -163,7 +171,7 @@ def test_image_folder_decodes_resizes_and_converts_to_gray(tmp_path: Path, spec_
 
 def test_image_folder_with_workers_gives_the_same_batches(tmp_path: Path, spec_of: Callable[..., object]) -> None:
     root = make_tree(tmp_path / "tree", {"train": {"cat": 3, "dog": 3}, "test": {"cat": 1, "dog": 1}})
-    config = ImageFolderData(kind="image_folder", root=str(root))
+    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
     spec = spec_of(classes=2)
     order = train_order(6, 4, seed=0, epoch=0)
     serial = list(load_data(config, spec).train.batches(order))  # type: ignore[arg-type]
@@ -191,10 +199,127 @@ def test_image_folder_layout_problems_are_reported_at_root(
 
 @pytest.mark.skipif(not SHARED_CIFAR.is_dir(), reason="needs the CIFAR-10 JPEG tree in ../shared/datasets/cifar10")
 def test_the_shared_cifar10_jpeg_tree_loads_as_an_image_folder(spec_of: Callable[..., object]) -> None:
-    data = load_data(ImageFolderData(kind="image_folder", root=str(SHARED_CIFAR)), spec_of(h=32, w=32))  # type: ignore[arg-type]
+    config = ImageFolderData(kind="image_folder", root=str(SHARED_CIFAR), in_memory=False)  # no 60,000 decodes here
+    data = load_data(config, spec_of(h=32, w=32))  # type: ignore[arg-type]
     assert (len(data.train), len(data.test), data.num_classes) == (50_000, 10_000, 10)
     images, _ = first_batch(data, "test")
     assert images.shape == (4, 3, 32, 32)
+
+
+# --- image_folder in memory, cached on disk ----------------------------------------------------------
+
+
+def noisy_tree(root: Path) -> Path:
+    """root/{train,test}/<class>/<i>.png of random pixels (so a wrong crop or order would show)."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 3), ("test", 1)):
+        for name in ("cat", "dog"):
+            (root / split / name).mkdir(parents=True)
+            for i in range(count):
+                pixels = rng.integers(0, 256, (10, 12, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / split / name / f"{i}.png")
+    return root
+
+
+def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count DecodedImages.__getitem__ calls (in this process: workers=0)."""
+    calls: list[int] = []
+    decode = data_module.DecodedImages.__getitem__
+
+    def counted(self: data_module.DecodedImages, index: int) -> tuple[torch.Tensor, int]:
+        calls.append(index)
+        return decode(self, index)
+
+    monkeypatch.setattr(data_module.DecodedImages, "__getitem__", counted)
+    return calls
+
+
+def in_memory(root: Path, spec: object) -> Data:
+    return load_data(ImageFolderData(kind="image_folder", root=str(root), in_memory=True), spec)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_in_memory_images_equal_the_per_sample_decoded_ones(
+    tmp_path: Path, spec_of: Callable[..., object], channels: int
+) -> None:
+    root = noisy_tree(tmp_path / "tree")
+    spec = spec_of(c=channels, h=8, w=9, classes=2)
+    held = in_memory(root, spec)
+    per_sample = load_data(ImageFolderData(kind="image_folder", root=str(root), in_memory=False), spec)  # type: ignore[arg-type]
+    assert isinstance(held.train, TensorSplit) and isinstance(per_sample.train, FolderSplit)
+    for split in ("train", "test"):
+        a, b = first_batch(held, split, 6), first_batch(per_sample, split, 6)
+        assert a[0].shape == (6 if split == "train" else 2, channels, 8, 9)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_the_second_load_comes_from_the_cache_without_decoding(
+    tmp_path: Path, spec_of: Callable[..., object], monkeypatch: pytest.MonkeyPatch, image_cache: Path
+) -> None:
+    root, spec = noisy_tree(tmp_path / "tree"), spec_of(classes=2)
+    calls = count_decodes(monkeypatch)
+    first = in_memory(root, spec)
+    assert len(calls) == 8 and len(list(image_cache.glob("*.safetensors"))) == 1
+    calls.clear()
+    second = in_memory(root, spec)
+    assert calls == [] and torch.equal(first.train.images, second.train.images)  # type: ignore[attr-defined]
+    assert (first.mean, first.std) == (second.mean, second.std)
+    in_memory(root, spec_of(classes=2, h=12))  # other decode settings: another key
+    assert len(calls) == 8 and len(list(image_cache.glob("*.safetensors"))) == 2
+
+
+def test_a_changed_image_changes_the_cache_key(tmp_path: Path, spec_of: Callable[..., object]) -> None:
+    root, spec = noisy_tree(tmp_path / "tree"), spec_of(classes=2)
+    before = in_memory(root, spec).train.images  # type: ignore[attr-defined]
+    Image.new("RGB", (10, 12), (255, 255, 255)).save(root / "train" / "cat" / "0.png")  # other size and content
+    after = in_memory(root, spec).train.images  # type: ignore[attr-defined]
+    assert int(after[0].min()) == 255 and not torch.equal(before[0], after[0])
+    assert torch.equal(before[1:], after[1:])
+
+
+@pytest.mark.parametrize("damage", [b"", b"not a safetensors file", b"\x10\x00\x00\x00\x00\x00\x00\x00{}"])
+def test_a_damaged_cache_file_is_rebuilt_not_a_crash(
+    tmp_path: Path, spec_of: Callable[..., object], monkeypatch: pytest.MonkeyPatch, image_cache: Path,
+    damage: bytes,
+) -> None:
+    root, spec = noisy_tree(tmp_path / "tree"), spec_of(classes=2)
+    good = in_memory(root, spec).train.images  # type: ignore[attr-defined]
+    (cached,) = image_cache.glob("*.safetensors")
+    cached.write_bytes(damage)
+    calls = count_decodes(monkeypatch)
+    assert torch.equal(in_memory(root, spec).train.images, good)  # type: ignore[attr-defined]
+    assert len(calls) == 8 and cached.stat().st_size > 100  # decoded again, and the cache rewritten
+
+
+def test_in_memory_auto_follows_the_size_rule(
+    tmp_path: Path, spec_of: Callable[..., object], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, spec = noisy_tree(tmp_path / "tree"), spec_of(c=3, h=10, w=10, classes=2)
+    config = ImageFolderData(kind="image_folder", root=str(root))
+    decoded = 8 * 3 * 10 * 10  # bytes of the 8 images as uint8
+    monkeypatch.setattr(data_module, "available_memory", lambda: int(decoded / data_module.IN_MEMORY_FRACTION))
+    assert isinstance(load_data(config, spec).train, TensorSplit)  # type: ignore[arg-type]
+    monkeypatch.setattr(data_module, "available_memory", lambda: int(decoded / data_module.IN_MEMORY_FRACTION) - 1)
+    assert isinstance(load_data(config, spec).train, FolderSplit)  # type: ignore[arg-type]
+
+
+def test_batch_augmentation_matches_torchvision_per_sample_semantics() -> None:
+    """RandomCrop(padding=p) with zero fill, then RandomHorizontalFlip, then Normalize: every
+    augmented image is one of those torchvision can produce from the same image."""
+    from torchvision.transforms.v2 import functional as TF
+
+    images = torch.randint(0, 256, (32, 3, 6, 6), dtype=torch.uint8)
+    mean, std = torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
+    out = Preprocess((6, 6), mean, std, Augment(crop_padding=1 / 3, hflip=True))(images, generator(3))
+    flips = 0
+    for image, got in zip(images, out):
+        padded = TF.pad(TF.to_dtype(image, torch.float32, scale=True), [2, 2, 2, 2], fill=0.0)
+        crops = [padded[:, y : y + 6, x : x + 6] for y in range(5) for x in range(5)]
+        candidates = [(c - mean) / std for crop in crops for c in (crop, TF.horizontal_flip(crop))]
+        hits = [i for i, c in enumerate(candidates) if torch.allclose(got, c, atol=1e-6)]
+        assert hits, "an augmented image no torchvision crop+flip produces"
+        flips += all(i % 2 for i in hits)
+    assert 5 <= flips <= 27  # about half flipped
 
 
 # --- cifar10 -------------------------------------------------------------------------------------------
@@ -262,8 +387,13 @@ def test_an_image_that_cannot_be_decoded_is_one_clear_line(
     root = make_tree(tmp_path / "tree", {"train": {"cat": 1, "dog": 1}, "test": {"cat": 1, "dog": 1}})
     (root / "train" / "dog" / "0.png").write_bytes(b"not a png")
     monkeypatch.setattr(data_module, "STATS_SAMPLE", 1)  # the statistics see only the first image
-    data = load_data(ImageFolderData(kind="image_folder", root=str(root)), spec_of(classes=2), workers)  # type: ignore[arg-type]
+    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
+    data = load_data(config, spec_of(classes=2), workers)  # type: ignore[arg-type]
     with pytest.raises(BadImageError) as exc:
         list(data.train.batches(eval_order(2, 2)))
+    (line,) = exc.value.lines()
+    assert line.startswith(f"error: {root / 'train' / 'dog' / '0.png'}: cannot read image: ")
+    with pytest.raises(BadImageError) as exc:  # in memory, every image is decoded while loading
+        load_data(config.model_copy(update={"in_memory": True}), spec_of(classes=2), workers)  # type: ignore[arg-type]
     (line,) = exc.value.lines()
     assert line.startswith(f"error: {root / 'train' / 'dog' / '0.png'}: cannot read image: ")

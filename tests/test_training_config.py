@@ -175,3 +175,28 @@ def test_validate_and_the_train_parser_stay_torch_free(write_spec: Callable[...,
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_image_folder_memory_and_cache_fields(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE)
+    default = loaded(path, data="image_folder:some/dir").dataset
+    assert isinstance(default, ImageFolderData) and (default.in_memory, default.cache_dir) == ("auto", None)
+    folder = write_spec(BASE + "training:\n  dataset: {kind: image_folder, root: d}\n", "folder.yaml")
+    chosen = loaded(folder, "training.dataset.in_memory=false", "training.dataset.cache_dir=/tmp/c")
+    assert (chosen.dataset.in_memory, chosen.dataset.cache_dir) == (False, "/tmp/c")  # type: ignore[union-attr]
+    (line,) = errors(folder, "training.dataset.in_memory=maybe")
+    assert line.startswith("--set training.dataset.in_memory=maybe: error: training.dataset.in_memory:")
+
+
+def test_precision_auto_follows_the_native_bf16_rule(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from training import precision
+
+    auto, cpu = TrainingConfig(precision="auto"), torch.device("cpu")
+    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    assert precision.resolve_precision(auto, cpu).precision == "bf16"
+    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    assert precision.resolve_precision(auto, cpu).precision == "fp32"
+    assert precision.resolve_precision(TrainingConfig(precision="bf16"), cpu).precision == "bf16"  # never overridden
+    assert precision.native_bf16(torch.device("mps")) is False

@@ -68,9 +68,16 @@ class ImageFolderData(StrictModel):
     root: Annotated[str, Field(min_length=1)]  # a relative root is resolved against the current directory
     # Decode every image once into memory (cached on disk) instead of per batch: auto does it when
     # the decoded uint8 images take at most a quarter of the available memory.
-    in_memory: Literal["auto"] | bool = "auto"
+    in_memory: Literal["auto", True, False] = "auto"
     cache_dir: Annotated[str, Field(min_length=1)] | None = None  # None: $CNN_SPEC_BUILDER_CACHE or ~/.cache
     augment: Augment = Augment()
+
+    @field_validator("in_memory", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: Any) -> Any:
+        if value != "auto" and not isinstance(value, bool):
+            raise ValueError(f"must be auto, true or false, got {value!r}")
+        return value
 
 
 class FakeData(StrictModel):

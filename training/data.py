@@ -6,7 +6,8 @@ spec's H x W, augments them (training only) and normalizes them with the dataset
 statistics, on the training device, batch by batch.
 
 Two kinds of split: `TensorSplit` holds a whole dataset decoded once in memory (digits, cifar10,
-fake); `FolderSplit` decodes image files per sample in DataLoader workers (image_folder).
+fake, and image folders that fit in memory, cached on disk); `FolderSplit` decodes image files
+per sample in DataLoader workers (image folders too large for memory).
 
 Every random choice comes from a generator seeded by (seed, epoch[, step]), never from global
 state, so a run stopped at any step resumes with exactly the same batches and augmentations.
@@ -15,8 +16,11 @@ state, so a run stopped at any step resumes with exactly the same batches and au
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 import signal
+import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,9 +231,12 @@ def tensor_data(name: str, train: TensorSplit, test: TensorSplit, num_classes: i
 
 def channel_stats(images: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images (N, C, h, w) on a 0..1 scale (float64 sums)."""
-    x = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255
-    std = x.std(dim=1).clamp_min(1e-3)  # a constant channel must not divide by zero
-    return tuple(x.mean(dim=1).tolist()), tuple(std.tolist())
+    means, stds = [], []
+    for c in range(images.shape[1]):  # one channel at a time: 50,000 CIFAR images are 400 MB as float64
+        x = images[:, c].reshape(-1).double() / 255
+        means.append(float(x.mean()))
+        stds.append(max(float(x.std()), 1e-3))  # a constant channel must not divide by zero
+    return tuple(means), tuple(stds)
 
 
 def to_channels(images: Tensor, channels: int) -> Tensor:
@@ -391,6 +398,9 @@ def load_image_folder(config: ImageFolderData, spec: Spec, workers: int) -> Data
         raise ConfigProblems.at(ROOT, msg)
     mode, size = ("L" if spec.input.channels == 1 else "RGB"), (spec.input.height, spec.input.width)
     train_images, test_images = DecodedImages(train.samples, mode, size), DecodedImages(test.samples, mode, size)
+    if keep_in_memory(config, len(train_images) + len(test_images), spec):
+        held = cached_splits(config, (root / "train", train_images), (test_dir, test_images), workers=workers)
+        return tensor_data("image_folder", held[0], held[1], len(train.classes))
     mean, std = channel_stats(sample_images(train_images))
     splits = FolderSplit(train_images, workers), FolderSplit(test_images, workers)
     return Data("image_folder", splits[0], splits[1], len(train.classes), mean, std)
@@ -409,6 +419,129 @@ def sample_images(images: DecodedImages) -> Tensor:
     """Up to STATS_SAMPLE images, evenly spaced, stacked to uint8 (N, C, H, W)."""
     picks = torch.linspace(0, len(images) - 1, min(len(images), STATS_SAMPLE)).round().long().unique()
     return torch.stack([images[int(i)][0] for i in picks])
+
+
+# --- image_folder in memory: decoded once, cached on disk ---------------------------------------------
+
+IN_MEMORY_FRACTION = 0.25  # `in_memory: auto` keeps a folder whose decoded bytes fit in this share of free memory
+CACHE_ENV = "CNN_SPEC_BUILDER_CACHE"  # overrides the default cache directory
+CACHE_VERSION = 1  # part of every key: bump it when the decoding changes
+DECODE_BATCH = 256  # images per work item when decoding a whole folder
+SPLIT_NAMES = ("train", "test")
+
+
+def keep_in_memory(config: ImageFolderData, count: int, spec: Spec) -> bool:
+    """config.in_memory, or for auto: do `count` decoded uint8 images fit the size rule?"""
+    if config.in_memory != "auto":
+        return config.in_memory
+    decoded = count * spec.input.channels * spec.input.height * spec.input.width
+    return decoded <= IN_MEMORY_FRACTION * available_memory()
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation: MemAvailable on Linux, else half the RAM."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (AttributeError, ValueError, OSError):
+        return 0  # unknown: decode per batch
+
+
+def cache_dir(config: ImageFolderData) -> Path:
+    """config.cache_dir, else $CNN_SPEC_BUILDER_CACHE, else $XDG_CACHE_HOME (~/.cache)/cnn-spec-builder."""
+    if config.cache_dir is not None:
+        return Path(config.cache_dir)
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "cnn-spec-builder"
+
+
+SourceSplit = tuple[Path, DecodedImages]  # a split's folder and its images
+
+
+def cache_key(splits: Sequence[SourceSplit]) -> str:
+    """A hash of the decode settings and of every file's path (relative to its split folder),
+    label, size and modification time: a changed, added, removed or renamed image changes it."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((CACHE_VERSION, splits[0][1].mode, splits[0][1].size)).encode())
+    for folder, images in splits:
+        for path, label in images.samples:
+            stat = os.stat(path)
+            digest.update(repr((os.path.relpath(path, folder), label, stat.st_size, stat.st_mtime_ns)).encode())
+        digest.update(b"|")  # the end of a split
+    return digest.hexdigest()
+
+
+def cached_splits(config: ImageFolderData, *splits: SourceSplit, workers: int = 0) -> tuple[TensorSplit, ...]:
+    """The splits decoded into memory: read from the cache, or decoded (in `workers`
+    processes) and then cached. A damaged or mismatched cache file is decoded anew."""
+    key = cache_key(splits)
+    path = cache_dir(config) / f"image_folder-{key}.safetensors"
+    found = read_cache(path, [images for _, images in splits])
+    if found is not None:
+        return found
+    decoded = tuple(decode_split(images, workers) for _, images in splits)
+    write_cache(path, decoded, key)
+    return decoded
+
+
+def decode_split(images: DecodedImages, workers: int) -> TensorSplit:
+    """Every image of `images`, in order, as one uint8 tensor (N, C, H, W) and labels (N,)."""
+    loader = DataLoader(
+        images, batch_size=DECODE_BATCH, num_workers=workers, worker_init_fn=_ignore_sigint if workers else None
+    )
+    parts = list(loader)
+    return TensorSplit(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+
+
+def read_cache(path: Path, expected: Sequence[DecodedImages]) -> tuple[TensorSplit, ...] | None:
+    """The cached splits, or None when the file is missing, unreadable or does not match."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(path)
+        splits = tuple(TensorSplit(tensors[f"{n}_images"], tensors[f"{n}_labels"]) for n in SPLIT_NAMES)
+    except Exception:  # a truncated or damaged file can fail in many ways; it is rebuilt
+        return None
+    return splits if all(matches(s, d) for s, d in zip(splits, expected)) else None
+
+
+def matches(split: TensorSplit, images: DecodedImages) -> bool:
+    """Does a cached split have the images' count, shape and labels?"""
+    height, width = images.size
+    shape = (len(images), 1 if images.mode == "L" else 3, height, width)
+    labels = torch.tensor([label for _, label in images.samples], dtype=torch.int64)
+    return (
+        split.images.dtype == torch.uint8 and tuple(split.images.shape) == shape
+        and split.labels.dtype == torch.int64 and torch.equal(split.labels, labels)
+    )
+
+
+def write_cache(path: Path, splits: Sequence[TensorSplit], key: str) -> None:
+    """Atomically (a temporary file, then os.replace); a cache that cannot be written is skipped."""
+    from safetensors.torch import save_file
+
+    tensors = {f"{n}_{part}": getattr(s, part).contiguous() for n, s in zip(SPLIT_NAMES, splits)
+               for part in ("images", "labels")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata={"key": key})
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+    except OSError as exc:
+        warnings.warn(f"cannot write the image cache {path}: {exc}; the images stay in memory", stacklevel=2)
 
 
 # --- fake ------------------------------------------------------------------------------------------------
