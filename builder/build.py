@@ -86,22 +86,25 @@ def build_classifier(spec: Spec) -> nn.Sequential:
 
 
 def available_memory() -> int:
-    """Bytes of memory available to allocate (MemAvailable on Linux, else free pages)."""
+    """Bytes of memory available to allocate (MemAvailable on Linux, else free pages; 0 if unknown)."""
     try:
         with open("/proc/meminfo") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except OSError:
+    except (OSError, ValueError):
         pass
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return 0
 
 
 def ensure_fits_in_memory(spec: Spec) -> None:
     """Refuse, before allocating anything, a model whose float32 weights exceed free memory."""
     params = infer(spec).total_params
     need, have = params * BYTES_PER_PARAM, available_memory()
-    if need > have:
+    if have and need > have:  # 0: unknown, do not guess
         raise ModelTooLargeError(
             f"{spec.name}: {params:,} parameters need {need / 2**30:.1f} GiB as float32, but only "
             f"{have / 2**30:.1f} GiB of memory is available; summarize it on the meta device instead"

@@ -21,13 +21,12 @@ from training.data import (
     FolderSplit,
     Preprocess,
     TensorSplit,
-    eval_order,
     generator,
     load_data,
     preprocess_for,
     random_crop,
-    train_order,
 )
+from training.distributed import Dist, epoch_batches, eval_indices
 from training.errors import BadImageError, ConfigProblems
 
 SHARED_CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10"
@@ -60,7 +59,7 @@ def spec_of(write_spec: Callable[..., Path]) -> Callable[..., object]:
 
 def first_batch(data: Data, split: str = "train", size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     part = data.train if split == "train" else data.test
-    return next(iter(part.batches(eval_order(len(part), size))))
+    return next(iter(part.batches(eval_indices(Dist(), len(part), size))))
 
 
 # --- digits ----------------------------------------------------------------------------------------
@@ -116,15 +115,6 @@ def test_random_crop_shifts_each_image_and_fills_with_zeros() -> None:
     assert len(used) >= 5  # images got different shifts
 
 
-def test_train_order_is_a_seeded_permutation_without_a_lone_last_sample() -> None:
-    order = train_order(129, 64, seed=0, epoch=0)
-    assert [len(b) for b in order] == [64, 64]  # the 129th sample would make a batch of one
-    assert len(torch.cat(order).unique()) == 128
-    assert all(torch.equal(a, b) for a, b in zip(order, train_order(129, 64, seed=0, epoch=0)))
-    assert not torch.equal(order[0], train_order(129, 64, seed=0, epoch=1)[0])
-    assert [len(b) for b in train_order(130, 64, 0, 0)] == [64, 64, 2]
-
-
 # --- fake ------------------------------------------------------------------------------------------
 
 
@@ -173,7 +163,7 @@ def test_image_folder_with_workers_gives_the_same_batches(tmp_path: Path, spec_o
     root = make_tree(tmp_path / "tree", {"train": {"cat": 3, "dog": 3}, "test": {"cat": 1, "dog": 1}})
     config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
     spec = spec_of(classes=2)
-    order = train_order(6, 4, seed=0, epoch=0)
+    order = epoch_batches(Dist(), 6, 4, seed=0, epoch=0)
     serial = list(load_data(config, spec).train.batches(order))  # type: ignore[arg-type]
     parallel = list(load_data(config, spec, workers=2).train.batches(order))  # type: ignore[arg-type]
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(serial, parallel))
@@ -390,7 +380,7 @@ def test_an_image_that_cannot_be_decoded_is_one_clear_line(
     config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
     data = load_data(config, spec_of(classes=2), workers)  # type: ignore[arg-type]
     with pytest.raises(BadImageError) as exc:
-        list(data.train.batches(eval_order(2, 2)))
+        list(data.train.batches(eval_indices(Dist(), 2, 2)))
     (line,) = exc.value.lines()
     assert line.startswith(f"error: {root / 'train' / 'dog' / '0.png'}: cannot read image: ")
     with pytest.raises(BadImageError) as exc:  # in memory, every image is decoded while loading

@@ -45,6 +45,15 @@ def test_ranks_share_each_global_batch_exactly(world: int) -> None:
         assert sorted(torch.cat([r[k] for r in ranks]).tolist()) == sorted(batch.tolist())
 
 
+def test_one_process_order_is_a_seeded_permutation_without_a_lone_last_sample() -> None:
+    order = epoch_batches(Dist(), 129, 64, seed=0, epoch=0)
+    assert [len(b) for b in order] == [64, 64]  # the 129th sample would make a batch of one
+    assert len(torch.cat(order).unique()) == 128
+    assert all(torch.equal(a, b) for a, b in zip(order, epoch_batches(Dist(), 129, 64, seed=0, epoch=0)))
+    assert not torch.equal(order[0], epoch_batches(Dist(), 129, 64, seed=0, epoch=1)[0])
+    assert [len(b) for b in epoch_batches(Dist(), 130, 64, seed=0, epoch=0)] == [64, 64, 2]
+
+
 def test_set_epoch_gives_every_epoch_another_order() -> None:
     d = Dist(1, 2)
     first, second = (torch.cat(epoch_batches(d, 64, 16, seed=3, epoch=e)) for e in (0, 1))

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from builder.build import available_memory
 from builder.spec import Spec
 from training.config import Augment, Cifar10Data, DatasetConfig, DigitsData, FakeData, ImageFolderData
 from training.errors import BadImageError, ConfigProblems
@@ -113,18 +114,6 @@ def derived_seed(*parts: int) -> int:
 
 def generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(*parts))
-
-
-def train_order(n: int, batch_size: int, seed: int, epoch: int) -> list[Tensor]:
-    """The shuffled index batches of one epoch. A last batch of one sample is dropped:
-    BatchNorm cannot train on a single sample."""
-    perm = torch.randperm(n, generator=generator(seed, epoch))
-    batches = list(perm.split(batch_size))
-    return batches[:-1] if len(batches) > 1 and len(batches[-1]) == 1 else batches
-
-
-def eval_order(n: int, batch_size: int) -> list[Tensor]:
-    return list(torch.arange(n).split(batch_size))
 
 
 # --- per-batch preprocessing on tensors -----------------------------------------------------------
@@ -436,21 +425,6 @@ def keep_in_memory(config: ImageFolderData, count: int, spec: Spec) -> bool:
         return config.in_memory
     decoded = count * spec.input.channels * spec.input.height * spec.input.width
     return decoded <= IN_MEMORY_FRACTION * available_memory()
-
-
-def available_memory() -> int:
-    """Bytes of memory available to a new allocation: MemAvailable on Linux, else half the RAM."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (AttributeError, ValueError, OSError):
-        return 0  # unknown: decode per batch
 
 
 def cache_dir(config: ImageFolderData) -> Path:
