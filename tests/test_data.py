@@ -23,8 +23,10 @@ from training.data import (
     TensorSplit,
     generator,
     load_data,
+    on_device,
     preprocess_for,
     random_crop,
+    tensor_data,
 )
 from training.distributed import Dist, epoch_batches, eval_indices
 from training.errors import BadImageError, ConfigProblems
@@ -387,3 +389,13 @@ def test_an_image_that_cannot_be_decoded_is_one_clear_line(
         load_data(config.model_copy(update={"in_memory": True}), spec_of(classes=2), workers)  # type: ignore[arg-type]
     (line,) = exc.value.lines()
     assert line.startswith(f"error: {root / 'train' / 'dog' / '0.png'}: cannot read image: ")
+
+
+def test_in_memory_splits_move_to_the_training_device_once() -> None:
+    data = tensor_data("t", TensorSplit(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.arange(4)),
+                       TensorSplit(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.arange(2)), 4)
+    assert on_device(data, torch.device("cpu")) is data
+    moved = on_device(data, torch.device("meta"))  # stands in for a GPU: no copy back per batch
+    assert isinstance(moved.train, TensorSplit) and moved.train.images.is_meta and moved.test.labels.is_meta
+    images, labels = next(moved.train.batches([torch.tensor([0, 2])]))
+    assert images.is_meta and images.shape == (2, 1, 2, 2) and labels.shape == (2,)

@@ -22,7 +22,7 @@ import signal
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -63,6 +63,7 @@ class TensorSplit:
 
     def batches(self, order: Sequence[Tensor]) -> Iterator[Batch]:
         for index in order:
+            index = index.to(self.images.device)  # gather where the images are (a GPU after on_device)
             yield self.images[index], self.labels[index]
 
 
@@ -101,6 +102,24 @@ class Data:
     num_classes: int
     mean: tuple[float, ...]  # of the training images, on a 0..1 scale, one per spec channel
     std: tuple[float, ...]
+
+
+def on_device(data: Data, device: torch.device) -> Data:
+    """In-memory splits moved to the training device once (a GPU, when they take at most a
+    quarter of its free memory), so batches are gathered there and never cross the bus."""
+    if device.type == "cpu":
+        return data
+    splits = [s for s in (data.train, data.test) if isinstance(s, TensorSplit)]
+    size = sum(s.images.numel() + s.labels.numel() * 8 for s in splits)
+    if device.type == "cuda" and size > torch.cuda.mem_get_info(device)[0] // 4:
+        return data
+
+    def move(split: Split) -> Split:
+        if not isinstance(split, TensorSplit):
+            return split  # decoded per batch: moved batch by batch
+        return TensorSplit(split.images.to(device), split.labels.to(device))
+
+    return replace(data, train=move(data.train), test=move(data.test))
 
 
 # --- batch order --------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from training.checkpoint import (
     set_rng_states,
 )
 from training.config import RESUMABLE_CHANGES, AdamWConfig, OptimizerConfig, SGDConfig, TrainingConfig
-from training.data import Data, Preprocess, generator, load_data, preprocess_for
+from training.data import Data, Preprocess, generator, load_data, on_device, preprocess_for
 from training.distributed import (
     Dist,
     agree,
@@ -94,7 +94,7 @@ def train(
     check_batch_size(d, config.batch_size)
     with process_group(d, device, config.dist_backend):
         saved = resumed_state(spec, config, Path(resume), out) if resume is not None else None
-        data = load_data(config.dataset, spec, config.workers)
+        data = on_device(load_data(config.dataset, spec, config.workers), device)
         run_dir = Path(resume) if resume is not None else broadcast_path(d, lambda: new_run_dir(out, spec.name))
         trainer = Trainer(spec, config, data, device, run_dir, quiet, log or _print, d)
         if saved is not None:
