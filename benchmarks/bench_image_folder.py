@@ -29,13 +29,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from common import ROOT, SPECS, Row, emit, interleaved, median, parser, spread
+from common import ROOT, SPECS, Row, emit, interleaved, median, parser, spread, trainer_epoch
 
 from builder.bench import cpu_sample, other_cpus_between, train_step
 from builder.build import build_model
 from builder.loading import load_spec
 from builder.spec import Spec
-from training import TrainingConfig, train
+from training import TrainingConfig
 from training.precision import resolve_precision
 
 CIFAR = ROOT.parent / "shared" / "datasets" / "cifar10"
@@ -59,18 +59,6 @@ def trainer_config(spec: Spec, root: Path, cache: Path) -> TrainingConfig:
     dataset = {"kind": "image_folder", "root": str(root), "in_memory": True, "cache_dir": str(cache)}
     recipe.update(dataset=dataset, epochs=1, batch_size=BATCH)
     return resolve_precision(TrainingConfig.model_validate(recipe), torch.device("cpu"))
-
-
-def trainer_epoch(spec: Spec, config: TrainingConfig) -> Callable[[], float]:
-    """Seconds from the trainer's banner (data loaded, model built) to its epoch line."""
-
-    def run() -> float:
-        stamps: list[float] = []
-        with tempfile.TemporaryDirectory() as tmp:
-            train(spec, config, out=Path(tmp) / "run", quiet=True, log=lambda line: stamps.append(time.perf_counter()))
-        return stamps[1] - stamps[0]
-
-    return run
 
 
 def plain_epoch(spec: Spec, root: Path, workers: int) -> Callable[[], float]:

@@ -17,22 +17,19 @@ bookkeeping, evaluation, checkpoint, metrics.csv and curves.png are all inside i
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import ROOT, SPECS, Row, emit, interleaved, median, parser, spread
+from common import ROOT, SPECS, Row, emit, interleaved, median, parser, spread, trainer_epoch
 
 from builder.bench import cpu_sample, other_cpus_between
 from builder.build import build_model
 from builder.loading import load_spec
 from builder.spec import Spec
-from training import TrainingConfig, train
+from training import TrainingConfig
 from training.config import SGDConfig
 from training.data import Data, load_data, random_crop, random_hflip
 from training.precision import resolve_precision
@@ -49,18 +46,6 @@ def bench_config(spec: Spec, data: str, train_size: int, test_size: int) -> Trai
         recipe.update(dataset={"kind": "fake", "train_size": train_size, "test_size": test_size}, workers=0)
     config = TrainingConfig.model_validate(recipe)
     return resolve_precision(config, torch.device("cpu"))
-
-
-def trainer_epoch(spec: Spec, config: TrainingConfig) -> Callable[[], float]:
-    """Seconds from the trainer's banner to its epoch line."""
-
-    def run() -> float:
-        stamps: list[float] = []
-        with tempfile.TemporaryDirectory() as tmp:
-            train(spec, config, out=Path(tmp) / "run", quiet=True, log=lambda line: stamps.append(time.perf_counter()))
-        return stamps[1] - stamps[0]
-
-    return run
 
 
 class RawLoop:

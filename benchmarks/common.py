@@ -12,10 +12,12 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "arch_specs"
@@ -83,3 +85,17 @@ def emit(rows: list[Row], json_path: Path | None) -> None:
 
 def python() -> str:
     return sys.executable
+
+
+def trainer_epoch(spec: Any, config: Any) -> Callable[[], float]:
+    """A contender: seconds from the trainer's banner (data loaded, model built) to its first
+    epoch line, for a one-epoch run into a temporary directory."""
+    from training import train
+
+    def run() -> float:
+        stamps: list[float] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            train(spec, config, out=Path(tmp) / "run", quiet=True, log=lambda line: stamps.append(time.perf_counter()))
+        return stamps[1] - stamps[0]
+
+    return run
