@@ -10,18 +10,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
+from builder.spec import NonNegativeInt, PositiveInt, StrictModel  # the same strictness as specs
+
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 Betas = Annotated[list[Fraction], Field(min_length=2, max_length=2)]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 # --- datasets ---------------------------------------------------------------------------------
@@ -111,23 +107,25 @@ class SGDConfig(StrictModel):
         return nesterov
 
 
-class AdamConfig(StrictModel):
+class _AdamFields(StrictModel):
+    """What Adam and AdamW share."""
+
+    lr: PositiveFloat = 1e-3
+    betas: Betas = [0.9, 0.999]  # noqa: RUF012 - pydantic copies field defaults
+    eps: PositiveFloat = 1e-8
+
+
+class AdamConfig(_AdamFields):
     """Adam; its weight_decay is an L2 penalty added to the gradient."""
 
     kind: Literal["adam"]
-    lr: PositiveFloat = 1e-3
-    betas: Betas = [0.9, 0.999]
-    eps: PositiveFloat = 1e-8
     weight_decay: NonNegativeFloat = 0.0
 
 
-class AdamWConfig(StrictModel):
+class AdamWConfig(_AdamFields):
     """AdamW: weight decay decoupled from the gradient step (Loshchilov & Hutter)."""
 
     kind: Literal["adamw"]
-    lr: PositiveFloat = 1e-3
-    betas: Betas = [0.9, 0.999]
-    eps: PositiveFloat = 1e-8
     weight_decay: NonNegativeFloat = 0.01
 
 
