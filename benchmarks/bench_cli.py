@@ -17,7 +17,7 @@ from common import SPECS, Row, emit, interleaved, median, parser, python, spread
 
 HUGE = "extends: {base}\nname: alexnet_10b\nclassifier: {{hidden: [1000000, 1000]}}\n"
 PEAK = (  # VmHWM: peak resident memory of the child alone (ru_maxrss would include its parent's)
-    "import re, sys; from builder.cli import main; rc = main(['summarize', sys.argv[1]]); "
+    "import re, sys; from builder.tools.cli import main; rc = main(['summarize', sys.argv[1]]); "
     "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]); sys.exit(rc)"
 )
 

@@ -1,8 +1,8 @@
-"""AlexNet training with builder.lrn.LocalResponseNorm vs torch's nn.LocalResponseNorm (goal >= 1.15x).
+"""AlexNet training with builder.model.lrn.LocalResponseNorm vs torch's nn.LocalResponseNorm (goal >= 1.15x).
 
     python benchmarks/bench_lrn.py [--batch-size 32] [--repeats 5] [--steps 3] [--layers] [--json FILE]
 
-alexnet.yaml is built twice from the same seed: as the registry builds it (builder.lrn), and with
+alexnet.yaml is built twice from the same seed: as the registry builds it (builder.model.lrn), and with
 every LRN module then replaced by nn.LocalResponseNorm of the same arguments. Both train (forward,
 cross-entropy backward, SGD step) on the same in-memory batch, taking turns; medians of images/s.
 --layers also times the LRN layer alone (forward + backward) at AlexNet's three LRN input shapes,
@@ -19,10 +19,10 @@ import torch
 from common import SPECS, Row, emit, interleaved, median, parser, spread
 from torch import nn
 
-from builder import lrn
-from builder.bench import cpu_sample, other_cpus_between, train_step
-from builder.build import build_model
-from builder.loading import load_spec
+from builder.model import lrn
+from builder.tools.bench import cpu_sample, other_cpus_between, train_step
+from builder.model.build import build_model
+from builder.lang.loading import load_spec
 
 LRN_SHAPES = ((96, 55, 55), (256, 27, 27), (256, 13, 13))  # AlexNet's LRN inputs (C, H, W)
 
@@ -68,7 +68,7 @@ def model_row(batch_size: int, steps: int, repeats: int) -> Row:
     others = other_cpus_between(before, cpu_sample())
     ratio = median(rates["builder"]) / median(rates["torch"])
     return Row(
-        f"alexnet.yaml training step, batch {batch_size}: builder.lrn vs nn.LocalResponseNorm",
+        f"alexnet.yaml training step, batch {batch_size}: builder.model.lrn vs nn.LocalResponseNorm",
         f"{ratio:.2f}x ({median(rates['builder']):.1f} vs {median(rates['torch']):.1f} images/s)", ">= 1.15x",
         ratio >= 1.15, f"python benchmarks/bench_lrn.py --batch-size {batch_size} --repeats {repeats}",
         f"builder: {spread(rates['builder'])}; torch: {spread(rates['torch'])}; {_conditions(others)}",

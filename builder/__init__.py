@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from builder.errors import BuilderError, SpecError
-from builder.loading import load_spec
-from builder.shapes import infer
-from builder.spec import Spec
+from builder.lang.errors import BuilderError, SpecError
+from builder.lang.loading import load_spec
+from builder.lang.shapes import infer
+from builder.lang.spec import Spec
 
 if TYPE_CHECKING:
-    from builder.build import build_model
-    from builder.summary import summarize
+    from builder.model.build import build_model
+    from builder.model.summary import summarize
 
 __all__ = ["BuilderError", "Spec", "SpecError", "build_model", "infer", "load_spec", "summarize"]
 
@@ -23,11 +23,11 @@ __all__ = ["BuilderError", "Spec", "SpecError", "build_model", "infer", "load_sp
 def __getattr__(name: str) -> Any:
     # Lazy: importing torch costs about a second, and validation must not pay it.
     if name == "build_model":
-        from builder.build import build_model
+        from builder.model.build import build_model
 
         return build_model
     if name == "summarize":
-        from builder.summary import summarize
+        from builder.model.summary import summarize
 
         return summarize
     raise AttributeError(f"module 'builder' has no attribute {name!r}")

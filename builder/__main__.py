@@ -1,9 +1,9 @@
-"""`python -m builder ...`: see builder.cli."""
+"""`python -m builder ...`: see builder.tools.cli."""
 
 from __future__ import annotations
 
 import sys
 
-from builder.cli import main
+from builder.tools.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.cli import main
+from builder.tools.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "arch_specs"

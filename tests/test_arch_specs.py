@@ -9,11 +9,11 @@ import torch
 from conftest import SPECS
 from torch import nn
 
-from builder.build import build_model
-from builder.loading import load_spec
-from builder.lrn import LocalResponseNorm
-from builder.shapes import infer
-from builder.summary import summarize
+from builder.model.build import build_model
+from builder.lang.loading import load_spec
+from builder.model.lrn import LocalResponseNorm
+from builder.lang.shapes import infer
+from builder.model.summary import summarize
 
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))
 EXPECTED_PARAMS = {  # figures stated by the issues, at the given num_classes

@@ -31,7 +31,7 @@ def test_validate_checks_the_training_section_too(cli: Callable[..., tuple[int, 
 
 def test_validate_never_imports_torch() -> None:
     code = (
-        "import sys; from builder.cli import main; rc = main(['validate', sys.argv[1]]); "
+        "import sys; from builder.tools.cli import main; rc = main(['validate', sys.argv[1]]); "
         "bad = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'torchvision', 'torchinfo'))); "
         "print(bad); sys.exit(rc)"
     )

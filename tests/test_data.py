@@ -12,7 +12,7 @@ import torch
 from conftest import ROOT
 from PIL import Image
 
-from builder.loading import load_spec
+from builder.lang.loading import load_spec
 from training import data as data_module
 from training.config import Augment, Cifar10Data, DigitsData, FakeData, ImageFolderData, TrainingConfig
 from training.data import (

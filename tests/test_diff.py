@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from conftest import SPECS
 
-from builder.diff import diff_specs
-from builder.loading import load_spec
+from builder.lang.diff import diff_specs
+from builder.lang.loading import load_spec
 
 
 def test_same_spec_has_no_differences() -> None:

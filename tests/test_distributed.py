@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from builder.loading import load_spec
+from builder.lang.loading import load_spec
 from training.config import TrainingConfig
 from training.distributed import Dist, check_batch_size, epoch_batches, eval_indices
 from training.errors import ConfigProblems

@@ -1,4 +1,4 @@
-"""builder.draw: PNG and SVG diagrams of a spec."""
+"""builder.tools.draw: PNG and SVG diagrams of a spec."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import matplotlib.image
 import pytest
 import yaml
 
-from builder.draw import draw
-from builder.errors import BuilderError
-from builder.loading import load_spec
-from builder.shapes import infer
-from builder.spec import Spec
+from builder.tools.draw import draw
+from builder.lang.errors import BuilderError
+from builder.lang.loading import load_spec
+from builder.lang.shapes import infer
+from builder.lang.spec import Spec
 
 SPECS = Path(__file__).resolve().parent.parent / "arch_specs"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -84,6 +84,6 @@ def test_a_spec_whose_shapes_collapse_is_refused(tmp_path: Path) -> None:
 
 
 def test_importing_draw_imports_neither_torch_nor_matplotlib() -> None:
-    code = "import sys, builder.draw; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
+    code = "import sys, builder.tools.draw; print('torch' in sys.modules, 'matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

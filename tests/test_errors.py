@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import Loc, SpecError, format_path, suggest
-from builder.loading import load_spec
+from builder.lang.errors import Loc, SpecError, format_path, suggest
+from builder.lang.loading import load_spec
 
 BAD = """\
 name: bad

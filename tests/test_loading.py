@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import SPECS, TINY_SPEC
 
-from builder.errors import SpecError
-from builder.loading import dump_spec, load_spec
-from builder.shapes import infer
+from builder.lang.errors import SpecError
+from builder.lang.loading import dump_spec, load_spec
+from builder.lang.shapes import infer
 
 Writer = Callable[..., Path]
 

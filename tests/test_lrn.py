@@ -1,4 +1,4 @@
-"""builder.lrn.LocalResponseNorm against torch's: values, input gradients, dtypes, layouts, meta."""
+"""builder.model.lrn.LocalResponseNorm against torch's: values, input gradients, dtypes, layouts, meta."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from builder.lrn import LocalResponseNorm
+from builder.model.lrn import LocalResponseNorm
 
 
 def _pair(size: int, seed: int) -> tuple[LocalResponseNorm, nn.LocalResponseNorm]:

@@ -11,10 +11,10 @@ from conftest import SPECS
 from safetensors.torch import load_file
 from torchvision.models import alexnet
 
-from builder.build import build_model
-from builder.errors import BuilderError
-from builder.loading import load_spec
-from builder.port import PortError, port_weights, read_state_dict
+from builder.model.build import build_model
+from builder.lang.errors import BuilderError
+from builder.lang.loading import load_spec
+from builder.model.port import PortError, port_weights, read_state_dict
 
 
 def test_ported_weights_give_identical_outputs() -> None:

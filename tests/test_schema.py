@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import SPECS
 
-from builder.schema import SCHEMA_FILE, schema_text, spec_schema
+from builder.lang.schema import SCHEMA_FILE, schema_text, spec_schema
 
 SHIPPED = sorted(SPECS.glob("*.yaml"))
 

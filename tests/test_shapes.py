@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import SPECS
 
-from builder.loading import load_spec
-from builder.shapes import infer, window_out
+from builder.lang.loading import load_spec
+from builder.lang.shapes import infer, window_out
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from builder.spec import BlockSpec, LRNSpec, NoNormSpec, Spec, WindowPoolSpec, apply_width, block_norm, block_pool
+from builder.lang.spec import BlockSpec, LRNSpec, NoNormSpec, Spec, WindowPoolSpec, apply_width, block_norm, block_pool
 
 
 def _spec(**over: Any) -> dict[str, Any]:

@@ -11,9 +11,9 @@ import pytest
 import torch
 from conftest import ROOT, SPECS
 
-from builder.errors import BuilderError
-from builder.loading import load_spec
-from builder.summary import summarize
+from builder.lang.errors import BuilderError
+from builder.lang.loading import load_spec
+from builder.model.summary import summarize
 
 GOLDEN = ROOT / "tests" / "golden" / "alexnet_summary.txt"
 
@@ -40,7 +40,7 @@ def test_real_forward_on_cpu_with_batch(cli: Callable[..., tuple[int, str, str]]
 
 
 def test_mismatch_between_torchinfo_and_static_shapes_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
-    import builder.summary as summary_module
+    import builder.model.summary as summary_module
 
     spec = load_spec(SPECS / "alexnet.yaml")
     real = summary_module.infer
@@ -65,7 +65,7 @@ def test_bad_batch_size_is_a_clear_error() -> None:
 def test_meta_summary_of_ten_billion_parameters_allocates_nothing(write_spec: Callable[..., Path]) -> None:
     path = write_spec(f"extends: {SPECS / 'alexnet.yaml'}\nname: huge\nclassifier: {{hidden: [1000000, 1000]}}\n")
     code = (  # VmHWM: peak resident memory of this process alone (ru_maxrss survives exec from pytest)
-        "import re, sys; from builder.cli import main; rc = main(['summarize', sys.argv[1]]); "
+        "import re, sys; from builder.tools.cli import main; rc = main(['summarize', sys.argv[1]]); "
         "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]); sys.exit(rc)"
     )
     proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
@@ -76,7 +76,7 @@ def test_meta_summary_of_ten_billion_parameters_allocates_nothing(write_spec: Ca
 
 
 def test_meta_build_has_no_storage() -> None:
-    from builder.build import build_model
+    from builder.model.build import build_model
 
     with torch.device("meta"):
         model = build_model(load_spec(SPECS / "alexnet.yaml"))

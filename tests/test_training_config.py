@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import SPECS
 
-from builder.errors import SpecError
+from builder.lang.errors import SpecError
 from training.cli import load_training
 from training.config import (
     AdamWConfig,
@@ -168,7 +168,7 @@ def test_the_cli_prints_config_errors_without_a_traceback(write_spec: Callable[.
 def test_validate_and_the_train_parser_stay_torch_free(write_spec: Callable[..., Path]) -> None:
     path = write_spec(BASE + "training: {epochs: 2}\n")
     code = (
-        "import sys; from builder.cli import main, build_parser; build_parser();"
+        "import sys; from builder.tools.cli import main, build_parser; build_parser();"
         f"main(['validate', {str(path)!r}]);"
         "from training.cli import load_training; import training;"
         "assert 'torch' not in sys.modules, 'torch was imported'"

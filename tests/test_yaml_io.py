@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.errors import SpecError
-from builder.yaml_io import load_document, parse, parse_scalar
+from builder.lang.errors import SpecError
+from builder.lang.yaml_io import load_document, parse, parse_scalar
 
 # 9**9 = 387 million values once expanded; refused after MAX_VALUES.
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(

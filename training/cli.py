@@ -13,13 +13,13 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from builder.errors import BuilderError, Document, validate
-from builder.loading import apply_override, resolve_document, spec_from_document
+from builder.lang.errors import BuilderError, Document, validate
+from builder.lang.loading import apply_override, resolve_document, spec_from_document
 from training.config import TrainingConfig
 from training.errors import ConfigProblems, QuietExit, TrainingFailed, TrainingInterrupted
 
 if TYPE_CHECKING:
-    from builder.spec import Spec
+    from builder.lang.spec import Spec
 
 # (argparse dest, flag, field path under the document, metavar, help)
 FLAGS = (

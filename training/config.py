@@ -1,6 +1,6 @@
 """Pydantic models of the training config: the `training:` section of a spec. No torch here.
 
-Strict like builder.spec: unknown keys are errors and `true` is not an int. The dataset, the
+Strict like builder.lang.spec: unknown keys are errors and `true` is not an int. The dataset, the
 optimizer and the schedule are tagged by `kind`; a mapping without `kind` gets the default
 kind (digits, sgd, cosine), so `--lr 0.1` alone works on a spec without an optimizer section.
 """
@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from builder.spec import NonNegativeInt, PositiveInt, StrictModel  # the same strictness as specs
+from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel  # the same strictness as specs
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path as FsPath
 
-from builder.errors import BuilderError, Problem, format_path
+from builder.lang.errors import BuilderError, Problem, format_path
 
 
 class ConfigProblems(BuilderError):

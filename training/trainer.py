@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from builder.build import build_model
-from builder.errors import Problem
-from builder.loading import dump_spec
-from builder.spec import Spec
+from builder.model.build import build_model
+from builder.lang.errors import Problem
+from builder.lang.loading import dump_spec
+from builder.lang.spec import Spec
 from training.checkpoint import (
     CHECKPOINT,
     WEIGHTS,
@@ -170,7 +170,7 @@ def spec_data(spec: Spec) -> dict[str, Any]:
 
 def write_run_files(run_dir: Path, spec: Spec, config: TrainingConfig) -> None:
     """spec.yaml (the resolved spec with its full training section) and summary.txt (torchinfo)."""
-    from builder.summary import summarize
+    from builder.model.summary import summarize
 
     resolved = spec.model_copy(update={"training": config.model_dump(mode="json")})
     (run_dir / "spec.yaml").write_text(dump_spec(resolved))

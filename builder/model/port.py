@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from builder.errors import BuilderError
+from builder.lang.errors import BuilderError
 
 
 class PortError(BuilderError):

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from itertools import pairwise
 
-from builder.errors import Problem
-from builder.spec import (
+from builder.lang.errors import Problem
+from builder.lang.spec import (
     BatchNormSpec,
     BlockSpec,
     LRNSpec,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from builder.shapes import BlockShape, ShapeReport, infer
-from builder.spec import BlockSpec, Spec, block_activation, block_norm, block_pool
+from builder.lang.shapes import BlockShape, ShapeReport, infer
+from builder.lang.spec import BlockSpec, Spec, block_activation, block_norm, block_pool
 
 
 def effective_block(spec: Spec, block: BlockSpec) -> dict[str, Any]:

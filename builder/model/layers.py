@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from builder.lrn import LocalResponseNorm
-from builder.spec import Activation, BatchNormSpec, LRNSpec, NoNormSpec, NoPoolSpec, WindowPoolSpec
+from builder.model.lrn import LocalResponseNorm
+from builder.lang.spec import Activation, BatchNormSpec, LRNSpec, NoNormSpec, NoPoolSpec, WindowPoolSpec
 
 ACTIVATIONS: MappingProxyType[str, Callable[[], nn.Module]] = MappingProxyType(
     {

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from builder.errors import Document, Loc, Path, SpecError
+from builder.lang.errors import Document, Loc, Path, SpecError
 
 MAX_BYTES = 4 * 2**20  # a spec is a few KB; refuse anything absurd before parsing it
 MAX_VALUES = 100_000  # values after alias expansion; AlexNet has a few hundred

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from builder.spec import Spec
+from builder.lang.spec import Spec
 
 SCHEMA_FILE = "spec.schema.json"  # committed in arch_specs/, kept in sync by a test
 

@@ -13,10 +13,10 @@ from typing import Any
 
 import yaml
 
-from builder.errors import Document, Loc, Path, SpecError, validate
-from builder.shapes import infer
-from builder.spec import Spec, apply_width
-from builder.yaml_io import load_document, parse_scalar
+from builder.lang.errors import Document, Loc, Path, SpecError, validate
+from builder.lang.shapes import infer
+from builder.lang.spec import Spec, apply_width
+from builder.lang.yaml_io import load_document, parse_scalar
 
 _PATH_SEG = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 

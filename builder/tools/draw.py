@@ -15,9 +15,9 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from builder.errors import BuilderError
-from builder.shapes import BlockShape, ShapeReport, infer
-from builder.spec import Spec
+from builder.lang.errors import BuilderError
+from builder.lang.shapes import BlockShape, ShapeReport, infer
+from builder.lang.spec import Spec
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

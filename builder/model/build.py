@@ -13,10 +13,10 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from builder import layers
-from builder.errors import BuilderError
-from builder.shapes import infer
-from builder.spec import BatchNormSpec, BlockSpec, Spec, block_activation, block_norm, block_pool
+from builder.model import layers
+from builder.lang.errors import BuilderError
+from builder.lang.shapes import infer
+from builder.lang.spec import BatchNormSpec, BlockSpec, Spec, block_activation, block_norm, block_pool
 
 BYTES_PER_PARAM = 4  # float32
 

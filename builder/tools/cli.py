@@ -11,10 +11,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from builder.errors import BuilderError, Diagnostic, Document, SpecError, validate
-from builder.loading import load_spec, resolve_document, spec_from_document
-from builder.shapes import infer
-from builder.spec import Spec
+from builder.lang.errors import BuilderError, Diagnostic, Document, SpecError, validate
+from builder.lang.loading import load_spec, resolve_document, spec_from_document
+from builder.lang.shapes import infer
+from builder.lang.spec import Spec
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +57,7 @@ def _validate_all(doc: Document) -> Spec:
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
-    from builder.summary import summarize
+    from builder.model.summary import summarize
 
     spec = load_spec(args.spec, args.overrides)
     result = summarize(spec, device=args.device, batch_size=args.batch_size, depth=args.depth)
@@ -69,14 +69,14 @@ def cmd_summarize(args: argparse.Namespace) -> int:
 
 
 def cmd_resolve(args: argparse.Namespace) -> int:
-    from builder.loading import dump_spec
+    from builder.lang.loading import dump_spec
 
     print(dump_spec(load_spec(args.spec, args.overrides)), end="")
     return 0
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from builder.diff import diff_specs
+    from builder.lang.diff import diff_specs
 
     a, b = load_spec(args.spec_a), load_spec(args.spec, args.overrides)
     print(f"A: {args.spec_a} ({a.name})\nB: {args.spec} ({b.name})")
@@ -85,14 +85,14 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from builder.schema import schema_text
+    from builder.lang.schema import schema_text
 
     print(schema_text(), end="")
     return 0
 
 
 def cmd_draw(args: argparse.Namespace) -> int:
-    from builder.draw import draw
+    from builder.tools.draw import draw
 
     out = draw(load_spec(args.spec, args.overrides), args.output)
     print(f"wrote {out}")
@@ -102,8 +102,8 @@ def cmd_draw(args: argparse.Namespace) -> int:
 def cmd_port_weights(args: argparse.Namespace) -> int:
     from safetensors.torch import save_file
 
-    from builder.build import build_model
-    from builder.port import port_weights, read_state_dict
+    from builder.model.build import build_model
+    from builder.model.port import port_weights, read_state_dict
 
     model = build_model(load_spec(args.spec, args.overrides))
     pairs = port_weights(model, read_state_dict(args.weights))
@@ -113,7 +113,7 @@ def cmd_port_weights(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from builder.bench import bench, write_json
+    from builder.tools.bench import bench, write_json
 
     spec = load_spec(args.spec, args.overrides)
     result = bench(spec, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
