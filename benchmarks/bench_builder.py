@@ -12,8 +12,8 @@ import torch
 from common import SPECS, Row, emit, interleaved, median, parser, spread
 from torch import nn
 
-from builder.model.build import build_model
 from builder.lang.loading import load_spec
+from builder.model.build import build_model
 
 
 class HandWrittenAlexNetCifar(nn.Module):

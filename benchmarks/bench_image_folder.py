@@ -31,10 +31,10 @@ import torch
 import torch.nn.functional as F
 from common import ROOT, SPECS, Row, emit, interleaved, median, parser, spread, trainer_epoch
 
-from builder.tools.bench import cpu_sample, other_cpus_between, train_step
-from builder.model.build import build_model
 from builder.lang.loading import load_spec
 from builder.lang.spec import Spec
+from builder.model.build import build_model
+from builder.tools.bench import cpu_sample, other_cpus_between, train_step
 from training import TrainingConfig
 from training.precision import resolve_precision
 

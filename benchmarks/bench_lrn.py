@@ -19,10 +19,10 @@ import torch
 from common import SPECS, Row, emit, interleaved, median, parser, spread
 from torch import nn
 
-from builder.model import lrn
-from builder.tools.bench import cpu_sample, other_cpus_between, train_step
-from builder.model.build import build_model
 from builder.lang.loading import load_spec
+from builder.model import lrn
+from builder.model.build import build_model
+from builder.tools.bench import cpu_sample, other_cpus_between, train_step
 
 LRN_SHAPES = ((96, 55, 55), (256, 27, 27), (256, 13, 13))  # AlexNet's LRN inputs (C, H, W)
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from common import ROOT, SPECS, Row, emit, parser
 
-from builder.tools.bench import cpu_sample, other_cpus_between
 from builder.lang.loading import load_spec
+from builder.tools.bench import cpu_sample, other_cpus_between
 from training import TrainingConfig, train
 from training.metrics import EpochMetrics
 

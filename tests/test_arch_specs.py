@@ -9,10 +9,10 @@ import torch
 from conftest import SPECS
 from torch import nn
 
-from builder.model.build import build_model
 from builder.lang.loading import load_spec
-from builder.model.lrn import LocalResponseNorm
 from builder.lang.shapes import infer
+from builder.model.build import build_model
+from builder.model.lrn import LocalResponseNorm
 from builder.model.summary import summarize
 
 ALL_SPECS = sorted(SPECS.glob("*.yaml"))

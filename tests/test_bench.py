@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from builder.tools.bench import MIN_SPEEDUP, OPTIONS, BenchError, BenchResult, OptionResult, bench, parse_options
 from builder.lang.loading import load_spec
+from builder.tools.bench import MIN_SPEEDUP, OPTIONS, BenchError, BenchResult, OptionResult, bench, parse_options
 
 SPEC = """\
 name: tiny_lrn

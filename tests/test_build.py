@@ -9,9 +9,9 @@ import torch
 from conftest import SPECS
 from torch import nn
 
-from builder.model.build import ModelTooLargeError, build_model
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
+from builder.model.build import ModelTooLargeError, build_model
 
 
 def hand_written_alexnet(num_classes: int, classifier_relu: bool) -> nn.Module:

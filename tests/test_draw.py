@@ -11,11 +11,11 @@ import matplotlib.image
 import pytest
 import yaml
 
-from builder.tools.draw import draw
 from builder.lang.errors import BuilderError
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec
+from builder.tools.draw import draw
 
 SPECS = Path(__file__).resolve().parent.parent / "arch_specs"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -11,9 +11,9 @@ from conftest import SPECS
 from safetensors.torch import load_file
 from torchvision.models import alexnet
 
-from builder.model.build import build_model
 from builder.lang.errors import BuilderError
 from builder.lang.loading import load_spec
+from builder.model.build import build_model
 from builder.model.port import PortError, port_weights, read_state_dict
 
 

@@ -17,8 +17,8 @@ import torch
 import yaml
 from conftest import ROOT
 
-from builder.model.build import build_model
 from builder.lang.loading import load_spec
+from builder.model.build import build_model
 from training import TrainingConfig, train
 from training.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, load_weights
 from training.errors import ConfigProblems, NonFiniteLoss, RunDirError, TrainingInterrupted

@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from builder.model.build import available_memory
 from builder.lang.spec import Spec
+from builder.model.build import available_memory
 from training.config import Augment, Cifar10Data, DatasetConfig, DigitsData, FakeData, ImageFolderData
 from training.errors import BadImageError, ConfigProblems
 

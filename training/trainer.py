@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from builder.model.build import build_model
 from builder.lang.errors import Problem
 from builder.lang.loading import dump_spec
 from builder.lang.spec import Spec
+from builder.model.build import build_model
 from training.checkpoint import (
     CHECKPOINT,
     WEIGHTS,

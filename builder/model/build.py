@@ -13,10 +13,10 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from builder.model import layers
 from builder.lang.errors import BuilderError
 from builder.lang.shapes import infer
 from builder.lang.spec import BatchNormSpec, BlockSpec, Spec, block_activation, block_norm, block_pool
+from builder.model import layers
 
 BYTES_PER_PARAM = 4  # float32
 

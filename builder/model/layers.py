@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from builder.model.lrn import LocalResponseNorm
 from builder.lang.spec import Activation, BatchNormSpec, LRNSpec, NoNormSpec, NoPoolSpec, WindowPoolSpec
+from builder.model.lrn import LocalResponseNorm
 
 ACTIVATIONS: MappingProxyType[str, Callable[[], nn.Module]] = MappingProxyType(
     {

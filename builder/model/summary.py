@@ -13,10 +13,10 @@ import torchinfo
 from torch import nn
 from torchinfo.model_statistics import ModelStatistics
 
-from builder.model.build import build_model
 from builder.lang.errors import BuilderError
 from builder.lang.shapes import ShapeReport, infer
 from builder.lang.spec import Spec
+from builder.model.build import build_model
 
 COLUMNS = ("input_size", "output_size", "kernel_size", "num_params", "mult_adds")
 

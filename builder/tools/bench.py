@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from builder.model.build import build_model
 from builder.lang.errors import BuilderError, suggest
 from builder.lang.spec import Spec
+from builder.model.build import build_model
 
 OPTIONS = ("fp32", "channels_last", "bf16", "fp16", "compile")
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
