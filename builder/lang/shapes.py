@@ -34,6 +34,8 @@ class BlockShape:
     out_shape: Shape
     params: int
     layers: tuple[str, ...]
+    mult_adds: int = 0
+    """Multiply-adds of one sample through the block's convolutions (and linears)."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,16 @@ class ShapeReport:
     classifier_params: int
     problems: list[Problem] = field(default_factory=list)
 
+    classifier_mult_adds: int = 0
+
     @property
     def total_params(self) -> int:
         return sum(b.params for b in self.blocks) + self.classifier_params
+
+    @property
+    def mult_adds(self) -> int:
+        """Multiply-adds of one sample through every convolution and linear (torchvision's "MACs")."""
+        return sum(b.mult_adds for b in self.blocks) + self.classifier_mult_adds
 
 
 def window_out(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -88,6 +97,7 @@ def _block(spec: Spec, index: int, in_shape: Shape) -> tuple[BlockShape | None, 
             Problem((*where, "groups"), f"in_channels ({c}) must be divisible by groups ({block.groups})")
         )
     h2, w2 = (window_out(s, block.kernel_size, block.stride, block.padding) for s in (h, w))
+    macs = max(h2, 0) * max(w2, 0) * block.out_channels * (c // block.groups) * block.kernel_size**2
     pool = block_pool(spec, block)
     if h2 > 0 and w2 > 0 and isinstance(pool, WindowPoolSpec):
         h2, w2 = (window_out(s, pool.kernel_size, pool.stride, pool.padding) for s in (h2, w2))
@@ -99,7 +109,7 @@ def _block(spec: Spec, index: int, in_shape: Shape) -> tuple[BlockShape | None, 
     out = (block.out_channels, h2, w2)
     if block.expect is not None and tuple(block.expect) != out:
         problems.append(Problem((*where, "expect"), f"{name} outputs {_fmt(out)}, not {_fmt(block.expect)}"))
-    return BlockShape(name, in_shape, out, params, describe_layers(spec, block)), problems
+    return BlockShape(name, in_shape, out, params, describe_layers(spec, block), macs), problems
 
 
 def classifier_params(spec: Spec, flatten: int) -> int:
@@ -127,7 +137,9 @@ def infer(spec: Spec) -> ShapeReport:
         blocks.append(result)
         shape = result.out_shape
     flat = flatten_size(spec, shape)
-    return ShapeReport(blocks, flat, classifier_params(spec, flat), problems)
+    sizes = [flat, *spec.classifier.hidden, spec.num_classes]
+    head_macs = sum(a * b for a, b in pairwise(sizes))
+    return ShapeReport(blocks, flat, classifier_params(spec, flat), problems, head_macs)
 
 
 def _fmt(shape: Shape | list[int]) -> str:
