@@ -5,12 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from builder.lang.shapes import BlockShape, ShapeReport, infer
-from builder.lang.spec import BlockSpec, Spec, block_activation, block_norm, block_pool
+from builder.lang.spec import BlockSpec, Spec, block_activation, block_norm, block_pool, walk_blocks
 
 
-def effective_block(spec: Spec, block: BlockSpec) -> dict[str, Any]:
-    """A block's fields with defaults applied: what it really builds, flattened to dotted keys."""
-    fields = block.model_dump(exclude={"pool_and_norm", "norm", "pool", "activation"})
+def effective_block(spec: Spec, block: Any) -> dict[str, Any]:
+    """A block's fields with defaults applied: what it really builds (child blocks left out)."""
+    if not isinstance(block, BlockSpec):
+        return _flatten(block.model_dump(exclude={"blocks", "body", "branches", "name"}))
+    fields = block.model_dump(exclude={"pool_and_norm", "norm", "pool", "activation", "name"})
     fields["activation"] = block_activation(spec, block)
     fields["norm"] = _compact(block_norm(spec, block).model_dump())
     fields["pool"] = _compact(block_pool(spec, block).model_dump())
@@ -52,20 +54,24 @@ def _section(title: str, changes: list[str]) -> list[str]:
     return [f"{title}: same"] if not changes else [f"{title}:", *(f"    {c}" for c in changes)]
 
 
-def _block_lines(a: Spec, b: Spec, ra: ShapeReport, rb: ShapeReport, i: int) -> list[str]:
-    name = f"block{i + 1}"
-    sa = ra.blocks[i] if i < len(ra.blocks) else None
-    sb = rb.blocks[i] if i < len(rb.blocks) else None
+def _block_lines(a: Spec, b: Spec, sa: BlockShape | None, sb: BlockShape | None, blocks: tuple[Any, Any],
+                 name: str) -> list[str]:
     if sa is None or sb is None:
         only = sa or sb
-        assert only is not None
+        if only is None:  # inference stopped before this block
+            return [f"{name}: only in {'B' if blocks[0] is None else 'A'}"]
         return [f"{name}: only in {'B' if sa is None else 'A'}: output {_shape(only)}, {only.params:,} parameters"]
-    changes = _changes(effective_block(a, a.blocks[i]), effective_block(b, b.blocks[i]))
+    changes = _changes(effective_block(a, blocks[0]), effective_block(b, blocks[1]))
     if sa.out_shape != sb.out_shape:
         changes.append(f"output: {_shape(sa)} -> {_shape(sb)}")
     if sa.params != sb.params:
         changes.append(f"parameters: {_delta(sa.params, sb.params)}")
     return _section(name, changes)
+
+
+def _all_blocks(spec: Spec, report: ShapeReport) -> dict[str, tuple[Any, BlockShape | None]]:
+    shapes = {s.name: s for s in report.all_blocks}
+    return {name: (block, shapes.get(name)) for name, block in walk_blocks(spec.blocks)}
 
 
 def _delta(a: int, b: int) -> str:
@@ -81,8 +87,10 @@ def diff_specs(a: Spec, b: Spec) -> list[str]:
         _flatten(b.model_dump(include={"name", "input", "num_classes"})),
     )
     lines = _section("spec", top)
-    for i in range(max(len(a.blocks), len(b.blocks))):
-        lines += _block_lines(a, b, ra, rb, i)
+    ba, bb = _all_blocks(a, ra), _all_blocks(b, rb)
+    for name in [*ba, *(n for n in bb if n not in ba)]:  # every block at every depth, A's order first
+        (xa, sa), (xb, sb) = ba.get(name, (None, None)), bb.get(name, (None, None))
+        lines += _block_lines(a, b, sa, sb, (xa, xb), name)
     head = _changes(_flatten(a.classifier.model_dump()), _flatten(b.classifier.model_dump()))
     if ra.flatten != rb.flatten:
         head.append(f"flatten: {ra.flatten} -> {rb.flatten}")

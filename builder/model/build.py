@@ -8,15 +8,32 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import pairwise
+from typing import Any
 
 import torch
 from torch import nn
 
 from builder.lang.errors import BuilderError
-from builder.lang.shapes import infer
-from builder.lang.spec import BatchNormSpec, BlockSpec, Spec, block_activation, block_norm, block_pool
+from builder.lang.shapes import BlockShape, body_stride, conv_groups, infer, shortcut_kind
+from builder.lang.spec import (
+    ActivationBlock,
+    AdaptiveAvgPoolBlock,
+    BatchNormBlock,
+    BlockSpec,
+    DropoutBlock,
+    ParallelBlock,
+    PoolBlock,
+    ResidualBlock,
+    SequenceBlock,
+    Spec,
+    conv_block_layers,
+    default_name,
+)
 from builder.model import layers
+from builder.model.blocks import Parallel, Residual
 
 BYTES_PER_PARAM = 4  # float32
 
@@ -38,31 +55,108 @@ def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
 
 
 def build_features(spec: Spec) -> nn.Sequential:
-    in_ch = spec.input.channels
-    blocks: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, block in enumerate(spec.blocks):
-        blocks[f"block{i + 1}"] = build_block(spec, block, in_ch)
-        in_ch = block.out_channels
-    return nn.Sequential(blocks)
+    """Every block of the spec, named and shaped exactly as static inference names and shapes them."""
+    report = infer(spec)
+    assert report.flatten is not None, "build_model needs a spec that passed shape inference"
+    return build_list(_Plan(spec, {s.name: s for s in report.all_blocks}), spec.blocks, "")
 
 
-def build_block(spec: Spec, block: BlockSpec, in_channels: int) -> nn.Sequential:
-    """conv -> [batchnorm] -> activation -> [lrn] -> [pool], each child named for its role."""
-    norm_spec = block_norm(spec, block)
+@dataclass(frozen=True)
+class _Plan:
+    """The spec and its static shapes by module path: the builder follows inference, never guesses."""
+
+    spec: Spec
+    shapes: dict[str, BlockShape]
+
+
+def build_list(plan: _Plan, blocks: list[Any], prefix: str) -> nn.Sequential:
+    """A list of blocks as an nn.Sequential, children named as in static inference."""
+    parts: OrderedDict[str, nn.Module] = OrderedDict()
+    for i, block in enumerate(blocks):
+        name = default_name(block, i)
+        parts[name] = KINDS[type(block)](plan, block, plan.shapes[prefix + name])
+    return nn.Sequential(parts)
+
+
+def build_block(plan: _Plan, block: BlockSpec, shape: BlockShape) -> nn.Module:
+    """conv -> [batchnorm] -> activation -> [lrn] -> [pool], in the order conv_block_layers gives."""
+    in_ch = shape.in_shape[0]
     conv = nn.Conv2d(
-        in_channels, block.out_channels, block.kernel_size, stride=block.stride,
-        padding=block.padding, groups=block.groups, bias=block.bias,
+        in_ch, block.out_channels, block.kernel_size, stride=block.stride, padding=block.padding,
+        groups=conv_groups(block, in_ch), bias=block.bias,
     )
-    norm = layers.norm(norm_spec, block.out_channels)
-    norm_first = isinstance(norm_spec, BatchNormSpec)  # BN sits between conv and activation
-    named = [
-        ("conv", conv),
-        ("norm", norm if norm_first else None),
-        ("act", layers.activation(block_activation(spec, block))),
-        ("norm", None if norm_first else norm),
-        ("pool", layers.pool(block_pool(spec, block))),
-    ]
-    return nn.Sequential(OrderedDict((name, m) for name, m in named if m is not None))
+    made: dict[str, Callable[[Any], Any]] = {  # each present layer makes a module (never None)
+        "conv": lambda _: conv, "act": layers.activation, "pool": layers.pool,
+        "norm": lambda norm: layers.norm(norm, block.out_channels),
+    }
+    return nn.Sequential(OrderedDict((role, made[role](layer)) for role, layer in conv_block_layers(plan.spec, block)))
+
+
+def _sequence(plan: _Plan, block: SequenceBlock, shape: BlockShape) -> nn.Module:
+    return build_list(plan, block.blocks, f"{shape.name}.")
+
+
+def _residual(plan: _Plan, block: ResidualBlock, shape: BlockShape) -> nn.Module:
+    body = build_list(plan, block.body, f"{shape.name}.body.")
+    kind = shortcut_kind(block, shape.in_shape, shape.out_shape)
+    shortcut: nn.Module | None = None
+    if kind == "identity":
+        shortcut = nn.Identity()
+    elif kind == "projection":
+        shortcut = _projection(plan, block, shape)
+    return Residual(body, shortcut, layers.activation(block.activation))
+
+
+def _projection(plan: _Plan, block: ResidualBlock, shape: BlockShape) -> nn.Module:
+    """1x1 conv with the body's stride, then BatchNorm (ResNet's downsample)."""
+    c_in, c_out = shape.in_shape[0], shape.out_shape[0]
+    conv = nn.Conv2d(c_in, c_out, 1, stride=body_stride(plan.spec, block.body), bias=False)
+    if block.shortcut_norm == "none":
+        return nn.Sequential(OrderedDict(conv=conv))
+    return nn.Sequential(OrderedDict(conv=conv, norm=nn.BatchNorm2d(c_out)))
+
+
+def _parallel(plan: _Plan, block: ParallelBlock, shape: BlockShape) -> nn.Module:
+    branches = [build_list(plan, branch, f"{shape.name}.branch{k + 1}.") for k, branch in enumerate(block.branches)]
+    return Parallel(branches, block.merge)
+
+
+def _pool(plan: _Plan, block: PoolBlock, shape: BlockShape) -> nn.Module:
+    made = layers.pool(block.window())
+    assert made is not None
+    return made
+
+
+def _adaptive(plan: _Plan, block: AdaptiveAvgPoolBlock, shape: BlockShape) -> nn.Module:
+    return nn.AdaptiveAvgPool2d((block.output_size[0], block.output_size[1]))
+
+
+def _batchnorm(plan: _Plan, block: BatchNormBlock, shape: BlockShape) -> nn.Module:
+    return nn.BatchNorm2d(shape.in_shape[0], eps=block.eps, momentum=block.momentum)
+
+
+def _activation(plan: _Plan, block: ActivationBlock, shape: BlockShape) -> nn.Module:
+    # not in place: a standalone activation may open a branch or a residual body, whose input
+    # the other branches or the shortcut still need
+    made = layers.activation(block.fn, inplace=False)
+    return made if made is not None else nn.Identity()
+
+
+def _dropout(plan: _Plan, block: DropoutBlock, shape: BlockShape) -> nn.Module:
+    return nn.Dropout(block.p)
+
+
+KINDS: dict[type, Callable[[_Plan, Any, BlockShape], nn.Module]] = {
+    BlockSpec: build_block,
+    SequenceBlock: _sequence,
+    ResidualBlock: _residual,
+    ParallelBlock: _parallel,
+    PoolBlock: _pool,
+    AdaptiveAvgPoolBlock: _adaptive,
+    BatchNormBlock: _batchnorm,
+    ActivationBlock: _activation,
+    DropoutBlock: _dropout,
+}
 
 
 def build_classifier(spec: Spec) -> nn.Sequential:

@@ -15,22 +15,24 @@ from torch import nn
 from builder.lang.spec import Activation, BatchNormSpec, LRNSpec, NoNormSpec, NoPoolSpec, WindowPoolSpec
 from builder.model.lrn import LocalResponseNorm
 
-ACTIVATIONS: MappingProxyType[str, Callable[[], nn.Module]] = MappingProxyType(
+ACTIVATIONS: MappingProxyType[str, Callable[[bool], nn.Module]] = MappingProxyType(
     {
-        "relu": lambda: nn.ReLU(inplace=True),
-        "leaky_relu": lambda: nn.LeakyReLU(0.01, inplace=True),
-        "gelu": nn.GELU,
-        "silu": lambda: nn.SiLU(inplace=True),
-        "tanh": nn.Tanh,
-        "sigmoid": nn.Sigmoid,
-        "elu": lambda: nn.ELU(inplace=True),
+        "relu": lambda inplace: nn.ReLU(inplace=inplace),
+        "relu6": lambda inplace: nn.ReLU6(inplace=inplace),
+        "leaky_relu": lambda inplace: nn.LeakyReLU(0.01, inplace=inplace),
+        "gelu": lambda inplace: nn.GELU(),
+        "silu": lambda inplace: nn.SiLU(inplace=inplace),
+        "tanh": lambda inplace: nn.Tanh(),
+        "sigmoid": lambda inplace: nn.Sigmoid(),
+        "elu": lambda inplace: nn.ELU(inplace=inplace),
     }
 )
 
 
-def activation(name: Activation) -> nn.Module | None:
-    """The activation module, or None for 'none'."""
-    return None if name == "none" else ACTIVATIONS[name]()
+def activation(name: Activation, inplace: bool = True) -> nn.Module | None:
+    """The activation module, or None for 'none'. In place (the default) saves memory after a
+    layer whose output nothing else reads."""
+    return None if name == "none" else ACTIVATIONS[name](inplace)
 
 
 def _lrn(spec: LRNSpec, channels: int) -> nn.Module:
@@ -44,7 +46,7 @@ def _batchnorm(spec: BatchNormSpec, channels: int) -> nn.Module:
 
 def _max_or_avg(spec: WindowPoolSpec) -> nn.Module:
     cls = nn.MaxPool2d if spec.kind == "max" else nn.AvgPool2d
-    return cls(spec.kernel_size, stride=spec.stride, padding=spec.padding)
+    return cls(spec.kernel_size, stride=spec.stride, padding=spec.padding, ceil_mode=spec.ceil_mode)
 
 
 NORMS: MappingProxyType[type, Callable[[Any, int], nn.Module]] = MappingProxyType(

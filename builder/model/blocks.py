@@ -1,0 +1,51 @@
+"""The two modules a plain nn.Sequential cannot express: a residual add and parallel branches.
+
+Children are registered in forward order (body before shortcut, branch1 before branch2), so
+parameters are stored in the order torchvision stores them, which `port-weights` relies on.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+
+class Residual(nn.Module):
+    """out = act(body(x) + shortcut(x)); without a shortcut, out = act(body(x)) (no add)."""
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Module | None, act: nn.Module | None) -> None:
+        super().__init__()
+        self.body = body
+        self.shortcut = shortcut  # nn.Identity, a projection, or None when the block does not add
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)  # not in place: the body may end in an in-place activation
+        return out if self.act is None else self.act(out)
+
+
+class Parallel(nn.Module):
+    """Branches (branch1, branch2, ...) on the same input, concatenated along channels or added."""
+
+    def __init__(self, branches: list[nn.Sequential], merge: Literal["concat", "add"]) -> None:
+        super().__init__()
+        for k, branch in enumerate(branches, start=1):
+            self.add_module(f"branch{k}", branch)
+        self.merge = merge
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (N, C_k, H, W) per branch -> (N, sum C_k, H, W), or their sum
+        outs = [branch(x) for branch in self.children()]
+        if self.merge == "concat":
+            return torch.cat(outs, dim=1)
+        total = outs[0]
+        for out in outs[1:]:
+            total = total + out
+        return total
+
+    def extra_repr(self) -> str:
+        return f"merge={self.merge}"
