@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from collections.abc import Callable
@@ -49,7 +50,7 @@ def test_mismatch_between_torchinfo_and_static_shapes_is_reported(monkeypatch: p
         report = real(spec)
         blocks = [report.blocks[0].__class__(**{**report.blocks[0].__dict__, "out_shape": (1, 2, 3)}),
                   *report.blocks[1:]]
-        return report.__class__(blocks, report.flatten, report.classifier_params)
+        return dataclasses.replace(report, blocks=blocks, all_blocks=blocks)
 
     monkeypatch.setattr(summary_module, "infer", wrong)
     result = summarize(spec)

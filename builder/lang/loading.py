@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from builder.lang.errors import Document, Loc, Path, SpecError, validate
+from builder.lang.expand import expand_document
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec, apply_width
 from builder.lang.yaml_io import load_document, parse_scalar
@@ -41,7 +42,9 @@ def dump_spec(spec: Spec) -> str:
 
 
 def spec_from_document(doc: Document) -> Spec:
-    """Validate a resolved document and check its static shapes."""
+    """Validate a resolved document, expand its templates and repeats, and check its static shapes."""
+    validate(Spec, doc)  # the spec as written, so expansion can trust its structure
+    doc = expand_document(doc)
     spec = apply_width(validate(Spec, doc))
     problems = infer(spec).problems
     if problems:

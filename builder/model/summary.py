@@ -44,8 +44,7 @@ class Summary:
 
     def __str__(self) -> str:
         checks = (
-            f"shape check: {len(self.shapes.blocks)} blocks, the flatten and the parameter count agree "
-            "with static inference"
+            f"shape check: {_count(self.shapes)}, the flatten and the parameter count agree with static inference"
             if self.ok else "\n".join(f"shape check failed: {m}" for m in self.mismatches)
         )
         return f"{self.stats}\n{self.totals()}\n{checks}"
@@ -70,10 +69,10 @@ def summarize(spec: Spec, *, device: str = "meta", batch_size: int = 1, depth: i
 
 
 def _mismatches(model: nn.Module, stats: ModelStatistics, shapes: ShapeReport) -> list[str]:
-    """Compare torchinfo's output shape of each block and of the flatten with the static ones."""
+    """Compare torchinfo's output shape of every block (at every depth) and of the flatten with the static ones."""
     seen = {id(layer.module): layer.output_size[1:] for layer in stats.summary_list}
     expected: list[tuple[str, nn.Module, list[int]]] = [
-        (f"features.{b.name}", model.get_submodule(f"features.{b.name}"), list(b.out_shape)) for b in shapes.blocks
+        (f"features.{b.name}", model.get_submodule(f"features.{b.name}"), list(b.out_shape)) for b in shapes.all_blocks
     ]
     expected.append(("flatten", model.get_submodule("flatten"), [shapes.flatten or 0]))
     out = [
@@ -84,3 +83,8 @@ def _mismatches(model: nn.Module, stats: ModelStatistics, shapes: ShapeReport) -
     if stats.total_params != shapes.total_params:
         out.append(f"parameters: torchinfo counts {stats.total_params:,}, static inference {shapes.total_params:,}")
     return out
+
+
+def _count(shapes: ShapeReport) -> str:
+    top, every = len(shapes.blocks), len(shapes.all_blocks)
+    return f"{top} blocks" if top == every else f"{top} blocks ({every} at every depth)"

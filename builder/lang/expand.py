@@ -1,0 +1,261 @@
+"""Templates and repeats, expanded on the raw document into explicit blocks. No torch.
+
+A `use` block becomes its template's block with every `$param` value replaced by the argument
+(plain value substitution: nothing is evaluated, no name is looked up outside `templates`);
+a `repeat` block becomes a `sequence` of `times` copies, the first patched by `first`.
+Every value keeps the location it was written at (the template body, or the argument at the
+use site), so errors found after expansion still point at the line to edit.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from builder.lang.errors import Diagnostic, Document, Loc, Path, SpecError, format_path, suggest
+
+MAX_BLOCKS = 10_000  # an expanded spec larger than this is refused (a repeat of a repeat of ...)
+
+
+@dataclass
+class _Node:
+    """A value with where it was written: `path` in the source document and its location."""
+
+    value: Any  # dict[str, _Node] | list[_Node] | a scalar
+    loc: Loc
+    path: Path
+    key_loc: Loc | None = None
+
+
+@dataclass
+class _Expansion:
+    """The templates and what one expansion found (local to one call)."""
+
+    templates: dict[str, _Node]
+    errors: list[Diagnostic] = field(default_factory=list)
+    blocks: int = 0
+
+    def error(self, node: _Node, message: str, at_key: bool = False) -> None:
+        loc = node.key_loc if at_key and node.key_loc else node.loc
+        self.errors.append(Diagnostic(loc, node.path, message))
+
+
+def expand_document(doc: Document) -> Document:
+    """The document with templates instantiated and repeats unrolled (and `templates` removed).
+
+    The document must already have passed validation as a Spec, so every block is well formed.
+    """
+    root = _tree(doc, doc.data, ())
+    templates = root.value.pop("templates", None)
+    state = _Expansion(dict(templates.value) if templates else {})
+    for name, template in state.templates.items():
+        _check_template(state, name, template)
+    if "blocks" in root.value and not state.errors:
+        blocks = root.value["blocks"]
+        blocks.value = _expand_list(state, blocks.value, ())
+    if state.errors:
+        raise SpecError(sorted(state.errors, key=lambda d: (d.loc.source, d.loc.line or 0, d.loc.col or 0)))
+    return _document(root)
+
+
+# --- Located trees -------------------------------------------------------------------------
+
+
+def _tree(doc: Document, data: Any, path: Path) -> _Node:
+    if isinstance(data, dict):
+        value: Any = {k: _tree(doc, v, (*path, k)) for k, v in data.items()}
+    elif isinstance(data, list):
+        value = [_tree(doc, v, (*path, i)) for i, v in enumerate(data)]
+    else:
+        value = data
+    return _Node(value, doc.locate(path), path, doc.key_locs.get(path))
+
+
+def _document(root: _Node) -> Document:
+    doc = Document(None)
+    doc.data = _fill(doc, root, ())
+    return doc
+
+
+def _fill(doc: Document, node: _Node, path: Path) -> Any:
+    doc.locs[path] = node.loc
+    if node.key_loc is not None:
+        doc.key_locs[path] = node.key_loc
+    if isinstance(node.value, dict):
+        return {k: _fill(doc, v, (*path, k)) for k, v in node.value.items()}
+    if isinstance(node.value, list):
+        return [_fill(doc, v, (*path, i)) for i, v in enumerate(node.value)]
+    return node.value
+
+
+def _plain(node: _Node) -> Any:
+    if isinstance(node.value, dict):
+        return {k: _plain(v) for k, v in node.value.items()}
+    if isinstance(node.value, list):
+        return [_plain(v) for v in node.value]
+    return node.value
+
+
+# --- Templates -----------------------------------------------------------------------------
+
+
+def _params(template: _Node) -> list[str]:
+    params = template.value.get("params")
+    return [p.value for p in params.value] if params else []
+
+
+def _check_template(state: _Expansion, name: str, template: _Node) -> None:
+    """Every `$x` in the block is a parameter, every parameter is used, defaults are parameters."""
+    params = _params(template)
+    used = {ref for ref, _ in _refs(template.value["block"])}
+    for ref, node in _refs(template.value["block"]):
+        if ref not in params:
+            listed = ", ".join(params) or "none"
+            state.error(node, f"'${ref}' is not a parameter of template '{name}' (its params: {listed})"
+                        + suggest(ref, params))
+    for item in template.value["params"].value if "params" in template.value else []:
+        if item.value not in used:
+            state.error(item, f"parameter '{item.value}' of template '{name}' is never used in its block")
+    for key, node in (template.value["defaults"].value if "defaults" in template.value else {}).items():
+        if key not in params:
+            state.error(node, f"default for '{key}', which is not a parameter of template '{name}'", at_key=True)
+
+
+def _refs(node: _Node) -> list[tuple[str, _Node]]:
+    """Every `$name` value inside a template block."""
+    if isinstance(node.value, dict):
+        return [r for v in node.value.values() for r in _refs(v)]
+    if isinstance(node.value, list):
+        return [r for v in node.value for r in _refs(v)]
+    if isinstance(node.value, str) and node.value.startswith("$") and len(node.value) > 1:
+        return [(node.value[1:], node)]
+    return []
+
+
+def _substitute(node: _Node, args: dict[str, _Node]) -> _Node:
+    """A copy of a template block with each `$param` replaced by its argument (value and location)."""
+    if isinstance(node.value, dict):
+        return _Node({k: _substitute(v, args) for k, v in node.value.items()}, node.loc, node.path, node.key_loc)
+    if isinstance(node.value, list):
+        return _Node([_substitute(v, args) for v in node.value], node.loc, node.path, node.key_loc)
+    if isinstance(node.value, str) and node.value[1:] in args and node.value.startswith("$"):
+        arg = copy.deepcopy(args[node.value[1:]])
+        arg.key_loc = node.key_loc
+        return arg
+    return node
+
+
+def _use(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _Node | None:
+    """The block a `use` stands for, expanded; None (with errors recorded) when it cannot be."""
+    fields = node.value
+    name = fields["template"].value
+    if name not in state.templates:
+        known = ", ".join(state.templates) or "none are defined"
+        message = f"unknown template '{name}' (templates: {known})" + suggest(name, state.templates)
+        state.error(fields["template"], message)
+        return None
+    if name in stack:
+        state.error(fields["template"], f"template '{name}' uses itself ({' -> '.join((*stack, name))})")
+        return None
+    args = _arguments(state, node, name)
+    if args is None:
+        return None
+    block = _substitute(state.templates[name].value["block"], args)
+    if "name" in fields:
+        block.value["name"] = fields["name"]
+    return _expand_block(state, block, (*stack, name))
+
+
+def _arguments(state: _Expansion, node: _Node, name: str) -> dict[str, _Node] | None:
+    template = state.templates[name].value
+    params = _params(state.templates[name])
+    given = node.value["args"].value if "args" in node.value else {}
+    defaults = template["defaults"].value if "defaults" in template else {}
+    ok = True
+    for key, arg in given.items():
+        if key not in params:
+            state.error(arg, f"template '{name}' has no parameter '{key}' (its params: {', '.join(params) or 'none'})"
+                        + suggest(key, params), at_key=True)
+            ok = False
+    missing = [p for p in params if p not in given and p not in defaults]
+    if missing:
+        state.error(node.value.get("args", node), f"missing argument{'s' * (len(missing) > 1)} of template "
+                    f"'{name}': {', '.join(missing)}")
+        ok = False
+    return {**defaults, **given} if ok else None
+
+
+# --- Blocks --------------------------------------------------------------------------------
+
+
+def _expand_list(state: _Expansion, blocks: list[_Node], stack: tuple[str, ...]) -> list[_Node]:
+    out = []
+    for block in blocks:
+        expanded = _expand_block(state, block, stack)
+        if expanded is not None:
+            out.append(expanded)
+    return out
+
+
+def _expand_block(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _Node | None:
+    if not isinstance(node.value, dict):
+        return node  # validation reports it
+    state.blocks += 1
+    if state.blocks > MAX_BLOCKS:
+        if state.blocks == MAX_BLOCKS + 1:
+            state.error(node, f"the spec expands to more than {MAX_BLOCKS:,} blocks")
+        return None
+    kind = node.value["kind"].value if "kind" in node.value else "conv"
+    if kind == "use":
+        return _use(state, node, stack)
+    if kind == "repeat":
+        return _repeat(state, node, stack)
+    for key in ("blocks", "body"):
+        if key in node.value:
+            node.value[key].value = _expand_list(state, node.value[key].value, stack)
+    if "branches" in node.value:
+        for branch in node.value["branches"].value:
+            branch.value = _expand_list(state, branch.value, stack)
+    return node
+
+
+def _repeat(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _Node | None:
+    """A sequence of `times` copies named block1..blockN; the first one patched by `first`."""
+    fields = node.value
+    copies = []
+    for j in range(fields["times"].value):
+        block = copy.deepcopy(fields["block"])
+        block.value.pop("name", None)  # copies are named by position
+        if j == 0 and "first" in fields:
+            block = _patch(state, block, fields["first"])
+        expanded = _expand_block(state, block, stack)
+        if expanded is None:
+            return None
+        copies.append(expanded)
+    out = {"kind": _Node("sequence", fields["kind"].loc, fields["kind"].path, fields["kind"].key_loc),
+           "blocks": _Node(copies, node.loc, node.path)}
+    if "name" in fields:
+        out["name"] = fields["name"]
+    return _Node(out, node.loc, node.path, node.key_loc)
+
+
+def _patch(state: _Expansion, base: _Node, patch: _Node) -> _Node:
+    """`first` over a copy: mappings merge, a {INDEX: {...}} mapping patches a list, values replace."""
+    if isinstance(base.value, list) and isinstance(patch.value, dict):
+        items = list(base.value)
+        for index, sub in patch.value.items():
+            if not isinstance(index, int) or not 0 <= index < len(items):
+                state.error(sub, f"a list patch key must be an index from 0 to {len(items) - 1}, got {index!r} "
+                            f"(patching {format_path(base.path) or 'the block'})", at_key=True)
+                continue
+            items[index] = _patch(state, items[index], sub)
+        return _Node(items, base.loc, base.path, base.key_loc)
+    if not (isinstance(base.value, dict) and isinstance(patch.value, dict)):
+        return patch
+    if "kind" in patch.value and _plain(patch.value["kind"]) != _plain(base.value.get("kind", patch)):
+        return patch  # another kind: the old kind's fields do not apply
+    merged = dict(base.value)
+    for key, sub in patch.value.items():
+        merged[key] = _patch(state, base.value[key], sub) if key in base.value else sub
+    return _Node(merged, base.loc, base.path, base.key_loc)
