@@ -59,3 +59,41 @@ def test_missing_weights_file(cli: Callable[..., tuple[int, str, str]], tmp_path
     code, _, err = cli("port-weights", SPECS / "alexnet_torchvision.yaml", tmp_path / "nope.pth", "-o",
                        tmp_path / "o.safetensors")
     assert code == 2 and err == f"error: {tmp_path / 'nope.pth'}: no such weights file\n"
+
+
+# Every canon spec that torchvision has, with the keyword arguments that make the two the same model.
+TORCHVISION = {
+    "alexnet_torchvision": ("alexnet", {}),
+    "vgg11": ("vgg11", {}),
+    "vgg11_bn": ("vgg11_bn", {}),
+    "vgg16": ("vgg16", {}),
+    "resnet18": ("resnet18", {}),
+    "resnet34": ("resnet34", {}),
+    "resnet50": ("resnet50", {}),
+    "googlenet": ("googlenet", {"aux_logits": False, "init_weights": True}),
+    "densenet121": ("densenet121", {}),
+    "mobilenet_v2": ("mobilenet_v2", {}),
+}
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_every_canon_model_ports_from_torchvision_with_equal_outputs(name: str) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    tv_name, kwargs = TORCHVISION[name]
+    reference = torchvision.models.get_model(tv_name, weights=None, **kwargs).eval()
+    _randomize_norm_statistics(reference)  # so a swapped mean and variance would show
+    model = build_model(load_spec(SPECS / f"{name}.yaml")).eval()
+    port_weights(model, reference.state_dict())
+    x = torch.randn(2, 3, 64, 64)  # every canon model ends in an adaptive pool: a small input is enough
+    with torch.no_grad():
+        assert (model(x) - reference(x)).abs().max().item() <= 1e-5
+
+
+def _randomize_norm_statistics(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)

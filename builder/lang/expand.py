@@ -48,7 +48,7 @@ def expand_document(doc: Document) -> Document:
     """
     root = _tree(doc, doc.data, ())
     templates = root.value.pop("templates", None)
-    state = _Expansion(dict(templates.value) if templates else {})
+    state = _Expansion(dict(templates.value) if templates and templates.value else {})
     for name, template in state.templates.items():
         _check_template(state, name, template)
     if "blocks" in root.value and not state.errors:

@@ -20,11 +20,13 @@ def spec_schema() -> dict[str, Any]:
     defs = full.pop("$defs")
     _embed_training(full, defs)
     partial = _partial(full)
+    # a patch may change any field of any kind of block, so its items are the union of partial blocks
+    any_partial_block = {"anyOf": partial["properties"]["blocks"]["items"]["oneOf"]}
     partial["properties"]["blocks"] = {
         "anyOf": [partial["properties"]["blocks"],
-                  {"type": "object", "patternProperties": {"^[0-9]+$": {"$ref": "#/$defs/PartialBlockSpec"}},
+                  {"type": "object", "patternProperties": {"^[0-9]+$": any_partial_block},
                    "additionalProperties": False}],
-        "description": "conv blocks replacing the inherited ones, or a patch {INDEX: {fields}} of them",
+        "description": "blocks replacing the inherited ones, or a patch {INDEX: {fields}} of them",
     }
     all_defs = {**defs, **{f"Partial{k}": _partial(v) for k, v in defs.items()}, "Spec": full, "PartialSpec": partial}
     return {

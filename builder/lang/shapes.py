@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
 
-from builder.lang.errors import Path, Problem
+from builder.lang.errors import Path, Problem, format_path
 from builder.lang.spec import (
     ActivationBlock,
     AdaptiveAvgPoolBlock,
@@ -167,9 +167,11 @@ def _walk_block(walk: _Walk, block: Any, at: _At, shape: Shape) -> Shape | None:
 
 def _walk_list(walk: _Walk, blocks: list[Any], parent: _At | None, where: Path, shape: Shape) -> Shape | None:
     """Infer a list of blocks in order; the output of the last, or None when one collapses."""
-    current = shape
+    current, seen = shape, {default_name(b, i): i for i, b in reversed(list(enumerate(blocks)))}
     for i, block in enumerate(blocks):
         name, here = default_name(block, i), (*where, i)
+        if seen[name] != i:  # two modules of one name: torch would silently keep only the last
+            walk.problem((*here, "name"), f"'{name}' is already the name of {format_path((*where, seen[name]))}")
         at = _At(name, here, 0) if parent is None else parent.child(name, here)
         out = _walk_block(walk, block, at, current)
         if out is None:

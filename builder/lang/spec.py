@@ -364,7 +364,7 @@ class Spec(StrictModel):
     """Scaled channel counts are rounded to a multiple of this."""
     defaults: Defaults = Defaults()
     """Norm, pool and activation that blocks inherit."""
-    templates: dict[BlockName, TemplateSpec] = {}
+    templates: dict[BlockName, TemplateSpec] | None = None
     """Named blocks with parameters, instantiated by blocks of kind use."""
     blocks: Annotated[list[Block], Field(min_length=1)]
     """The blocks, in order (module names features.block1, block2, ... unless named)."""
