@@ -111,3 +111,25 @@ def _record_shapes(model: nn.Module, names: list[str]) -> dict[str, tuple[int, .
 
         model.get_submodule(name).register_forward_hook(hook)
     return seen
+
+
+@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.name)
+def test_width_scales_through_composite_blocks(path: Path) -> None:
+    """Half width keeps every spec valid (depthwise and grouped convs included) and the count exact."""
+    full, half = load_spec(path, ["width=1.0"]), load_spec(path, ["width=0.5"])
+    assert infer(half).problems == []
+    assert infer(half).total_params < infer(full).total_params
+    if path.name in ("mobilenet_v2.yaml", "resnet20_cifar.yaml", "alexnet_grouped.yaml"):
+        with torch.device("meta"):
+            model = build_model(half)
+        assert sum(p.numel() for p in model.parameters()) == infer(half).total_params
+
+
+def test_set_reaches_nested_fields() -> None:
+    """--set paths index into composite blocks as written, before templates and repeats expand."""
+    spec = load_spec(SPECS / "resnet18.yaml", ["blocks[1].args.blocks=3", "blocks[0].out_channels=32"])
+    shapes = {s.name: s for s in infer(spec).all_blocks}
+    assert "layer1.block3" in shapes and "layer1.block4" not in shapes
+    assert shapes["layer1.block1"].kind == "residual" and shapes["stem"].out_shape == (32, 56, 56)
+    cifar = load_spec(SPECS / "resnet20_cifar.yaml", ["templates.basic.block.activation=none"])
+    assert cifar.blocks[1].blocks[0].activation == "none"

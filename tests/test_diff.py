@@ -44,3 +44,13 @@ def test_cli_diff_applies_set_to_b(cli: Callable[..., tuple[int, str, str]]) -> 
 def test_cli_diff_bad_spec_exits_2(cli: Callable[..., tuple[int, str, str]]) -> None:
     code, _, err = cli("diff", SPECS / "alexnet.yaml", SPECS / "nope.yaml")
     assert code == 2 and "no such file" in err
+
+
+def test_nested_blocks_are_compared_and_only_differences_listed() -> None:
+    lines = diff_specs(load_spec(SPECS / "resnet18.yaml"), load_spec(SPECS / "resnet34.yaml"))
+    assert "layer1.block3: only in B: output 64x56x56, 73,984 parameters" in lines
+    assert not [line for line in lines if line.startswith("layer1.block3.")]  # its children are implied
+    assert not [line for line in lines if line.startswith("layer1.block1")]  # unchanged nested blocks are quiet
+    stride = diff_specs(load_spec(SPECS / "resnet18.yaml"),
+                        load_spec(SPECS / "resnet18.yaml", ["templates.basic.block.activation=none"]))
+    assert "layer1.block1:" in stride and "    activation: relu -> none" in stride

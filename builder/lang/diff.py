@@ -74,6 +74,15 @@ def _all_blocks(spec: Spec, report: ShapeReport) -> dict[str, tuple[Any, BlockSh
     return {name: (block, shapes.get(name)) for name, block in walk_blocks(spec.blocks)}
 
 
+def _union(a: list[str], b: list[str]) -> list[str]:
+    """A's names in order, each of B's own names placed after the name it follows in B."""
+    out = list(a)
+    for i, name in enumerate(b):
+        if name not in out:
+            out.insert(out.index(b[i - 1]) + 1 if i else 0, name)
+    return out
+
+
 def _delta(a: int, b: int) -> str:
     pct = f", {100 * (b - a) / a:+.1f}%" if a else ""
     return f"{a:,} -> {b:,} ({b - a:+,}{pct})"
@@ -88,9 +97,16 @@ def diff_specs(a: Spec, b: Spec) -> list[str]:
     )
     lines = _section("spec", top)
     ba, bb = _all_blocks(a, ra), _all_blocks(b, rb)
-    for name in [*ba, *(n for n in bb if n not in ba)]:  # every block at every depth, A's order first
+    only: list[str] = []  # blocks in one spec only: their children are not listed again
+    for name in _union(list(ba), list(bb)):
+        if any(name.startswith(f"{o}.") for o in only):
+            continue
         (xa, sa), (xb, sb) = ba.get(name, (None, None)), bb.get(name, (None, None))
-        lines += _block_lines(a, b, sa, sb, (xa, xb), name)
+        block = _block_lines(a, b, sa, sb, (xa, xb), name)
+        if xa is None or xb is None:
+            only.append(name)
+        if "." not in name or block != [f"{name}: same"]:  # nested blocks only when they differ
+            lines += block
     head = _changes(_flatten(a.classifier.model_dump()), _flatten(b.classifier.model_dump()))
     if ra.flatten != rb.flatten:
         head.append(f"flatten: {ra.flatten} -> {rb.flatten}")
