@@ -97,3 +97,16 @@ def _randomize_norm_statistics(model: torch.nn.Module) -> None:
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 2.0)
+
+
+@pytest.mark.parametrize("name", TORCHVISION)
+def test_static_counts_equal_torchvisions_published_figures(name: str) -> None:
+    """Parameters and GMACs (torchvision's `_ops`, rounded to 3 decimals) from the weights' metadata."""
+    from torchvision.models import get_model_weights
+
+    from builder.lang.shapes import infer
+
+    meta = get_model_weights(TORCHVISION[name][0]).DEFAULT.meta
+    report = infer(load_spec(SPECS / f"{name}.yaml"))
+    assert report.total_params == meta["num_params"]
+    assert round(report.mult_adds / 1e9, 3) == pytest.approx(meta["_ops"])
