@@ -23,7 +23,7 @@ from builder.lang.shapes import infer
 from builder.lang.spec import Spec, apply_width
 from builder.lang.yaml_io import load_document, parse_scalar
 
-_PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d{1,9}\])*)")  # name, then any [INDEX]
+_PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")  # name, then any [INDEX]
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; longer spec paths are refused before the OS sees them
 SHAPE_FIELDS = ("input", "blocks", "defaults", "width", "width_divisor")  # what a shape problem depends on
 
@@ -252,7 +252,10 @@ def parse_path(text: str, at: Loc) -> Path:
         match = _PATH_PART.fullmatch(part)
         if match is None:
             raise SpecError.at(at, f"bad field path '{text:.80}' (expected like blocks[0].out_channels)")
-        segs += [match.group(1), *(int(i) for i in re.findall(r"\d+", match.group(2)))]
+        indices = re.findall(r"\d+", match.group(2))
+        if any(len(i) > 9 for i in indices):  # int() of thousands of digits would be slow, and no list is that long
+            raise SpecError.at(at, f"index out of range in '{text:.80}'")
+        segs += [match.group(1), *map(int, indices)]
     return tuple(segs)
 
 
@@ -260,7 +263,8 @@ def apply_override(doc: Document, arg: str, source: str | None = None) -> None:
     """Apply one `PATH=VALUE` override in place; its values are located at the argument.
 
     `source` names the argument in messages (default `--set PATH=VALUE`; a trainer flag such
-    as `--epochs 0` passes its own spelling).
+    as `--epochs 0` passes its own spelling). Setting a `kind` to another kind replaces its
+    mapping, as `extends` does: the old kind's fields do not apply to the new one.
     """
     at = Loc(source or f"--set {arg}")
     path_text, sep, value_text = arg.partition("=")
@@ -275,10 +279,25 @@ def apply_override(doc: Document, arg: str, source: str | None = None) -> None:
     except SpecError as exc:
         reason = exc.diagnostics[0].message.removeprefix("invalid YAML: ")
         raise SpecError.at(at, f"invalid YAML value '{value_text:.80}': {reason}") from None
+    if path[-1] == "kind" and _other_kind(doc.data, path, value):
+        path, value = path[:-1], {"kind": value}
     _set(doc.data, path, value, at)
     doc.locs = {p: loc for p, loc in doc.locs.items() if p[: len(path)] != path}
     doc.locs.update({(*path, *sub): at for sub in _paths(value)})
-    doc.key_locs[path] = at
+    for end in range(1, len(path) + 1):  # mappings the override created are located at it too
+        doc.locs.setdefault(path[:end], at)
+        if path[:end] not in doc.key_locs or end == len(path):
+            doc.key_locs[path[:end]] = at
+
+
+def _other_kind(data: Any, path: Path, value: Any) -> bool:
+    """Whether `path` (ending in 'kind') exists in a mapping whose kind `value` changes."""
+    try:
+        for seg in path[:-1]:
+            data = data[seg]
+    except (KeyError, IndexError, TypeError):
+        return False
+    return isinstance(data, dict) and "kind" in data and data["kind"] != value
 
 
 def _set(data: Any, path: Path, value: Any, at: Loc) -> None:

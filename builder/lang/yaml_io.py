@@ -24,7 +24,7 @@ from builder.lang.errors import Document, Loc, Path, SpecError
 
 MAX_BYTES = 4 * 2**20  # a spec is a few KB; refuse anything absurd before parsing it
 MAX_VALUES = 100_000  # values after alias expansion; AlexNet has a few hundred
-MAX_DEPTH = 50  # nesting levels; a spec needs 5 (training.dataset.augment...), and deeper YAML overflows the stack
+MAX_DEPTH = 50  # keys/indices from the top to a value; a spec needs 4, and deep YAML overflows the stack
 MAX_INT_DIGITS = 100  # digits of an integer literal; products of such values still print (Python: 4300 digits)
 
 _MAP_TAG = "tag:yaml.org,2002:map"
@@ -37,8 +37,8 @@ class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`) and refuses deep nesting."""
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
-        self.depth = getattr(self, "depth", 0) + 1  # the composer recurses once per level
-        if self.depth > MAX_DEPTH:
+        self.depth = getattr(self, "depth", 0) + 1  # the composer recurses once per level; the root is level 0
+        if self.depth > MAX_DEPTH + 1:
             mark = self.peek_event().start_mark
             raise ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
         try:
