@@ -124,7 +124,7 @@ def test_overrides_are_yaml_values(write_spec: Writer) -> None:
         ("nope.deeper=1", "--set nope.deeper=1: error: nope: unknown field 'nope'"),  # not at the file's line 1
         ("classifier.nope.deeper=1", "--set classifier.nope.deeper=1: error: classifier.nope: unknown field 'nope'"),
         (f"name={DEEP}", f"--set name={DEEP}: error: invalid YAML value '{DEEP[:80]}': nested more than 50 levels"),
-        ("name=a\x07", "--set name=a\x07: error: invalid YAML value 'a\x07': control character U+0007"),
+        ("name=a\x07", "--set name=a\\x07: error: invalid YAML value 'a\\x07': control character U+0007"),  # escaped
     ],
 )
 def test_bad_overrides_name_the_argument(write_spec: Writer, override: str, message: str) -> None:
