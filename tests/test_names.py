@@ -32,7 +32,7 @@ def outside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def shipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A stand-in folder of shipped specs, with subfolders."""
     root = tmp_path / "shipped"
-    for rel in ("tiny.yaml", "a/twin.yaml", "b/twin.yaml", "deep/er/only.yaml"):
+    for rel in ("tiny.yaml", "a/twin.yaml", "b/twin.yaml", "deep/er/only.yaml", ".cache/tiny.yaml", "a/.twin.yaml"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text(TINY_SPEC.replace("name: tiny", f"name: {Path(rel).stem}"))
     (root / "spec.schema.json").write_text("{}")

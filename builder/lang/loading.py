@@ -62,9 +62,10 @@ def shipped_dir() -> FsPath:
 
 
 def shipped_specs() -> list[FsPath]:
-    """Every shipped spec file (any `.yaml` below the shipped folder), in path order."""
+    """Every shipped spec file (any `.yaml` below the shipped folder, hidden ones aside), in path order."""
     root = shipped_dir()
-    return sorted(p for p in root.rglob("*.yaml") if p.is_file())
+    found = (p for p in root.rglob("*.yaml") if p.is_file())
+    return sorted(p for p in found if not any(part.startswith(".") for part in p.relative_to(root).parts))
 
 
 def shipped_name(path: FsPath) -> str:
