@@ -80,7 +80,7 @@ def find_spec(ref: str | os.PathLike[str], at: Loc | None = None, near: FsPath |
     """
     field: Path = ("extends",) if near is not None else ()
     text = _check_ref(ref, at, field)
-    at = at or Loc(text, 1, 1)
+    at = at or Loc(_shown(text), 1, 1)
     path = near / text if near is not None else FsPath(text)
     if _stat(path, at, field) is not None:
         return path
@@ -103,13 +103,17 @@ def _check_ref(ref: Any, at: Loc | None, field: Path) -> str:
     text = os.fspath(ref)
     if not isinstance(text, str):
         raise SpecError.at(at or Loc("load_spec"), "a spec path must be text, not bytes")
-    shown = text if len(text) <= 80 else text[:77] + "..."
-    at = at or Loc(shown.replace("\0", "\\0") or "''", 1, 1)
+    at = at or Loc(_shown(text), 1, 1)
     problem = ("is empty" if not text else "contains a NUL character" if "\0" in text
                else f"is longer than {MAX_PATH_CHARS} characters" if len(text) > MAX_PATH_CHARS else "")
     if problem:
         raise SpecError.at(at, f"the spec path {problem}", field)
     return text
+
+
+def _shown(text: str) -> str:
+    """A spec path as messages show it: at most 80 characters, '' when empty."""
+    return (text if len(text) <= 80 else text[:77] + "...") or "''"
 
 
 def _stat(path: FsPath, at: Loc, field: Path = ()) -> os.stat_result | None:
