@@ -1,33 +1,54 @@
 """Config-driven CNN builder: YAML spec -> validated Spec -> nn.Module -> torchinfo summary.
 
 `load_spec` needs no torch; `build_model` and `summarize` import it on first use, so
-`python -m builder validate` stays instant.
+`python -m builder validate` stays instant. All three check their arguments and raise the
+project's own errors (a `SpecError` with one located line), never an AttributeError from deep inside.
 """
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
-from builder.lang.errors import BuilderError, SpecError
+from builder.lang.errors import BuilderError, Loc, SpecError
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec
 
 if TYPE_CHECKING:
-    from builder.model.build import build_model
-    from builder.model.summary import summarize
+    from torch import nn
+
+    from builder.model.summary import Summary
 
 __all__ = ["BuilderError", "Spec", "SpecError", "build_model", "infer", "load_spec", "summarize"]
 
 
-def __getattr__(name: str) -> Any:
-    # Lazy: importing torch costs about a second, and validation must not pay it.
-    if name == "build_model":
-        from builder.model.build import build_model
+def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
+    """The nn.Module of a validated spec (float32, on torch's default device); see builder.model.build."""
+    from builder.model.build import build_model as build  # torch, on first use only
 
-        return build_model
-    if name == "summarize":
-        from builder.model.summary import summarize
+    _check("build_model", "spec", spec, Spec, "a Spec (from load_spec)")
+    _check("build_model", "check_memory", check_memory, bool, "true or false")
+    return build(spec, check_memory=check_memory)
 
-        return summarize
-    raise AttributeError(f"module 'builder' has no attribute {name!r}")
+
+def summarize(spec: Spec, *, device: str = "meta", batch_size: int = 1, depth: int = 3) -> Summary:
+    """torchinfo's table of the built spec, checked against the static shapes; see builder.model.summary."""
+    from builder.model.summary import summarize as run  # torch, on first use only
+
+    _check("summarize", "spec", spec, Spec, "a Spec (from load_spec)")
+    _check("summarize", "device", device, str, "a device name such as 'meta' or 'cpu'")
+    for name, value, least in (("batch_size", batch_size, 1), ("depth", depth, 0)):
+        _check("summarize", name, value, int, f"an integer >= {least}")
+        if value < least:
+            raise SpecError.at(Loc("summarize"), f"must be an integer >= {least}, got {value}", (name,))
+    return run(spec, device=device, batch_size=batch_size, depth=depth)
+
+
+def _check(func: str, name: str, value: Any, kind: type, what: str) -> None:
+    """A SpecError naming the function and argument unless `value` is a `kind` (bools are not ints)."""
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return
+    got = f"the path {os.fspath(value)!r:.80}; load it first: load_spec(...)" if isinstance(
+        value, (str, os.PathLike)) and kind is Spec else f"{type(value).__name__} {value!r:.60}"
+    raise SpecError.at(Loc(func), f"must be {what}, got {got}", (name,))

@@ -8,7 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, SPECS
+from conftest import ROOT, SPECS, TINY_SPEC
+
+from builder.tools import cli as cli_module
 
 
 def test_validate_prints_one_ok_line(cli: Callable[..., tuple[int, str, str]]) -> None:
@@ -92,3 +94,21 @@ def test_usage_errors_exit_2(cli: Callable[..., tuple[int, str, str]]) -> None:
     with pytest.raises(SystemExit) as info:
         cli("frobnicate")
     assert info.value.code == 2
+
+
+def test_draw_refuses_more_blocks_than_it_accepts(
+    cli: Callable[..., tuple[int, str, str]], monkeypatch: pytest.MonkeyPatch, write_spec: Callable[..., Path],
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setattr(cli_module, "MAX_DRAW_BLOCKS", 2)  # the real limit, 200, takes seconds to draw
+    path = write_spec(TINY_SPEC)
+    assert cli("draw", path, "-o", tmp_path / "two.svg")[0] == 0  # at the limit
+    more = "blocks=[" + ", ".join(["{out_channels: 4, kernel_size: 1}"] * 3) + "]"
+    code, _, err = cli("draw", path, "--set", more, "-o", tmp_path / "three.svg")
+    assert (code, err) == (2, f"{path}: error: blocks: 3 blocks; draw accepts at most 2 (use `summarize` instead)\n")
+    assert not (tmp_path / "three.svg").exists()
+
+
+def test_a_huge_lrn_size_does_not_hang_summarize(cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, out, _ = cli("summarize", "alexnet", "--set", "defaults.norm.size=1000000000000", "--depth", "1")
+    assert code == 0 and "shape check: 5 blocks" in out  # before: hours of a Python loop over the window

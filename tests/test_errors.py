@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.lang.errors import Loc, SpecError, format_path, suggest
+from builder.lang.errors import Diagnostic, Loc, SpecError, format_path, suggest
 from builder.lang.loading import load_spec
 
 BAD = """\
@@ -93,3 +93,9 @@ def test_helpers() -> None:
     assert suggest("kernal_size", ["kernel_size", "stride"]) == "; did you mean 'kernel_size'?"
     assert suggest("zzz", ["kernel_size"]) == ""
     assert str(Loc("--set a=1")) == "--set a=1"
+
+
+def test_a_diagnostic_is_always_one_printable_line() -> None:
+    diag = Diagnostic(Loc("--set name=a\x1eb", None, None), ("x\ny",), "unknown field 'x\ny'\u2028\x00")
+    assert str(diag) == "--set name=a\\x1eb: error: x\\ny: unknown field 'x\\ny'\\u2028\\x00"
+    assert str(diag).splitlines() == [str(diag)]

@@ -13,6 +13,7 @@ from builder.lang.loading import dump_spec, load_spec
 from builder.lang.shapes import infer
 
 Writer = Callable[..., Path]
+DEEP = "[" * 51 + "]" * 51  # 51 levels below `name`
 
 
 def _error_lines(path: Path, overrides: tuple[str, ...] = ()) -> list[str]:
@@ -64,12 +65,21 @@ def test_errors_in_a_child_point_into_the_child(write_spec: Writer) -> None:
         ({"child.yaml": "extends: 3\n"}, "must be a path to a base spec file"),
         ({"child.yaml": "extends: base.yaml\n", "base.yaml": "name: x\n"}, "base spec 'base.yaml' is invalid"),
         ({"child.yaml": "extends: base.yaml\n", "base.yaml": "a: [\n"}, "base spec 'base.yaml' is invalid"),
+        ({"child.yaml": "extends: sub\n", "sub/x.yaml": TINY_SPEC}, "base spec 'sub' is a directory"),
+        ({"child.yaml": "extends: loop.yaml\n"}, "loop.yaml: symlink loop"),
+        ({"child.yaml": f"extends: {'x' * 300}.yaml\n"}, "file name too long"),
+        ({"child.yaml": f"extends: {'x/' * 2100}.yaml\n"}, "the spec path is longer than 4096 characters"),
+        ({"child.yaml": 'extends: "a\\0b"\n'}, "the spec path contains a NUL character"),
         ({"child.yaml": "extends: base.yaml\nblocks: {7: {stride: 2}}\n", "base.yaml": TINY_SPEC},
          "a block patch key must be an index from 0 to 1, got 7"),
     ],
 )
-def test_bad_extends_is_located_at_the_extends_line(write_spec: Writer, files: dict[str, str], message: str) -> None:
+def test_bad_extends_is_located_at_the_extends_line(
+    write_spec: Writer, tmp_path: Path, files: dict[str, str], message: str
+) -> None:
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
     for name, text in files.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
         write_spec(text, name)
     child = write_spec(files["child.yaml"], "child.yaml")
     lines = _error_lines(child)
@@ -106,6 +116,15 @@ def test_overrides_are_yaml_values(write_spec: Writer) -> None:
          "--set blocks[0].kernal_size=3: error: blocks[0].kernal_size: unknown field 'kernal_size'; "
          "did you mean 'kernel_size'?"),
         ("blocks[0].out_channels=0", "--set blocks[0].out_channels=0: error: blocks[0].out_channels: must be > 0"),
+        ("blocks[0]kernel_size=3", "--set blocks[0]kernel_size=3: error: bad field path 'blocks[0]kernel_size'"),
+        ("blocks[0].[1]=3", "--set blocks[0].[1]=3: error: bad field path"),
+        (f"blocks[{'9' * 5000}].x=1", f"--set blocks[{'9' * 5000}].x=1: error: index out of range in 'blocks["),
+        ("extends=other.yaml", "--set extends=other.yaml: error: extends: cannot be set here"),
+        ("extends.x=1", "--set extends.x=1: error: extends: cannot be set here"),
+        ("nope.deeper=1", "--set nope.deeper=1: error: nope: unknown field 'nope'"),  # not at the file's line 1
+        ("classifier.nope.deeper=1", "--set classifier.nope.deeper=1: error: classifier.nope: unknown field 'nope'"),
+        (f"name={DEEP}", f"--set name={DEEP}: error: invalid YAML value '{DEEP[:80]}': nested more than 50 levels"),
+        ("name=a\x07", "--set name=a\\x07: error: invalid YAML value 'a\\x07': control character U+0007"),  # escaped
     ],
 )
 def test_bad_overrides_name_the_argument(write_spec: Writer, override: str, message: str) -> None:
@@ -121,3 +140,26 @@ def test_resolve_round_trip_for_every_shipped_spec(tmp_path: Path) -> None:
         again = load_spec(again_path)
         assert again == spec, path.name
         assert infer(again).total_params == infer(spec).total_params
+
+
+def test_setting_another_kind_replaces_the_mapping(write_spec: Writer) -> None:
+    path = write_spec(TINY_SPEC + "defaults: {norm: {kind: lrn, size: 3}, pool: {kind: max, kernel_size: 2}}\n")
+    spec = load_spec(path, ["defaults.norm.kind=batchnorm", "defaults.pool.kind=avg", "blocks[0].norm.kind=none"])
+    assert spec.defaults.norm.kind == "batchnorm" and spec.defaults.pool.kind == "avg"
+    assert spec.defaults.pool.kernel_size == 3  # avg's default: max's fields do not carry over
+    assert spec.blocks[0].norm is not None and spec.blocks[0].norm.kind == "none"
+    same = load_spec(path, ["defaults.norm.kind=lrn"])  # the same kind keeps its fields
+    assert same.defaults.norm.kind == "lrn" and same.defaults.norm.size == 3
+
+
+def test_a_shape_error_caused_by_a_variant_names_the_variant(write_spec: Writer) -> None:
+    base = write_spec(TINY_SPEC, "base.yaml")
+    child = write_spec("extends: base.yaml\nname: small\ninput: {channels: 3, height: 2, width: 2}\n", "child.yaml")
+    (line,) = _error_lines(child)
+    assert line.startswith(f"{base}:5:5: error: blocks[0]: block1: spatial size collapses")
+    assert line.endswith(f"; input is set at {child}:3:8")
+    (line,) = _error_lines(base, ("input.height=2",))
+    assert line.startswith(f"{base}:5:5: error: blocks[0]")
+    assert line.endswith("; input.height is set at --set input.height=2")
+    (line,) = _error_lines(write_spec(TINY_SPEC.replace("height: 16", "height: 2"), "plain.yaml"))
+    assert "is set at" not in line  # nothing elsewhere changed it

@@ -105,3 +105,26 @@ def test_repr_and_no_state() -> None:
     ours = LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0)
     assert repr(ours) == repr(nn.LocalResponseNorm(5, alpha=1e-4, beta=0.75, k=2.0))
     assert ours.state_dict() == {} and type(ours).__name__ == "LocalResponseNorm"
+
+
+@pytest.mark.parametrize(("size", "channels"), [(9, 4), (16, 5), (40, 8)])
+def test_windows_wider_than_the_channels_match_torch(size: int, channels: int) -> None:
+    ours, theirs = _pair(size, seed=size + channels)
+    x = torch.randn(2, channels, 3, 3, generator=torch.Generator().manual_seed(size))
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(channels))
+    y, gx = _forward_backward(ours, x, g)
+    y_ref, gx_ref = _forward_backward(theirs, x, g)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(gx, gx_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_cost_does_not_grow_with_a_huge_size() -> None:
+    # size 10**12 validates (a positive int); the window covers every channel, so
+    # d = k + alpha/size * sum over all channels of x**2 -- computed without looping 10**12 times.
+    size, alpha, beta, k = 10**12, 1e9, 0.75, 1.0
+    x = torch.randn(2, 6, 4, 4, dtype=torch.float64, requires_grad=True)
+    y = LocalResponseNorm(size, alpha, beta, k)(x)
+    d = k + alpha / size * (x * x).sum(dim=1, keepdim=True)
+    torch.testing.assert_close(y, x * d**-beta)
+    y.sum().backward()  # the backward's window is bounded the same way
+    assert x.grad is not None and torch.isfinite(x.grad).all()

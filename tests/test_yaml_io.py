@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from builder.lang import yaml_io
 from builder.lang.errors import SpecError
-from builder.lang.yaml_io import load_document, parse, parse_scalar
+from builder.lang.yaml_io import MAX_DEPTH, MAX_INT_DIGITS, load_document, parse, parse_scalar
 
 # 9**9 = 387 million values once expanded; refused after MAX_VALUES.
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
@@ -96,3 +99,104 @@ def test_parse_scalar_reads_yaml_values() -> None:
 def _write(path: Path, data: bytes) -> Path:
     path.write_bytes(data)
     return path
+
+
+# --- limits: each boundary is tested on both sides (docs/reliability.md) ------------------------
+
+
+def _nested(levels: int) -> str:
+    """`a:` then a value nested `levels` deep in all: flow lists inside block mappings."""
+    return "a: " + "[" * (levels - 1) + "1" + "]" * (levels - 1) + "\n"
+
+
+def test_nesting_up_to_the_limit_is_read_deeper_is_refused() -> None:
+    assert parse(_nested(MAX_DEPTH), "ok.yaml").data["a"] is not None
+    for text in (_nested(MAX_DEPTH + 1), _nested(5000), "a:\n" + "".join(" " * i + "b:\n" for i in range(1, 300))):
+        with pytest.raises(SpecError) as info:
+            parse(text, "deep.yaml")
+        (diag,) = info.value.diagnostics
+        assert diag.message == f"invalid YAML: nested more than {MAX_DEPTH} levels deep"
+        assert diag.loc.source == "deep.yaml" and diag.loc.line is not None
+
+
+def test_an_alias_inside_itself_is_refused_not_a_recursion_error() -> None:
+    with pytest.raises(SpecError, match=f"rec.yaml:1:4: error: invalid YAML: nested more than {MAX_DEPTH}"):
+        parse("a: &x [*x]\n", "rec.yaml")
+
+
+def test_integer_digits_up_to_the_limit() -> None:
+    assert parse(f"n: {'9' * MAX_INT_DIGITS}\n", "ok.yaml").data["n"] == 10**MAX_INT_DIGITS - 1
+    for digits in (MAX_INT_DIGITS + 1, 4301, 100_000):
+        with pytest.raises(SpecError) as info:
+            parse(f"name: x\nn: -{'1' * digits}\n", "big.yaml")
+        message = f"integer with more than {MAX_INT_DIGITS} digits; no spec field needs one"
+        assert str(info.value) == f"big.yaml:2:4: error: {message}"
+    with pytest.raises(SpecError, match="more than 100 digits"):
+        parse(f"n: 0x{'f' * 200}\n", "hex.yaml")
+
+
+@pytest.mark.parametrize("tag", ["!!int", "!!float", "!!bool", "!!timestamp", "!!binary"])
+def test_explicit_tags_with_bad_values(tag: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse(f"name: x\nv: {tag} x\n", "tags.yaml")
+    (diag,) = info.value.diagnostics
+    assert str(diag).startswith("tags.yaml:2:4: error: ")
+    assert tag in diag.message or "invalid YAML" in diag.message
+    with pytest.raises(SpecError, match=r"tags.yaml:1:1: error: invalid !!int value 'x'$"):
+        parse("!!int x: 1\n", "tags.yaml")  # a key too
+
+
+def test_explicit_tags_with_good_values_still_work() -> None:
+    data = parse("a: !!int '3'\nb: !!float '1'\nc: !!bool 'yes'\nd: !!str 4\n", "ok.yaml").data
+    assert data == {"a": 3, "b": 1.0, "c": True, "d": "4"}
+
+
+@pytest.mark.parametrize("char", ["\x07", "\x1b", "\x7f", "\ufffe"])
+def test_control_characters_are_located(char: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse(f"name: ok\nnum_classes: 3\ninput: a{char}b\n", "ctl.yaml")
+    assert str(info.value) == (f"ctl.yaml:3:9: error: invalid YAML: control character U+{ord(char):04X} is not "
+                               "allowed (write it as an escape in a quoted string)")
+    assert parse('name: "a\\x07b"\n', "ok.yaml").data["name"] == "a\x07b"  # escaped, it is fine
+
+
+def test_non_regular_files_are_refused_without_blocking(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)  # no writer: opening it for reading the usual way would wait forever
+    for path in (fifo, Path("/dev/zero"), Path("/dev/null")):
+        with pytest.raises(SpecError) as info:
+            load_document(path)
+        message = "not a regular file (a pipe, device or socket); specs are read from files"
+        assert str(info.value) == f"{path}:1:1: error: {message}"
+
+
+def test_a_pipe_on_dev_stdin_is_refused(tmp_path: Path) -> None:
+    code = "from builder.tools.cli import main; raise SystemExit(main(['validate', '/dev/stdin']))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], input="name: x\n", env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert (done.returncode, done.stderr) == (2, "/dev/stdin:1:1: error: not a regular file (a pipe, device or "
+                                                 "socket); specs are read from files\n")
+
+
+def test_the_size_limit_counts_bytes_read_not_what_stat_says(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(yaml_io, "MAX_BYTES", 64)
+    status = Path("/proc/self/status")  # a regular file whose stat size is 0, with a few KB of text
+    assert status.stat().st_size == 0
+    with pytest.raises(SpecError, match="file is larger than"):
+        load_document(status)
+    exact = _write(tmp_path / "exact.yaml", b"a: " + b"x" * 60 + b"\n")  # 64 bytes: at the limit
+    assert load_document(exact).data["a"] == "x" * 60
+    with pytest.raises(SpecError, match="file is larger than"):
+        load_document(_write(tmp_path / "over.yaml", b"a: " + b"x" * 61 + b"\n"))
+
+
+def test_paths_the_file_system_refuses(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    with pytest.raises(SpecError, match=r"a:1:1: error: cannot read file: symlink loop$"):
+        load_document(tmp_path / "a")
+    with pytest.raises(SpecError, match=r"cannot read file: file name too long$"):
+        load_document(tmp_path / ("x" * 300))
+    with pytest.raises(SpecError, match=r"the path contains a NUL character$"):
+        load_document("a\0b")

@@ -49,7 +49,12 @@ class Diagnostic:
 
     def __str__(self) -> str:
         where = f"{format_path(self.path)}: " if self.path else ""
-        return f"{self.loc}: error: {where}{self.message}"
+        return printable(f"{self.loc}: error: {where}{self.message}")
+
+
+def printable(text: str) -> str:
+    """Non-printable characters escaped (`\\x07`, `\\n`), so one problem is always one line."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class BuilderError(Exception):

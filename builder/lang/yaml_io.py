@@ -2,28 +2,49 @@
 
 Only the safe constructors run (so `!!python/...` tags are refused), aliases are expanded
 under a budget (so a "billion laughs" file stops early), and duplicate keys are errors.
+Every limit (size, nesting, values, integer digits) is a located error, never a traceback:
+see docs/reliability.md.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
+import stat
 from pathlib import Path as FsPath
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from builder.lang.errors import Document, Loc, Path, SpecError
 
 MAX_BYTES = 4 * 2**20  # a spec is a few KB; refuse anything absurd before parsing it
 MAX_VALUES = 100_000  # values after alias expansion; AlexNet has a few hundred
+MAX_DEPTH = 50  # keys/indices from the top to a value; a spec needs 4, and deep YAML overflows the stack
+MAX_INT_DIGITS = 100  # digits of an integer literal; products of such values still print (Python: 4300 digits)
 
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
+_INT_TAG = "tag:yaml.org,2002:int"
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not wait for a writer
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`)."""
+    """SafeLoader that also reads `1e-4` as a float (YAML 1.1 wants `1.0e-4`) and refuses deep nesting."""
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self.depth = getattr(self, "depth", 0) + 1  # the composer recurses once per level; the root is level 0
+        if self.depth > MAX_DEPTH + 1:
+            mark = self.peek_event().start_mark
+            raise ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep", mark)
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
 
 
 _Loader.add_implicit_resolver(
@@ -34,20 +55,46 @@ _Loader.add_implicit_resolver(
 
 
 def read_text(path: str | FsPath) -> str:
-    """The file's text, or a one-line located error for every way reading it can fail."""
-    source = str(path)
-    at = Loc(source, 1, 1)
-    p = FsPath(path)
+    """The file's text, or a one-line located error for every way reading it can fail.
+
+    Only regular files are read (a FIFO, a device or `/dev/stdin` on a pipe could block or never
+    end), and reading stops after MAX_BYTES bytes actually read, whatever `stat` says.
+    """
+    at = Loc(str(path), 1, 1)
     try:
-        if p.is_dir():
-            raise SpecError.at(at, "is a directory, not a spec file")
-        if p.stat().st_size > MAX_BYTES:
-            raise SpecError.at(at, f"file is larger than {MAX_BYTES // 2**20} MiB; not a spec")
-        raw = p.read_bytes()
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK)
     except FileNotFoundError:
         raise SpecError.at(at, "no such file") from None
     except OSError as exc:
+        reason = {errno.ELOOP: "symlink loop", errno.ENAMETOOLONG: "file name too long"}.get(exc.errno or 0)
+        raise SpecError.at(at, f"cannot read file: {reason or exc.strerror or exc}") from None
+    except ValueError:  # a NUL in the path
+        raise SpecError.at(at, "the path contains a NUL character") from None
+    try:
+        return _decode(_read_regular(fd, at), at)
+    finally:
+        os.close(fd)
+
+
+def _read_regular(fd: int, at: Loc) -> bytes:
+    mode = os.fstat(fd).st_mode
+    if stat.S_ISDIR(mode):
+        raise SpecError.at(at, "is a directory, not a spec file")
+    if not stat.S_ISREG(mode):
+        raise SpecError.at(at, "not a regular file (a pipe, device or socket); specs are read from files")
+    chunks, size = [], 0
+    try:
+        while size <= MAX_BYTES and (chunk := os.read(fd, MAX_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
         raise SpecError.at(at, f"cannot read file: {exc.strerror or exc}") from None
+    if size > MAX_BYTES:
+        raise SpecError.at(at, f"file is larger than {MAX_BYTES // 2**20} MiB; not a spec")
+    return b"".join(chunks)
+
+
+def _decode(raw: bytes, at: Loc) -> str:
     if b"\0" in raw:
         raise SpecError.at(at, "binary file, not a YAML spec")
     try:
@@ -58,7 +105,10 @@ def read_text(path: str | FsPath) -> str:
 
 def parse(text: str, source: str) -> Document:
     """Parse one YAML document whose top level must be a mapping."""
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # checks every character: control characters are refused here
+    except ReaderError as exc:
+        raise SpecError.at(_text_loc(source, text, exc.position), _reader_message(exc)) from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -74,6 +124,16 @@ def parse(text: str, source: str) -> Document:
         raise SpecError.at(Loc(source, 1, 1), f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
+
+
+def _text_loc(source: str, text: str, pos: int) -> Loc:
+    line_start = text.rfind("\n", 0, pos) + 1
+    return Loc(source, text.count("\n", 0, pos) + 1, pos - line_start + 1)
+
+
+def _reader_message(exc: ReaderError) -> str:
+    char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "\0")
+    return f"invalid YAML: control character U+{char:04X} is not allowed (write it as an escape in a quoted string)"
 
 
 def load_document(path: str | FsPath) -> Document:
@@ -106,15 +166,28 @@ class _Walker:
         if self.count > MAX_VALUES:
             msg = f"more than {MAX_VALUES} values after expanding aliases (YAML alias bomb?)"
             raise SpecError.at(_loc(self.source, node), msg)
+        if len(path) > MAX_DEPTH:  # an alias can nest a node inside itself
+            raise SpecError.at(_loc(self.source, node), f"invalid YAML: nested more than {MAX_DEPTH} levels deep")
         self.doc.locs[path] = _loc(self.source, node)
         if isinstance(node, MappingNode):
             return self.mapping(node, path)
         if isinstance(node, SequenceNode):
             self._check_tag(node, _SEQ_TAG)
             return [self.value(item, (*path, i)) for i, item in enumerate(node.value)]
+        return self.scalar(node)
+
+    def scalar(self, node: Node) -> Any:
+        """A scalar's value through SafeLoader's constructors, refusing bad explicit tags and huge ints."""
         if node.tag not in self.loader.yaml_constructors:  # only SafeLoader's plain types
             self._check_tag(node, "")
-        return self.loader.construct_object(node, deep=True)
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        if node.tag == _INT_TAG and sum(c.isalnum() for c in node.value) > MAX_INT_DIGITS:
+            msg = f"integer with more than {MAX_INT_DIGITS} digits; no spec field needs one"
+            raise SpecError.at(_loc(self.source, node), msg)
+        try:
+            return self.loader.construct_object(node, deep=True)
+        except (ValueError, KeyError, TypeError, AttributeError, OverflowError):
+            raise SpecError.at(_loc(self.source, node), f"invalid {tag} value {node.value!r:.60}") from None
 
     def mapping(self, node: MappingNode, path: Path) -> dict[Any, Any]:
         self._check_tag(node, _MAP_TAG)
@@ -125,7 +198,7 @@ class _Walker:
         for i, (key_node, value_node) in enumerate(node.value):
             if not isinstance(key_node, ScalarNode):
                 raise SpecError.at(_loc(self.source, key_node), "mapping keys must be plain scalars")
-            key = self.loader.construct_object(key_node)
+            key = self.scalar(key_node)
             if key in out and i >= merged and _own_key(node.value[merged:i], key, self.loader):
                 raise SpecError.at(_loc(self.source, key_node), f"duplicate key '{key}'", path)
             self.doc.key_locs[(*path, key)] = _loc(self.source, key_node)

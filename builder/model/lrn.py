@@ -28,10 +28,14 @@ Shift = tuple[int, int, int]  # (first, end, offset): channels first..end-1 take
 
 
 def _shifts(channels: int, before: int, after: int) -> list[Shift]:
-    """The non-zero offsets of a window [c - before, c + after], clipped to the channels."""
+    """The non-zero offsets of a window [c - before, c + after], clipped to the channels.
+
+    Offsets of `channels` or more reach no channel, so the work is at most 2 * channels slices
+    whatever `size` is (a validated size of 10**12 must not loop 10**12 times).
+    """
     out = []
-    for offset in range(-before, after + 1):
-        if offset != 0 and abs(offset) < channels:
+    for offset in range(-min(before, channels - 1), min(after, channels - 1) + 1):
+        if offset != 0:
             out.append((max(0, -offset), channels - max(0, offset), offset))
     return out
 
