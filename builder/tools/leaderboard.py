@@ -13,6 +13,7 @@ import argparse
 import csv
 import io
 import math
+import os
 import re
 import statistics
 from collections.abc import Sequence
@@ -187,11 +188,18 @@ def write_leaderboard(directory: Path, sort: Sort = "best_val_acc", x: XAxis = "
         raise BuilderError(f"{directory}: no such sweep directory")
     rows = collect(directory, sort)
     csv_path, md_path = directory / "leaderboard.csv", directory / "leaderboard.md"
-    csv_path.write_text(to_csv(rows))
+    _write(csv_path, to_csv(rows).encode())
     png = directory / "pareto.png" if plot_pareto(directory / "pareto.png", rows, x) else None
     text = to_markdown(rows, directory, sort, png)
-    md_path.write_text(text)
+    _write(md_path, text.encode())
     return Leaderboard(rows, text, csv_path, md_path, png)
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Atomically: search workers on one sweep directory each rewrite the leaderboard."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def to_csv(rows: Sequence[Row]) -> str:
@@ -276,15 +284,22 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     front = pareto_front(points)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "r--", lw=1.2, label="Pareto front")
     for r, (px, py) in zip(shown, points):
-        ax.annotate(r.overrides or r.variant, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        ax.annotate(_label(r), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if max(p[0] for p in points) > 10 * min(p[0] for p in points):
         ax.set_xscale("log")
     ax.set_xlabel("mult-adds per image" if x == "mult_adds" else "parameters")
     ax.set_ylabel(f"best {shown[0].val_metric} (%)")
     ax.grid(alpha=0.3)
     ax.legend()
-    fig.savefig(path, format="png")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    _write(path, buffer.getvalue())
     return True
+
+
+def _label(row: Row) -> str:
+    """A grid variant by its overrides (the name after the spec's), a trial by its name."""
+    return row.variant.split("--", 1)[1] if "--" in row.variant else row.variant
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

@@ -64,7 +64,8 @@ def open_study(plan: Plan, search: SearchConfig, url: str) -> optuna.Study:
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if search.pruner.kind == "median":
         pruner = optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
-                                             n_warmup_steps=search.pruner.warmup_epochs)
+                                             # steps are 1-based epochs; Optuna spares steps < n_warmup_steps
+                                             n_warmup_steps=search.pruner.warmup_epochs + 1)
     for attempt in range(5):  # two workers creating the tables at once: the loser retries
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)

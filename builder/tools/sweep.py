@@ -189,7 +189,7 @@ class Plan:
     seeds: int = 1
     jobs: int = 1
     search: SearchConfig | None = None
-    name: str = "sweep"
+    name: str = ""  # the sweep file's stem, else the first spec's
     origin: str = "command line"
 
 
@@ -266,7 +266,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         plan.flags["data"] = args.data
     plan.seeds = args.seeds or plan.seeds
     plan.jobs = args.jobs or plan.jobs
-    if plan.name == "sweep" and plan.specs:
+    if not plan.name and plan.specs:
         plan.name = Path(plan.specs[0]).stem
     plan.out = Path(args.out) if args.out else Path("sweeps") / plan.name
     return plan
