@@ -104,9 +104,10 @@ def run_search(plan: Plan, search: SearchConfig, *, storage: str | None, trials:
     log(f"search {study.study_name} in {url}: up to {budget} trials, maximizing {search.metric}")
     children, env, outcomes = Children(), child_env(1), []
     with forwarding_signals(children):
-        while not children.stopping:
+        while not children.stopping and len(study.get_trials(deepcopy=False)) < budget:
             trial = study.ask()
-            if trial.number >= budget:  # another worker took the last one: this one never runs
+            if trial.number >= budget:  # another worker asked for the last one at the same instant
+                trial.set_user_attr("skipped", "over the trial budget; never ran")
                 study.tell(trial, state=_state("FAIL"))
                 break
             outcome = run_trial(plan, search, study, trial, children, env, log)
