@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from builder.lang.loading import load_spec
-from builder.tools.sweep import expand, plan_from_args, variant_name
+from builder.tools.sweep import child_env, expand, plan_from_args, variant_name
 from tests.conftest import ROOT
 from training import TrainingConfig, train
 from training.checkpoint import CHECKPOINT, WEIGHTS, load_weights
@@ -200,3 +200,18 @@ def test_an_interrupted_sweep_resumes_its_variant_exactly(tiny: Path, tmp_path: 
     a, b = load_weights(run / WEIGHTS), load_weights(tmp_path / "whole" / WEIGHTS)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert len(last_rows(run)) == 8
+
+
+def test_jobs_divide_the_cpu_threads_between_the_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cpus = len(os.sched_getaffinity(0))
+    env = child_env(2)
+    assert env["OMP_NUM_THREADS"] == env["MKL_NUM_THREADS"] == str(max(1, cpus // 2))
+    assert "OMP_NUM_THREADS" not in child_env(1)  # one at a time: torch's own default
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)  # the children run this very package
+
+
+def test_a_sweep_file_that_does_not_parse_is_reported_as_itself(write_spec: Callable[..., Path], cli: Cli) -> None:
+    bad = write_spec("specs: [tiny.yaml]\nvariants:\n  - {blocks[2].norm: {kind: none}}\n", "sweep.yaml")
+    code, _, err = cli("sweep", bad)
+    assert code == 2 and err.strip() == f"{bad}:3:12: error: invalid YAML: expected ',' or '}}', but got '['"

@@ -273,10 +273,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
 
 
 def _is_sweep_file(path: str) -> bool:
-    try:
-        doc = load_document(path)
-    except SpecError:
-        return False  # let `train`'s own loading report it, located
+    """A sweep file has a `specs:` key (a spec never does); one that does not parse is reported at once."""
+    doc = load_document(path)
     return isinstance(doc.data, dict) and "specs" in doc.data
 
 
@@ -500,7 +498,8 @@ def child_env(jobs: int) -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     if jobs > 1:
-        threads = str(max(1, (os.cpu_count() or 1) // jobs))
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = str(max(1, cpus // jobs))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     return env
 
