@@ -11,6 +11,7 @@ on. Re-running the same command skips finished variants and resumes interrupted 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -218,8 +219,6 @@ def variant_name(stem: str, overrides: Sequence[Override]) -> str:
     parts = [stem, *(f"{_slug(o.path)}={_slug(_short(o.value))}" for o in overrides)]
     name = "--".join(parts)
     if len(name) > 150:  # file systems allow 255 bytes; keep room for suffixes
-        import hashlib
-
         name = f"{name[:140]}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
     return name
 
