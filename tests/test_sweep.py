@@ -172,6 +172,14 @@ def test_a_failing_variant_is_recorded_and_the_sweep_goes_on_then_finished_ones_
     assert code == 0 and f"{good.name}: finished before, skipped" in stdout and "1 skipped" in stdout
     assert (good / WEIGHTS).stat().st_mtime_ns == mtime
 
+    # A base edited since (here: --set, which is not part of the name) is not silently "finished".
+    code, stdout, err = cli(*argv[:3], "num_classes=10", "--set", "classifier.dropout=0.2", *argv[4:])
+    assert code == 2 and stdout == ""
+    assert err.splitlines()[1] == (
+        f"  {good}: error: holds a finished run of another spec or recipe "
+        "(classifier.dropout is 0.2 here but 0.1 in the run); remove it or choose another --out"
+    )
+
 
 def test_an_interrupted_sweep_resumes_its_variant_exactly(tiny: Path, tmp_path: Path, cli: Cli) -> None:
     """Ctrl-C reaches the sweep, which passes it on; the same command later ends where one run would."""

@@ -27,15 +27,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from builder.lang.errors import BuilderError, Document, Loc, SpecError, validate
-from builder.lang.loading import parse_path
+from builder.lang.errors import BuilderError, Document, Loc, SpecError, format_path, validate
+from builder.lang.loading import load_spec, parse_path
 from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel, rule_error
 from builder.lang.yaml_io import load_document, parse_scalar
 from training.cli import FLAGS, load_training
+
+if TYPE_CHECKING:
+    from builder.lang.spec import Spec
+    from training.config import TrainingConfig
 
 Log = Callable[[str], None]
 RECORD = "variant.json"  # what the sweep knows about a run directory: its overrides, status, reason
@@ -367,17 +371,47 @@ def train_namespace(plan: Plan, v: Variant) -> argparse.Namespace:
 
 
 def validate_variants(plan: Plan, variants: list[Variant]) -> dict[str, int]:
-    """Each variant's number of epochs, once all of them validate as `train` validates them."""
+    """Each variant's number of epochs, once all of them validate as `train` validates them
+    (and no finished run directory holds another spec or recipe under the variant's name)."""
     epochs, failures = {}, []
     for i, v in enumerate(variants, start=1):
         try:
-            _, _, config = load_training(train_namespace(plan, v))
+            _, spec, config = load_training(train_namespace(plan, v))
             epochs[v.name] = config.epochs
+            run_dir = plan.out / v.name
+            why = changed_since(run_dir, spec, config) if run_state(run_dir, config.epochs) == "done" else None
+            if why:
+                message = f"holds a finished run of another spec or recipe ({why}); remove it or choose another --out"
+                raise SpecError.at(Loc(str(run_dir)), message)
         except SpecError as exc:
             failures.append((v, i, len(variants), exc))
     if failures:
         raise SweepInvalid(failures)
     return epochs
+
+
+def changed_since(run_dir: Path, spec: Spec, config: TrainingConfig) -> str | None:
+    """How the finished run's spec.yaml differs from this variant (a base spec edited since...), or None.
+
+    The fields a resumed run may change (epochs, device...) and precision (auto is resolved per
+    device) do not count, as for `train --resume`."""
+    from training.config import RESUMABLE_CHANGES
+    from training.trainer import differences, spec_data
+
+    try:
+        saved = load_spec(run_dir / "spec.yaml")
+    except SpecError:
+        return "its spec.yaml is unreadable"
+    found = list(differences(spec_data(saved), spec_data(spec)))
+    found += [
+        (("training", *path), old, new)
+        for path, old, new in differences(saved.training or {}, config.model_dump(mode="json"))
+        if path[0] not in {*RESUMABLE_CHANGES, "precision"}
+    ]
+    if not found:
+        return None
+    path, old, new = found[0]
+    return f"{format_path(path)} is {json.dumps(new)} here but {json.dumps(old)} in the run"
 
 
 # --- running ------------------------------------------------------------------------------------------
