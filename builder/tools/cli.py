@@ -211,6 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     from training.cli import add_train_parser  # torch-free at import
 
     add_train_parser(sub, _add_spec_args)
+
+    from builder.tools.leaderboard import add_leaderboard_parser  # sweeps: torch-free at import
+    from builder.tools.sweep import add_sweep_parser
+
+    add_sweep_parser(sub)
+    add_leaderboard_parser(sub)
     return parser
 
 

@@ -1,0 +1,319 @@
+"""`python -m builder leaderboard DIR`: one row per variant of a sweep, read from its run directories.
+
+Every number comes from a run directory: parameters and mult-adds from the resolved `spec.yaml`
+(static inference, as `validate` prints them), accuracies, epochs and time from `metrics.csv`,
+the training images per epoch from the banner in `train.log`. Runs that differ only in their
+seed form one row (mean and sample standard deviation). Writes leaderboard.csv, leaderboard.md
+and pareto.png (accuracy against mult-adds or parameters, the Pareto front drawn).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import os
+import re
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from builder.lang.errors import BuilderError, SpecError
+from builder.lang.loading import load_spec
+from builder.lang.shapes import infer
+
+Sort = Literal["best_val_acc", "test_acc", "params", "mult_adds", "seconds"]
+XAxis = Literal["mult_adds", "params"]
+_BANNER = re.compile(r"\(([\d,]+) train / ")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """One run directory, as its files say."""
+
+    name: str
+    group: str
+    spec_name: str
+    overrides: tuple[str, ...]
+    status: str
+    reason: str
+    params: int | None
+    mult_adds: int | None
+    epochs: int
+    best_val_acc: float | None  # best per-epoch val_acc, or test_acc where metrics.csv has no val_acc
+    val_metric: str  # which column best_val_acc came from
+    test_acc: float | None  # the last epoch's
+    seconds: float
+    images_per_s: float | None
+
+
+@dataclass(frozen=True)
+class Row:
+    """A variant: its runs (one per seed) summarized."""
+
+    variant: str
+    spec: str
+    overrides: str
+    runs: int
+    params: int | None
+    mult_adds: int | None
+    best_val_acc: float | None
+    best_val_acc_std: float | None
+    val_metric: str
+    test_acc: float | None
+    test_acc_std: float | None
+    epochs: int
+    seconds: float
+    images_per_s: float | None
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Leaderboard:
+    rows: list[Row]
+    markdown: str
+    csv_path: Path
+    md_path: Path
+    png_path: Path | None
+
+
+def read_run(run_dir: Path) -> RunResult | None:
+    """The results of a run directory, or None when it holds neither a sweep record nor a run."""
+    from builder.tools.sweep import read_record
+
+    record = read_record(run_dir) or {}
+    if not record and not (run_dir / "metrics.csv").is_file():
+        return None
+    rows = _metrics(run_dir / "metrics.csv")
+    params, mult_adds, spec_name = _static(run_dir / "spec.yaml")
+    val_metric = "val_acc" if rows and "val_acc" in rows[0] else "test_acc"
+    vals = [float(r[val_metric]) for r in rows if r.get(val_metric)]
+    tests = [float(r["test_acc"]) for r in rows if r.get("test_acc")]
+    seconds = sum(float(r["seconds"]) for r in rows)
+    images = _train_images(run_dir / "train.log")
+    status = str(record.get("status", "done" if (run_dir / "model.safetensors").is_file() else "unknown"))
+    return RunResult(
+        name=run_dir.name, group=str(record.get("group", run_dir.name)), spec_name=spec_name,
+        overrides=tuple(record.get("overrides", ())), status=status, reason=str(record.get("reason", "")),
+        params=params, mult_adds=mult_adds, epochs=int(rows[-1]["epoch"]) if rows else 0,
+        best_val_acc=max(vals) if vals else None, val_metric=val_metric,
+        test_acc=tests[-1] if tests else None,
+        seconds=seconds, images_per_s=images * len(rows) / seconds if images and seconds > 0 else None,
+    )
+
+
+def _metrics(path: Path) -> list[dict[str, str]]:
+    try:
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
+def _static(spec_path: Path) -> tuple[int | None, int | None, str]:
+    """Parameters and mult-adds of the run's resolved spec (the same inference as `validate`)."""
+    if not spec_path.is_file():
+        return None, None, ""
+    try:
+        spec = load_spec(spec_path)
+    except SpecError:
+        return None, None, ""
+    report = infer(spec)
+    return report.total_params, report.mult_adds, spec.name
+
+
+def _train_images(log: Path) -> int | None:
+    """Training images per epoch, from the trainer's banner (the first one: a resume repeats it)."""
+    try:
+        match = _BANNER.search(log.read_text(errors="replace"))
+    except OSError:
+        return None
+    return int(match.group(1).replace(",", "")) if match else None
+
+
+def summarize_runs(runs: Sequence[RunResult]) -> Row:
+    """One row from the runs of a variant (its seeds): means and sample standard deviations."""
+    first = runs[0]
+    done = [r for r in runs if r.status in ("done", "pruned")] or list(runs)
+    vals = [r.best_val_acc for r in done if r.best_val_acc is not None]
+    tests = [r.test_acc for r in done if r.test_acc is not None]
+    speeds = [r.images_per_s for r in done if r.images_per_s is not None]
+    statuses = sorted({r.status for r in runs})
+    return Row(
+        variant=first.group, spec=first.spec_name, overrides=" ".join(first.overrides), runs=len(runs),
+        params=first.params, mult_adds=first.mult_adds, best_val_acc=_mean(vals), best_val_acc_std=_std(vals),
+        val_metric=first.val_metric, test_acc=_mean(tests), test_acc_std=_std(tests),
+        epochs=max(r.epochs for r in runs), seconds=_mean([r.seconds for r in done]) or 0.0,
+        images_per_s=_mean(speeds), status="/".join(statuses),
+        reason="; ".join(sorted({r.reason for r in runs if r.reason and r.status == "failed"})),
+    )
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def _std(values: Sequence[float]) -> float | None:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def collect(directory: Path, sort: Sort = "best_val_acc") -> list[Row]:
+    """The rows of every run directory below `directory`, best first (failed runs last)."""
+    groups: dict[str, list[RunResult]] = {}
+    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
+        result = read_run(run_dir)
+        if result is not None:
+            groups.setdefault(result.group, []).append(result)
+    rows = [summarize_runs(runs) for runs in groups.values()]
+    return sorted(rows, key=lambda r: _sort_key(r, sort))
+
+
+def _sort_key(row: Row, sort: Sort) -> tuple[Any, ...]:
+    value = getattr(row, sort)
+    descending = sort in ("best_val_acc", "test_acc")
+    missing = value is None
+    return (missing, -(value or 0) if descending else (value or 0), -(row.test_acc or 0), row.variant)
+
+
+# --- writing ------------------------------------------------------------------------------------
+
+
+def write_leaderboard(directory: Path, sort: Sort = "best_val_acc", x: XAxis = "mult_adds") -> Leaderboard:
+    """leaderboard.csv, leaderboard.md and pareto.png in `directory`."""
+    if not directory.is_dir():
+        raise BuilderError(f"{directory}: no such sweep directory")
+    rows = collect(directory, sort)
+    csv_path, md_path = directory / "leaderboard.csv", directory / "leaderboard.md"
+    _write(csv_path, to_csv(rows).encode())
+    png = directory / "pareto.png" if plot_pareto(directory / "pareto.png", rows, x) else None
+    text = to_markdown(rows, directory, sort, png)
+    _write(md_path, text.encode())
+    return Leaderboard(rows, text, csv_path, md_path, png)
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Atomically: search workers on one sweep directory each rewrite the leaderboard."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def to_csv(rows: Sequence[Row]) -> str:
+    """Fractions and raw counts, full precision: the values read from the run directories."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    names = [f.name for f in fields(Row)]
+    writer.writerow(["rank", *names])
+    for rank, row in enumerate(rows, start=1):
+        writer.writerow([rank, *("" if getattr(row, n) is None else getattr(row, n) for n in names)])
+    return buffer.getvalue()
+
+
+def to_markdown(rows: Sequence[Row], directory: Path, sort: Sort, png: Path | None) -> str:
+    metrics = sorted({r.val_metric for r in rows if r.best_val_acc is not None})
+    lines = [f"# Leaderboard of {directory}", "", _metric_note(metrics) + f" Sorted by {sort}.", ""]
+    lines += [
+        "| # | variant | overrides | params | mult-adds | best val acc | test acc | epochs | time | img/s | status |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for rank, r in enumerate(rows, start=1):
+        status = r.status + (f": {r.reason}" if r.reason else "")
+        lines.append(
+            f"| {rank} | {r.variant} | {r.overrides.replace('|', '/') or '(base)'} | {_count(r.params)} | "
+            f"{_giga(r.mult_adds)} | {_pct(r.best_val_acc, r.best_val_acc_std)} | {_pct(r.test_acc, r.test_acc_std)} "
+            f"| {r.epochs} | {r.seconds:.1f}s | {_count(r.images_per_s)} | {status.replace('|', '/')} |"
+        )
+    if png is not None:
+        lines += ["", f"![accuracy against cost, the Pareto front drawn]({png.name})"]
+    return "\n".join(lines) + "\n"
+
+
+def _metric_note(metrics: list[str]) -> str:
+    if metrics == ["val_acc"]:
+        return "Best val acc: the best per-epoch `val_acc` of metrics.csv (the validation split)."
+    if metrics == ["test_acc"]:
+        return ("Best val acc: the best per-epoch `test_acc` of metrics.csv: these runs have no validation split, "
+                "so choosing by it selects on the test set.")
+    return "Best val acc: `val_acc` where metrics.csv has it, else `test_acc` (see the val_metric column of the csv)."
+
+
+def _pct(value: float | None, std: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{100 * value:.2f}%" + (f" ± {100 * std:.2f}" if std is not None else "")
+
+
+def _count(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"
+
+
+def _giga(value: int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1e9:.3f} G" if value >= 1e8 else f"{value / 1e6:.2f} M" if value >= 1e5 else f"{value:,}"
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats (cost no higher and accuracy higher), by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
+    """Accuracy against cost, each point labelled with its variant; False when nothing to plot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    shown = [r for r in rows if r.best_val_acc is not None and getattr(r, x) is not None]
+    if not shown:
+        return False
+    points = [(float(getattr(r, x)), 100 * (r.best_val_acc or 0.0)) for r in shown]
+    fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.scatter([p[0] for p in points], [p[1] for p in points], s=30, zorder=3)
+    front = pareto_front(points)
+    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "r--", lw=1.2, label="Pareto front")
+    for r, (px, py) in zip(shown, points):
+        ax.annotate(_label(r), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if max(p[0] for p in points) > 10 * min(p[0] for p in points):
+        ax.set_xscale("log")
+    ax.set_xlabel("mult-adds per image" if x == "mult_adds" else "parameters")
+    ax.set_ylabel(f"best {shown[0].val_metric} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    _write(path, buffer.getvalue())
+    return True
+
+
+def _label(row: Row) -> str:
+    """A grid variant by its overrides (the name after the spec's), a trial by its name."""
+    return row.variant.split("--", 1)[1] if "--" in row.variant else row.variant
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    board = write_leaderboard(Path(args.dir), args.sort, args.x)
+    print(board.markdown, end="")
+    print(f"wrote {board.csv_path}, {board.md_path}" + (f", {board.png_path}" if board.png_path else ""))
+    return 0
+
+
+def add_leaderboard_parser(sub: Any) -> None:
+    """Register `leaderboard` on the builder CLI's subparsers."""
+    p = sub.add_parser("leaderboard", help="rank the variants of a sweep directory; csv, markdown and a Pareto plot")
+    p.add_argument("dir", metavar="DIR", help="a sweep directory (one run directory per variant)")
+    p.add_argument("--sort", default="best_val_acc", choices=["best_val_acc", "test_acc", "params", "mult_adds",
+                                                              "seconds"], help="the ranking (default best_val_acc)")
+    p.add_argument("--x", default="mult_adds", choices=["mult_adds", "params"], help="the Pareto plot's cost axis")
+    p.set_defaults(func=cmd_leaderboard)
