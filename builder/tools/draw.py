@@ -42,7 +42,7 @@ DPI = 150
 # Layout, in inches (the axes use inches as data units, so text sizes in points are predictable).
 MARGIN, HEADER_H, WRAP_H = 0.35, 1.05, 0.3  # WRAP_H: room above and below columns for wrap arrows
 PAD, LINE_H, PILL_H, PILL_GAP = 0.08, 0.22, 0.2, 0.05
-LEAF_MAX_W, LEAF_MIN_W = 2.6, 1.3  # pills wrap onto a new line past LEAF_MAX_W
+LEAF_MAX_W, LEAF_MIN_W = 2.8, 1.3  # pills wrap onto a new line past LEAF_MAX_W
 GAP_Y, GAP_X, COL_GAP = 0.28, 0.2, 0.6  # between items of a list, branches, columns
 FRAME_PAD, TITLE_H, SPLIT_H = 0.1, 0.28, 0.26  # SPLIT_H: from the title to the body, room to fork
 MERGE_H, SHADOW = 0.42, 0.05
@@ -83,7 +83,7 @@ class _Item:
     kind: str  # input, leaf, head, sequence, residual, parallel
     title: str
     shape: str
-    params: int | None
+    note: str  # parameters and their share of the total; "" without parameters
     layers: tuple[str, ...] = ()
     lists: tuple[tuple[_Item, ...], ...] = ()
     merge: str = ""
@@ -101,6 +101,7 @@ class _Net:
     shapes: dict[str, BlockShape]
     blocks: dict[str, Any]
     subtree: dict[str, tuple[BlockShape, ...]] = field(default_factory=dict)
+    total: int = 0
 
 
 def draw(spec: Spec, path: str | Path) -> Path:
@@ -126,9 +127,9 @@ def draw(spec: Spec, path: str | Path) -> Path:
 def _items(spec: Spec, report: ShapeReport, flat: int) -> list[_Item]:
     """Input, the top-level blocks (runs of copies folded), classifier, in forward order."""
     net = _Net(spec, {s.name: s for s in report.all_blocks}, dict(walk_blocks(spec.blocks)),
-               _subtrees(report.all_blocks))
+               _subtrees(report.all_blocks), report.total_params)
     c, h, w = spec.input.channels, spec.input.height, spec.input.width
-    first = _leaf("input", "input", _shape((c, h, w)), None, ("image",))
+    first = _leaf("input", "input", _shape((c, h, w)), "", ("image",))
     names = [default_name(b, i) for i, b in enumerate(spec.blocks)]
     return [first, *_list(net, names, ""), _head(spec, report, flat)]
 
@@ -172,20 +173,20 @@ def _block(net: _Net, name: str, run: list[str], parent: str) -> _Item:
     own, block, last = net.shapes[name], net.blocks[name], net.shapes[run[-1]]
     first, final = (n[len(parent) + 1:] if parent else n for n in (name, run[-1]))
     title = first if len(run) == 1 else f"{first} \u2026 {final}"
-    params = sum(net.shapes[n].params for n in run)
+    note = _params_text(sum(net.shapes[n].params for n in run), net.total)
     shape = _shape(last.out_shape)
     lists = tuple(_list(net, [f"{name}.{sub}{default_name(b, i)}" for i, b in enumerate(blocks)], name)
                   for sub, _, blocks in child_lists(block))
     if own.kind == "sequence":
-        return _frame("sequence", title, shape, params, lists, len(run))
+        return _frame("sequence", title, shape, note, lists, len(run))
     if own.kind == "residual":
-        return _residual(net, own, block, title, shape, params, lists[0], len(run))
+        return _residual(net, own, block, title, shape, note, lists[0], len(run))
     if own.kind == "parallel":
-        return _parallel(block.merge, title, shape, params, lists, len(run))
-    return _leaf("leaf", title, shape, params, tuple(_short(label) for label in own.layers), len(run))
+        return _parallel(block.merge, title, shape, note, lists, len(run))
+    return _leaf("leaf", title, shape, note, tuple(_short(label) for label in own.layers), len(run))
 
 
-def _residual(net: _Net, own: BlockShape, block: ResidualBlock, title: str, shape: str, params: int,
+def _residual(net: _Net, own: BlockShape, block: ResidualBlock, title: str, shape: str, note: str,
               body: tuple[_Item, ...], count: int) -> _Item:
     """The shortcut label comes from shortcut_kind and body_stride, as the builder's projection."""
     kind = shortcut_kind(block, own.in_shape, own.out_shape)
@@ -193,12 +194,12 @@ def _residual(net: _Net, own: BlockShape, block: ResidualBlock, title: str, shap
     if kind == "projection" and block.shortcut_norm == "batchnorm":
         skip += " + bn"
     merge = ("add" if kind != "none" else "no shortcut") + (f", {block.activation}" * (block.activation != "none"))
-    return _frame("residual", title, shape, params, (body,), count, merge, skip)
+    return _frame("residual", title, shape, note, (body,), count, merge, skip)
 
 
-def _parallel(merge: str, title: str, shape: str, params: int, lists: tuple[tuple[_Item, ...], ...],
+def _parallel(merge: str, title: str, shape: str, note: str, lists: tuple[tuple[_Item, ...], ...],
               count: int) -> _Item:
-    return _frame("parallel", title, shape, params, lists, count, merge)
+    return _frame("parallel", title, shape, note, lists, count, merge)
 
 
 def _head(spec: Spec, report: ShapeReport, flat: int) -> _Item:
@@ -206,7 +207,8 @@ def _head(spec: Spec, report: ShapeReport, flat: int) -> _Item:
     pool = spec.classifier.adaptive_pool
     layers = ((f"adaptive avgpool {pool[0]}x{pool[1]}",) if pool else ()) + (f"flatten {flat:,}",)
     classes = f"{spec.num_classes} class{'es' * (spec.num_classes > 1)}"
-    return _leaf("head", "classifier", classes, report.classifier_params, layers + _classifier_layers(spec, flat))
+    note = _params_text(report.classifier_params, report.total_params)
+    return _leaf("head", "classifier", classes, note, layers + _classifier_layers(spec, flat))
 
 
 def _classifier_layers(spec: Spec, flat: int) -> tuple[str, ...]:
@@ -240,8 +242,12 @@ def _shape(shape: tuple[int, ...]) -> str:
     return " x ".join(str(s) for s in shape)
 
 
-def _params_text(params: int | None) -> str:
-    return "" if not params else f"{params:,} params"
+def _params_text(params: int, total: int) -> str:
+    """'1,180,672 params \u00b7 10.1%': the count and its share of all parameters."""
+    if not params:
+        return ""
+    share = 100 * params / total
+    return f"{params:,} params \u00b7 {f'{share:.1f}%' if share >= 0.05 else '<0.1%'}"
 
 
 # --- Sizes ---------------------------------------------------------------------------------
@@ -284,13 +290,14 @@ def _badge(count: int) -> str:
     return f"\u00d7 {count}" if count > 1 else ""
 
 
-def _leaf(kind: str, title: str, shape: str, params: int | None, layers: tuple[str, ...], count: int = 1) -> _Item:
+def _leaf(kind: str, title: str, shape: str, note: str, layers: tuple[str, ...], count: int = 1) -> _Item:
     """A box: title and shape on one line, the pills below, the parameters last (when there are any)."""
     rows = _pill_rows(layers)
     top_w = _text_width(f"{title} {_badge(count)}", NAME_PT, bold=True) + _text_width(shape, NAME_PT, bold=True)
-    w = max(LEAF_MIN_W, top_w + 0.25, max((_row_width(r) for r in rows), default=0.0)) + 2 * PAD
-    h = 2 * PAD + LINE_H + len(rows) * (PILL_H + PILL_GAP) + (LINE_H * 0.8 if params else 0.0)
-    return _Item(kind, title, shape, params, layers, count=count, w=w + _shadow(count), h=h + _shadow(count))
+    widest_row = max((_row_width(r) for r in rows), default=0.0)
+    w = max(LEAF_MIN_W, top_w + 0.25, widest_row, _text_width(note, SMALL_PT)) + 2 * PAD
+    h = 2 * PAD + LINE_H + len(rows) * (PILL_H + PILL_GAP) + (LINE_H * 0.8 if note else 0.0)
+    return _Item(kind, title, shape, note, layers, count=count, w=w + _shadow(count), h=h + _shadow(count))
 
 
 def _shadow(count: int) -> float:
@@ -304,7 +311,7 @@ def _list_size(items: tuple[_Item, ...]) -> tuple[float, float]:
     return max(i.w for i in items), sum(i.h for i in items) + GAP_Y * (len(items) - 1)
 
 
-def _frame(kind: str, title: str, shape: str, params: int, lists: tuple[tuple[_Item, ...], ...], count: int,
+def _frame(kind: str, title: str, shape: str, note: str, lists: tuple[tuple[_Item, ...], ...], count: int,
            merge: str = "", skip: str = "") -> _Item:
     """A sequence, residual or parallel frame around its lists, sized to hold them and its title."""
     sizes = [_list_size(items) for items in lists]
@@ -312,16 +319,16 @@ def _frame(kind: str, title: str, shape: str, params: int, lists: tuple[tuple[_I
     content_h = max(h for _, h in sizes)
     if kind == "residual":  # the skip lane on the right, mirrored on the left to keep the body centred
         content_w += 2 * (_pill_width(skip) + 0.2 if skip else 0.3)
-    title_w = _title_width(title, count, shape, params)
+    title_w = _title_width(title, count, shape, note)
     w = max(content_w, title_w, _merge_width(merge, shape) if merge else 0.0) + 2 * FRAME_PAD
     h = TITLE_H + content_h + FRAME_PAD
     h += SPLIT_H + GAP_Y + MERGE_H if merge else 0.12
-    return _Item(kind, title, shape, params, lists=lists, merge=merge, skip=skip, count=count,
+    return _Item(kind, title, shape, note, lists=lists, merge=merge, skip=skip, count=count,
                  w=w + _shadow(count), h=h + _shadow(count))
 
 
-def _title_width(title: str, count: int, shape: str, params: int) -> float:
-    right = f"{shape}  \u00b7  {_params_text(params)}" if params else shape
+def _title_width(title: str, count: int, shape: str, note: str) -> float:
+    right = f"{shape}  \u00b7  {note}" if note else shape
     return _text_width(f"{title} {_badge(count)}", NAME_PT, bold=True) + _text_width(right, SMALL_PT) + 0.35
 
 
@@ -338,13 +345,22 @@ def _columns(items: list[_Item]) -> list[list[_Item]]:
     best_score = math.inf
     total = sum(i.h for i in items) + GAP_Y * (len(items) - 1)
     for n in range(1, len(items) + 1):
-        cols = _pack(items, max(total / n, max(i.h for i in items)))
+        cols = _pack(items, _limit(items, n, total))
         w = sum(max(i.w for i in col) for col in cols) + COL_GAP * (len(cols) - 1)
         h = max(_list_size(tuple(col))[1] for col in cols)
         score = abs(math.log(w / h / TARGET_ASPECT))
         if score < best_score - 1e-9:
             best, best_score = cols, score
     return best
+
+
+def _limit(items: list[_Item], n: int, total: float) -> float:
+    """The least column height (to 0.01 inch) at which items pack into at most n columns."""
+    low, high = max(i.h for i in items), total
+    while high - low > 0.01:
+        mid = (low + high) / 2
+        low, high = (low, mid) if len(_pack(items, mid)) <= n else (mid, high)
+    return high
 
 
 def _pack(items: list[_Item], limit: float) -> list[list[_Item]]:
@@ -444,7 +460,7 @@ def _title(ax: Axes, item: _Item, x: float, y: float, w: float, accent: str) -> 
     ax.text(x, y, f"{item.title} {_badge(item.count)}".strip(), ha="left", va="center", fontsize=NAME_PT,
             fontweight="bold", color=accent)
     bold = item.kind in ("input", "leaf", "head")  # a box's parameters have their own line
-    right = f"{item.shape}  \u00b7  {_params_text(item.params)}" if item.params and not bold else item.shape
+    right = f"{item.shape}  \u00b7  {item.note}" if item.note and not bold else item.shape
     ax.text(x + w, y, right, ha="right", va="center", fontsize=NAME_PT if bold else SMALL_PT,
             fontweight="bold" if bold else "normal", color=TEXT)
 
@@ -462,8 +478,8 @@ def _draw_leaf(ax: Axes, item: _Item, cx: float, top: float) -> None:
             _pill(ax, x, y - PILL_H, label)
             x += _pill_width(label) + PILL_GAP
         y -= PILL_H + PILL_GAP
-    if item.params:
-        ax.text(cx + w / 2 - PAD, y - LINE_H * 0.4, _params_text(item.params), ha="right", va="center",
+    if item.note:
+        ax.text(cx + w / 2 - PAD, y - LINE_H * 0.4, item.note, ha="right", va="center",
                 fontsize=SMALL_PT, color=MUTED)
 
 
