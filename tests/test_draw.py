@@ -238,3 +238,18 @@ def test_draw_cli_renders_a_composite_spec(write_spec: Callable[..., Path], tmp_
                                            cli: Callable[..., tuple[int, str, str]]) -> None:
     code, out, err = cli("draw", write_spec(COMPOSITE, "composite.yaml"), "-o", tmp_path / "c.svg")
     assert (code, err) == (0, "") and str(tmp_path / "c.svg") in out and (tmp_path / "c.svg").is_file()
+
+
+@pytest.mark.parametrize("name", ["resnet18.yaml", "googlenet.yaml"])
+def test_canon_specs_show_every_top_level_block(name: str, tmp_path: Path) -> None:
+    spec = load_spec(SPECS / name)
+    report = infer(spec)
+    texts = _texts(_svg(spec, tmp_path / "net.svg"))
+    joined = "\n".join(texts)
+    assert f"{report.total_params:,} parameters" in joined
+    for block in report.blocks:
+        assert block.name in texts and f"{block.params:,} params" in joined
+        assert " x ".join(map(str, block.out_shape)) in joined
+    merges = {"residual": "add, relu", "parallel": "concat"}
+    for kind, label in merges.items():  # a merge node exactly when the net has that kind
+        assert (kind in {b.kind for b in report.all_blocks}) == (label in texts)
