@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
@@ -100,8 +100,8 @@ class _Net:
     spec: Spec
     shapes: dict[str, BlockShape]
     blocks: dict[str, Any]
-    subtree: dict[str, tuple[BlockShape, ...]] = field(default_factory=dict)
-    total: int = 0
+    subtree: dict[str, tuple[BlockShape, ...]]
+    total: int
 
 
 def draw(spec: Spec, path: str | Path) -> Path:
@@ -182,7 +182,7 @@ def _block(net: _Net, name: str, run: list[str], parent: str) -> _Item:
     if own.kind == "residual":
         return _residual(net, own, block, title, shape, note, lists[0], len(run))
     if own.kind == "parallel":
-        return _parallel(block.merge, title, shape, note, lists, len(run))
+        return _frame("parallel", title, shape, note, lists, len(run), block.merge)
     return _leaf("leaf", title, shape, note, tuple(_short(label) for label in own.layers), len(run))
 
 
@@ -195,11 +195,6 @@ def _residual(net: _Net, own: BlockShape, block: ResidualBlock, title: str, shap
         skip += " + bn"
     merge = ("add" if kind != "none" else "no shortcut") + (f", {block.activation}" * (block.activation != "none"))
     return _frame("residual", title, shape, note, (body,), count, merge, skip)
-
-
-def _parallel(merge: str, title: str, shape: str, note: str, lists: tuple[tuple[_Item, ...], ...],
-              count: int) -> _Item:
-    return _frame("parallel", title, shape, note, lists, count, merge)
 
 
 def _head(spec: Spec, report: ShapeReport, flat: int) -> _Item:
