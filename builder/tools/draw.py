@@ -1,23 +1,36 @@
-"""A picture of a spec's architecture: input -> one box per block -> flatten -> classifier.
+"""A picture of a spec's architecture, drawn from static shape inference (builder.lang.shapes).
 
-Each box lists its layers as coloured pills (one colour per layer family), draws its output
-as a small tensor (a cuboid whose face grows with the log of the spatial size and whose depth
-grows with the log of the channels) and ends with the output shape and the parameter count,
-with a bar showing the block's share of all parameters. Long networks wrap into rows.
+Data flows top to bottom: input -> blocks -> classifier, in columns that wrap left to right.
+Every block is what `infer` reports, at every depth, so the picture cannot disagree with the model:
+
+- a leaf block (conv block, pool, batchnorm, activation, dropout) is a box with its module name,
+  its output shape, its layers as coloured pills (one colour per layer family) and its parameters;
+- a sequence is a dashed frame titled with its name, output shape and parameters, around its blocks;
+- a residual is a frame around its body, with the skip arrow drawn beside it, labelled `identity`
+  or `projection 1x1 sN` (+ bn), into an `add` node (with the activation after the add);
+- a parallel block is its branches side by side (an empty branch is an `identity` line), merged
+  into a `concat` or `add` node that shows the merged shape;
+- consecutive composite siblings with the same structure (the same kinds and layers at every
+  depth, shapes aside: the copies of a repeat after its first) are drawn once, as a stack of
+  cards titled `first ... last x N`, with the output shape of the last copy and the parameters
+  of all; the blocks inside show the first copy.
+
 Pure matplotlib (no pyplot, no torch); the file suffix picks PNG or SVG.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError
-from builder.lang.shapes import BlockShape, ShapeReport, infer
-from builder.lang.spec import Spec
+from builder.lang.shapes import BlockShape, ShapeReport, body_stride, infer, shortcut_kind
+from builder.lang.spec import ResidualBlock, Spec, child_lists, default_name, walk_blocks
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -27,13 +40,16 @@ SUFFIXES = (".png", ".svg")
 DPI = 150
 
 # Layout, in inches (the axes use inches as data units, so text sizes in points are predictable).
-MARGIN, HEADER_H = 0.35, 1.05
-PAD, TITLE_H, GLYPH_H = 0.14, 0.34, 1.0
-PILL_H, PILL_GAP, FOOT_H = 0.22, 0.06, 0.66
-GAP_X, GAP_Y, MIN_BOX_W = 0.55, 0.75, 1.9
-MAX_PER_ROW = 6
+MARGIN, HEADER_H, WRAP_H = 0.35, 1.05, 0.3  # WRAP_H: room above and below columns for wrap arrows
+PAD, LINE_H, PILL_H, PILL_GAP = 0.08, 0.22, 0.2, 0.05
+LEAF_MAX_W, LEAF_MIN_W = 2.8, 1.3  # pills wrap onto a new line past LEAF_MAX_W
+GAP_Y, GAP_X, COL_GAP = 0.28, 0.2, 0.6  # between items of a list, branches, columns
+FRAME_PAD, TITLE_H, SPLIT_H = 0.1, 0.28, 0.26  # SPLIT_H: from the title to the body, room to fork
+MERGE_H, SHADOW = 0.42, 0.05
+TARGET_ASPECT = 1.6  # width / height the column count aims for
+NAME_PT, PILL_PT, SMALL_PT = 8.0, 7.5, 7.0
 
-TEXT, MUTED, TRACK = "#222831", "#5f6b7a", "#e6e9ee"
+TEXT, MUTED, LINE = "#222831", "#5f6b7a", "#7d8794"
 # (fill, edge) of each layer family's pill.
 FAMILIES: dict[str, tuple[str, str]] = {
     "conv": ("#dbe8f7", "#3b6ea8"),
@@ -44,45 +60,48 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "linear": ("#f8dcdc", "#b84a4a"),
     "dropout": ("#ebebeb", "#7d7d7d"),
 }
-# (box fill, accent) of each kind of box; the accent draws the border, title and tensor.
+# (fill, accent) of each kind of box or frame; the accent draws the border and the title.
 KINDS: dict[str, tuple[str, str]] = {
     "input": ("#f6f7f9", "#6b7785"),
-    "block": ("#f5f9fe", "#3b6ea8"),
-    "flatten": ("#f3fbfa", "#2e8b84"),
-    "classifier": ("#fef7f7", "#b84a4a"),
+    "leaf": ("#ffffff", "#3b6ea8"),
+    "head": ("#fef7f7", "#b84a4a"),
+    "sequence": ("#fafbfc", "#8a94a3"),
+    "residual": ("#f3f8fe", "#3b6ea8"),
+    "parallel": ("#f8f4fd", "#7a55b0"),
+    "merge": ("#fff8ec", "#c9701a"),
 }
 
 
 @dataclass(frozen=True)
-class _Node:
-    """One box: `tensor` is the (C, H, W) output of an input or block, else vector sizes."""
+class _Item:
+    """One thing to draw, with its size in inches (computed once, bottom up).
 
-    kind: str
+    `lists` are the item's vertical lists of items: a sequence's blocks, a residual's body, a
+    parallel block's branches. `count` > 1: the first of `count` copies of the same structure.
+    """
+
+    kind: str  # input, leaf, head, sequence, residual, parallel
     title: str
-    layers: tuple[str, ...]
     shape: str
-    note: str
-    params: int | None
-    tensor: tuple[int, ...]
-
-    @property
-    def cuboid(self) -> bool:
-        """Whether the output is an image-like tensor (drawn as a cuboid) rather than vectors."""
-        return self.kind in ("input", "block")
-
-    @property
-    def height(self) -> float:
-        return 2 * PAD + TITLE_H + GLYPH_H + len(self.layers) * (PILL_H + PILL_GAP) + FOOT_H
+    note: str  # parameters and their share of the total; "" without parameters
+    layers: tuple[str, ...] = ()
+    lists: tuple[tuple[_Item, ...], ...] = ()
+    merge: str = ""
+    skip: str = ""
+    count: int = 1
+    w: float = 0.0
+    h: float = 0.0
 
 
 @dataclass(frozen=True)
-class _Scale:
-    """Largest sizes in the picture, so every tensor glyph is drawn on the same log scale."""
+class _Net:
+    """What the items are made from: every block's shape and spec by module path."""
 
-    spatial: int
-    channels: int
-    vector: int
-    total_params: int
+    spec: Spec
+    shapes: dict[str, BlockShape]
+    blocks: dict[str, Any]
+    subtree: dict[str, tuple[BlockShape, ...]]
+    total: int
 
 
 def draw(spec: Spec, path: str | Path) -> Path:
@@ -95,8 +114,8 @@ def draw(spec: Spec, path: str | Path) -> Path:
     if report.flatten is None:
         problem = report.problems[-1].message if report.problems else "shape inference failed"
         raise BuilderError(f"cannot draw {spec.name}: {problem}")
-    nodes = _nodes(spec, report, report.flatten)
-    fig = _figure(spec, report, nodes)
+    items = _items(spec, report, report.flatten)
+    fig = _figure(spec, report, items)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format=suffix[1:], dpi=DPI, facecolor="white")
     return path
@@ -105,33 +124,86 @@ def draw(spec: Spec, path: str | Path) -> Path:
 # --- What to draw --------------------------------------------------------------------------
 
 
-def _nodes(spec: Spec, report: ShapeReport, flat: int) -> list[_Node]:
-    """Input, one node per block, flatten and classifier, in forward order."""
+def _items(spec: Spec, report: ShapeReport, flat: int) -> list[_Item]:
+    """Input, the top-level blocks (runs of copies folded), classifier, in forward order."""
+    net = _Net(spec, {s.name: s for s in report.all_blocks}, dict(walk_blocks(spec.blocks)),
+               _subtrees(report.all_blocks), report.total_params)
     c, h, w = spec.input.channels, spec.input.height, spec.input.width
-    first = _Node("input", "input", (), _shape((c, h, w)), "image", None, (c, h, w))
-    return [first, *(_block_node(b) for b in report.blocks), _flatten_node(spec, report, flat),
-            _classifier_node(spec, report, flat)]
+    first = _leaf("input", "input", _shape((c, h, w)), "", ("image",))
+    names = [default_name(b, i) for i, b in enumerate(spec.blocks)]
+    return [first, *_list(net, names, ""), _head(spec, report, flat)]
 
 
-def _block_node(block: BlockShape) -> _Node:
-    return _Node("block", block.name, block.layers, _shape(block.out_shape), "", block.params, block.out_shape)
+def _subtrees(shapes: list[BlockShape]) -> dict[str, tuple[BlockShape, ...]]:
+    """Every block's descendants (all_blocks lists a composite right before them)."""
+    out: dict[str, tuple[BlockShape, ...]] = {}
+    for i, s in enumerate(shapes):
+        end = next((j for j in range(i + 1, len(shapes)) if not shapes[j].name.startswith(s.name + ".")),
+                   len(shapes))
+        out[s.name] = tuple(shapes[i + 1:end])
+    return out
 
 
-def _flatten_node(spec: Spec, report: ShapeReport, flat: int) -> _Node:
-    """The flatten, after the adaptive pool when there is one; notes the shape it flattens."""
-    c, h, w = report.blocks[-1].out_shape
+def _structure(net: _Net, name: str) -> tuple[Any, ...]:
+    """What two copies of a repeat share: kinds and layers at every depth, relative names; no shapes."""
+    own = net.shapes[name]
+    return (own.kind, own.layers, *((s.name[len(name):], s.kind, s.layers) for s in net.subtree[name]))
+
+
+def _list(net: _Net, names: list[str], parent: str) -> tuple[_Item, ...]:
+    """Items of sibling blocks (full module paths), each run of identical structure folded into one.
+
+    Titles are module paths relative to the `parent` composite ("branch2.block1"), whose frame
+    names the rest.
+    """
+    items: list[_Item] = []
+    i = 0
+    while i < len(names):
+        j = i + 1
+        foldable = bool(net.subtree[names[i]])  # composites only: a leaf is small, and shows its own params
+        while foldable and j < len(names) and _structure(net, names[j]) == _structure(net, names[i]):
+            j += 1
+        items.append(_block(net, names[i], names[i:j], parent))
+        i = j
+    return tuple(items)
+
+
+def _block(net: _Net, name: str, run: list[str], parent: str) -> _Item:
+    """The item of block `name`, standing for the `run` of copies it starts (usually just itself)."""
+    own, block, last = net.shapes[name], net.blocks[name], net.shapes[run[-1]]
+    first, final = (n[len(parent) + 1:] if parent else n for n in (name, run[-1]))
+    title = first if len(run) == 1 else f"{first} \u2026 {final}"
+    note = _params_text(sum(net.shapes[n].params for n in run), net.total)
+    shape = _shape(last.out_shape)
+    lists = tuple(_list(net, [f"{name}.{sub}{default_name(b, i)}" for i, b in enumerate(blocks)], name)
+                  for sub, _, blocks in child_lists(block))
+    if own.kind == "sequence":
+        return _frame("sequence", title, shape, note, lists, len(run))
+    if own.kind == "residual":
+        return _residual(net, own, block, title, shape, note, lists[0], len(run))
+    if own.kind == "parallel":
+        return _frame("parallel", title, shape, note, lists, len(run), block.merge)
+    return _leaf("leaf", title, shape, note, tuple(_short(label) for label in own.layers), len(run))
+
+
+def _residual(net: _Net, own: BlockShape, block: ResidualBlock, title: str, shape: str, note: str,
+              body: tuple[_Item, ...], count: int) -> _Item:
+    """The shortcut label comes from shortcut_kind and body_stride, as the builder's projection."""
+    kind = shortcut_kind(block, own.in_shape, own.out_shape)
+    skip = {"identity": "identity", "none": ""}.get(kind, f"projection 1x1 s{body_stride(net.spec, block.body)}")
+    if kind == "projection" and block.shortcut_norm == "batchnorm":
+        skip += " + bn"
+    merge = ("add" if kind != "none" else "no shortcut") + (f", {block.activation}" * (block.activation != "none"))
+    return _frame("residual", title, shape, note, (body,), count, merge, skip)
+
+
+def _head(spec: Spec, report: ShapeReport, flat: int) -> _Item:
+    """The classifier: [adaptive pool], flatten, then linears in build_classifier's order."""
     pool = spec.classifier.adaptive_pool
-    layers = (f"adaptive avgpool {pool[0]}x{pool[1]}", "flatten") if pool else ("flatten",)
-    source = (c, pool[0], pool[1]) if pool else (c, h, w)
-    return _Node("flatten", "flatten", layers, f"{flat:,}", f"= {_shape(source)}", 0, (flat,))
-
-
-def _classifier_node(spec: Spec, report: ShapeReport, flat: int) -> _Node:
-    head = spec.classifier
-    sizes = [*head.hidden, spec.num_classes]
+    layers = ((f"adaptive avgpool {pool[0]}x{pool[1]}",) if pool else ()) + (f"flatten {flat:,}",)
     classes = f"{spec.num_classes} class{'es' * (spec.num_classes > 1)}"
-    return _Node("classifier", "classifier", _classifier_layers(spec, flat), classes, "",
-                 report.classifier_params, tuple(sizes))
+    note = _params_text(report.classifier_params, report.total_params)
+    return _leaf("head", "classifier", classes, note, layers + _classifier_layers(spec, flat))
 
 
 def _classifier_layers(spec: Spec, flat: int) -> tuple[str, ...]:
@@ -147,11 +219,17 @@ def _classifier_layers(spec: Spec, flat: int) -> tuple[str, ...]:
     return (*layers, f"linear {sizes[-1]:,} \u2192 {spec.num_classes:,}")
 
 
+def _short(label: str) -> str:
+    """A layer label without the default stride and padding: 'conv 64 k1 s1 p0' -> 'conv 64 k1'."""
+    return re.sub(r" (s1|p0)(?= |$)", "", label)
+
+
 def _family(label: str) -> str:
     """The colour family of a layer label, by its first word."""
     word = label.split()[0]
     named = {"conv": "conv", "batchnorm": "norm", "lrn": "norm", "maxpool": "pool", "avgpool": "pool",
-             "adaptive": "pool", "flatten": "reshape", "linear": "linear", "dropout": "dropout"}
+             "adaptive": "pool", "flatten": "reshape", "linear": "linear", "dropout": "dropout",
+             "image": "reshape"}
     return named.get(word, "activation")
 
 
@@ -159,25 +237,18 @@ def _shape(shape: tuple[int, ...]) -> str:
     return " x ".join(str(s) for s in shape)
 
 
-# --- Layout --------------------------------------------------------------------------------
+def _params_text(params: int, total: int) -> str:
+    """'1,180,672 params \u00b7 10.1%': the count and its share of all parameters."""
+    if not params:
+        return ""
+    share = 100 * params / total
+    return f"{params:,} params \u00b7 {f'{share:.1f}%' if share >= 0.05 else '<0.1%'}"
 
 
-def _rows(count: int) -> list[range]:
-    """Balanced rows of at most MAX_PER_ROW boxes (8 boxes -> 4 + 4, not 6 + 2)."""
-    per_row = math.ceil(count / math.ceil(count / MAX_PER_ROW))
-    return [range(i, min(i + per_row, count)) for i in range(0, count, per_row)]
+# --- Sizes ---------------------------------------------------------------------------------
 
 
-def _box_width(nodes: list[_Node]) -> float:
-    """One width for every box: enough for the widest pill, title or shape line."""
-    widest = max(
-        max((_text_width(s, 8.5) + 0.2 for n in nodes for s in n.layers), default=0.0),
-        max(_text_width(n.shape, 10.5, bold=True) for n in nodes),
-        max(_text_width(_params_text(n, 10**9), 8) for n in nodes),
-    )
-    return max(MIN_BOX_W, widest + 2 * PAD + 0.1)
-
-
+@lru_cache(maxsize=4096)  # a pure function of its arguments: the same labels recur many times
 def _text_width(text: str, size: float, bold: bool = False) -> float:
     """Rendered width of `text` in inches, from the font's advance widths (no renderer needed)."""
     from matplotlib.font_manager import FontProperties
@@ -187,155 +258,320 @@ def _text_width(text: str, size: float, bold: bool = False) -> float:
     return float(text_to_path.get_text_width_height_descent(text, prop, ismath=False)[0]) / 72
 
 
+def _pill_width(label: str) -> float:
+    return _text_width(label, PILL_PT) + 0.14
+
+
+def _pill_rows(layers: tuple[str, ...]) -> list[list[str]]:
+    """Pills packed left to right into rows no wider than LEAF_MAX_W."""
+    rows: list[list[str]] = []
+    width = LEAF_MAX_W
+    for label in layers:
+        w = _pill_width(label)
+        if rows and width + PILL_GAP + w <= LEAF_MAX_W - 2 * PAD:
+            rows[-1].append(label)
+            width += PILL_GAP + w
+        else:
+            rows.append([label])
+            width = w
+    return rows
+
+
+def _row_width(row: list[str]) -> float:
+    return sum(_pill_width(label) for label in row) + PILL_GAP * (len(row) - 1)
+
+
+def _badge(count: int) -> str:
+    return f"\u00d7 {count}" if count > 1 else ""
+
+
+def _leaf(kind: str, title: str, shape: str, note: str, layers: tuple[str, ...], count: int = 1) -> _Item:
+    """A box: title and shape on one line, the pills below, the parameters last (when there are any)."""
+    rows = _pill_rows(layers)
+    top_w = _text_width(f"{title} {_badge(count)}", NAME_PT, bold=True) + _text_width(shape, NAME_PT, bold=True)
+    widest_row = max((_row_width(r) for r in rows), default=0.0)
+    w = max(LEAF_MIN_W, top_w + 0.25, widest_row, _text_width(note, SMALL_PT)) + 2 * PAD
+    h = 2 * PAD + LINE_H + len(rows) * (PILL_H + PILL_GAP) + (LINE_H * 0.8 if note else 0.0)
+    return _Item(kind, title, shape, note, layers, count=count, w=w + _shadow(count), h=h + _shadow(count))
+
+
+def _shadow(count: int) -> float:
+    """Room for the cards stacked behind a folded run."""
+    return 2 * SHADOW if count > 1 else 0.0
+
+
+def _list_size(items: tuple[_Item, ...]) -> tuple[float, float]:
+    if not items:  # an empty parallel branch: the identity
+        return _pill_width("identity"), PILL_H
+    return max(i.w for i in items), sum(i.h for i in items) + GAP_Y * (len(items) - 1)
+
+
+def _frame(kind: str, title: str, shape: str, note: str, lists: tuple[tuple[_Item, ...], ...], count: int,
+           merge: str = "", skip: str = "") -> _Item:
+    """A sequence, residual or parallel frame around its lists, sized to hold them and its title."""
+    sizes = [_list_size(items) for items in lists]
+    content_w = sum(w for w, _ in sizes) + GAP_X * (len(sizes) - 1)
+    content_h = max(h for _, h in sizes)
+    if kind == "residual":  # the skip lane on the right, mirrored on the left to keep the body centred
+        content_w += 2 * (_pill_width(skip) + 0.2 if skip else 0.3)
+    title_w = _title_width(title, count, shape, note)
+    w = max(content_w, title_w, _merge_width(merge, shape) if merge else 0.0) + 2 * FRAME_PAD
+    h = TITLE_H + content_h + FRAME_PAD
+    h += SPLIT_H + GAP_Y + MERGE_H if merge else 0.12
+    return _Item(kind, title, shape, note, lists=lists, merge=merge, skip=skip, count=count,
+                 w=w + _shadow(count), h=h + _shadow(count))
+
+
+def _title_width(title: str, count: int, shape: str, note: str) -> float:
+    right = f"{shape}  \u00b7  {note}" if note else shape
+    return _text_width(f"{title} {_badge(count)}", NAME_PT, bold=True) + _text_width(right, SMALL_PT) + 0.35
+
+
+def _merge_width(merge: str, shape: str) -> float:
+    return max(_text_width(merge, NAME_PT, bold=True), _text_width(shape, SMALL_PT)) + 0.3
+
+
+# --- Layout --------------------------------------------------------------------------------
+
+
+def _columns(items: list[_Item]) -> list[list[_Item]]:
+    """Items split into columns, in order, with the count whose picture is closest to TARGET_ASPECT."""
+    best: list[list[_Item]] = [items]
+    best_score = math.inf
+    total = sum(i.h for i in items) + GAP_Y * (len(items) - 1)
+    for n in range(1, len(items) + 1):
+        cols = _pack(items, _limit(items, n, total))
+        w = sum(max(i.w for i in col) for col in cols) + COL_GAP * (len(cols) - 1)
+        h = max(_list_size(tuple(col))[1] for col in cols)
+        score = abs(math.log(w / h / TARGET_ASPECT))
+        if score < best_score - 1e-9:
+            best, best_score = cols, score
+    return best
+
+
+def _limit(items: list[_Item], n: int, total: float) -> float:
+    """The least column height (to 0.01 inch) at which items pack into at most n columns."""
+    low, high = max(i.h for i in items), total
+    while high - low > 0.01:
+        mid = (low + high) / 2
+        low, high = (low, mid) if len(_pack(items, mid)) <= n else (mid, high)
+    return high
+
+
+def _pack(items: list[_Item], limit: float) -> list[list[_Item]]:
+    """Greedy: fill a column while it stays within `limit` inches (a tall item gets its own)."""
+    cols: list[list[_Item]] = [[]]
+    height = 0.0
+    for item in items:
+        if cols[-1] and height + GAP_Y + item.h > limit + 1e-9:
+            cols.append([])
+        height = item.h if not cols[-1] else height + GAP_Y + item.h
+        cols[-1].append(item)
+    return cols
+
+
 # --- Rendering -----------------------------------------------------------------------------
 
 
-def _figure(spec: Spec, report: ShapeReport, nodes: list[_Node]) -> Figure:
+def _figure(spec: Spec, report: ShapeReport, items: list[_Item]) -> Figure:
     """The whole diagram as a matplotlib Figure (not registered with pyplot)."""
     from matplotlib.figure import Figure
 
-    rows, width = _rows(len(nodes)), _box_width(nodes)
-    row_heights = [max(nodes[i].height for i in row) for row in rows]
-    fig_w = 2 * MARGIN + len(rows[0]) * width + (len(rows[0]) - 1) * GAP_X
-    fig_w = max(fig_w, 2 * MARGIN + _header_width(spec, report))
-    fig_h = 2 * MARGIN + HEADER_H + sum(row_heights) + (len(rows) - 1) * GAP_Y
+    cols = _columns(items)
+    widths = [max(i.w for i in col) for col in cols]
+    body_w = sum(widths) + COL_GAP * (len(cols) - 1)
+    body_h = max(_list_size(tuple(col))[1] for col in cols)
+    fig_w = 2 * MARGIN + max(body_w, _header_width(spec, report))
+    fig_h = 2 * MARGIN + HEADER_H + 2 * WRAP_H + body_h
     fig = Figure(figsize=(fig_w, fig_h))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, fig_w)
     ax.set_ylim(0, fig_h)
     ax.axis("off")
     _draw_header(ax, spec, report, fig_h - MARGIN)
-    scale = _scale(nodes, report.total_params)
-    _draw_rows(ax, nodes, rows, row_heights, width, fig_h - MARGIN - HEADER_H, scale)
+    _draw_columns(ax, cols, widths, fig_h - MARGIN - HEADER_H - WRAP_H)
     return fig
 
 
-def _scale(nodes: list[_Node], total_params: int) -> _Scale:
-    cuboids = [n.tensor for n in nodes if n.cuboid]
-    vectors = [s for n in nodes if not n.cuboid for s in n.tensor]
-    return _Scale(max(max(t[1:]) for t in cuboids), max(t[0] for t in cuboids), max(vectors), total_params)
+def _draw_columns(ax: Axes, cols: list[list[_Item]], widths: list[float], top: float) -> None:
+    """Each column top-aligned; a wrap arrow from the end of one column to the top of the next."""
+    x = MARGIN
+    ends: list[tuple[float, float]] = []  # (centre x, bottom y) of each column's last item
+    for col, width in zip(cols, widths, strict=True):
+        cx = x + width / 2
+        if ends:
+            (px, py), gap_x = ends[-1], x - COL_GAP / 2
+            low, high = py - WRAP_H / 2, top + WRAP_H / 2
+            _arrow(ax, [(px, py), (px, low), (gap_x, low), (gap_x, high), (cx, high), (cx, top)])
+        ends.append((cx, _draw_list(ax, tuple(col), cx, top)))
+        x += width + COL_GAP
 
 
-def _draw_rows(ax: Axes, nodes: list[_Node], rows: list[range], heights: list[float], width: float,
-               top: float, scale: _Scale) -> None:
-    """Boxes row by row, top-aligned; arrows between neighbours and from each row to the next."""
-    anchors: list[tuple[float, float, float]] = []  # (left x, top y, bottom y) of each box
-    for row, height in zip(rows, heights, strict=True):
-        for col, i in enumerate(row):
-            x = MARGIN + col * (width + GAP_X)
-            _draw_node(ax, nodes[i], x, top, width, scale)
-            anchors.append((x, top, top - nodes[i].height))
-        top -= height + GAP_Y
-    for i in range(1, len(nodes)):
-        (x0, t0, b0), (x1, t1, _) = anchors[i - 1], anchors[i]
-        if t0 == t1:
-            y = t0 - PAD - TITLE_H - GLYPH_H / 2  # level with the tensor glyphs
-            _arrow(ax, [(x0 + width, y), (x1, y)])
-        else:  # wrap: down from the row's last box, back left, down into the next row
-            mid = t1 + GAP_Y / 2
-            _arrow(ax, [(x0 + width / 2, b0), (x0 + width / 2, mid), (x1 + width / 2, mid), (x1 + width / 2, t1)])
+def _draw_list(ax: Axes, items: tuple[_Item, ...], cx: float, top: float) -> float:
+    """Items stacked downwards from `top`, centred on `cx`, with arrows between; returns the bottom."""
+    for k, item in enumerate(items):
+        if k:
+            _arrow(ax, [(cx, top + GAP_Y), (cx, top)])
+        _draw_item(ax, item, cx, top)
+        top -= item.h + GAP_Y
+    return top + GAP_Y
 
 
-def _arrow(ax: Axes, points: list[tuple[float, float]]) -> None:
+def _draw_item(ax: Axes, item: _Item, cx: float, top: float) -> None:
+    """One item; a folded run gets its stacked cards first, behind it, and is drawn up and left."""
+    if item.count > 1:
+        w, h = item.w - 2 * SHADOW, item.h - 2 * SHADOW
+        accent = KINDS[item.kind][1]
+        for k in (2, 1):
+            x, y = cx - item.w / 2 + k * SHADOW, top - h - k * SHADOW
+            _box(ax, x, y, w, h, "#ffffff", accent, dashed=False)
+        cx -= SHADOW
+    if item.kind in ("input", "leaf", "head"):
+        _draw_leaf(ax, item, cx, top)
+    else:
+        _draw_frame(ax, item, cx, top)
+
+
+def _box(ax: Axes, x: float, y: float, w: float, h: float, fill: str, edge: str, dashed: bool,
+         lw: float = 1.2) -> None:
+    from matplotlib.patches import FancyBboxPatch
+
+    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0,rounding_size=0.07", fc=fill, ec=edge,
+                                lw=lw, ls="--" if dashed else "-"))
+
+
+def _arrow(ax: Axes, points: list[tuple[float, float]], head: bool = True) -> None:
     from matplotlib.patches import FancyArrowPatch
     from matplotlib.path import Path as MplPath
 
     codes = [MplPath.MOVETO] + [MplPath.LINETO] * (len(points) - 1)
-    ax.add_patch(FancyArrowPatch(path=MplPath(points, codes), arrowstyle="-|>,head_length=6,head_width=3.5",
-                                 color=MUTED, lw=1.4, shrinkA=2, shrinkB=2, joinstyle="round"))
+    style = "-|>,head_length=5,head_width=3" if head else "-"
+    ax.add_patch(FancyArrowPatch(path=MplPath(points, codes), arrowstyle=style, color=LINE, lw=1.2,
+                                 shrinkA=0, shrinkB=1 if head else 0, joinstyle="round"))
 
 
-def _draw_node(ax: Axes, node: _Node, x: float, top: float, width: float, scale: _Scale) -> None:
-    """One rounded box: title, tensor glyph, layer pills, output shape and parameters."""
-    from matplotlib.patches import FancyBboxPatch
+def _title(ax: Axes, item: _Item, x: float, y: float, w: float, accent: str) -> None:
+    """Name (and x N) on the left, shape and parameters on the right, centred on height y."""
+    ax.text(x, y, f"{item.title} {_badge(item.count)}".strip(), ha="left", va="center", fontsize=NAME_PT,
+            fontweight="bold", color=accent)
+    bold = item.kind in ("input", "leaf", "head")  # a box's parameters have their own line
+    right = f"{item.shape}  \u00b7  {item.note}" if item.note and not bold else item.shape
+    ax.text(x + w, y, right, ha="right", va="center", fontsize=NAME_PT if bold else SMALL_PT,
+            fontweight="bold" if bold else "normal", color=TEXT)
 
-    fill, accent = KINDS[node.kind]
-    ax.add_patch(FancyBboxPatch((x, top - node.height), width, node.height, boxstyle="round,pad=0,rounding_size=0.12",
-                                fc=fill, ec=accent, lw=1.5))
-    ax.text(x + width / 2, top - PAD - TITLE_H / 2, node.title, ha="center", va="center",
-            fontsize=11, fontweight="bold", color=accent)
-    glyph_mid = (x + width / 2, top - PAD - TITLE_H - GLYPH_H / 2)
-    if node.cuboid:
-        _draw_cuboid(ax, glyph_mid, node.tensor, accent, scale)
-    else:
-        _draw_bars(ax, glyph_mid, node.tensor, accent, scale)
-    y = top - PAD - TITLE_H - GLYPH_H
-    for label in node.layers:
-        _draw_pill(ax, x + PAD, y - PILL_H, width - 2 * PAD, label)
+
+def _draw_leaf(ax: Axes, item: _Item, cx: float, top: float) -> None:
+    """Box, title line, pill rows, parameters."""
+    w, h = item.w - _shadow(item.count), item.h - _shadow(item.count)
+    fill, accent = KINDS[item.kind]
+    _box(ax, cx - w / 2, top - h, w, h, fill, accent, dashed=False)
+    _title(ax, item, cx - w / 2 + PAD, top - PAD - LINE_H / 2, w - 2 * PAD, accent)
+    y = top - PAD - LINE_H
+    for row in _pill_rows(item.layers):
+        x = cx - _row_width(row) / 2
+        for label in row:
+            _pill(ax, x, y - PILL_H, label)
+            x += _pill_width(label) + PILL_GAP
         y -= PILL_H + PILL_GAP
-    _draw_footer(ax, node, x, y, width, scale, accent)
+    if item.note:
+        ax.text(cx + w / 2 - PAD, y - LINE_H * 0.4, item.note, ha="right", va="center",
+                fontsize=SMALL_PT, color=MUTED)
 
 
-def _draw_pill(ax: Axes, x: float, y: float, width: float, label: str) -> None:
-    from matplotlib.patches import FancyBboxPatch
-
-    fill, edge = FAMILIES[_family(label)]
-    ax.add_patch(FancyBboxPatch((x, y), width, PILL_H, boxstyle="round,pad=0,rounding_size=0.07",
-                                fc=fill, ec=edge, lw=0.9))
-    ax.text(x + width / 2, y + PILL_H / 2, label, ha="center", va="center", fontsize=8.5, color=TEXT)
+def _pill(ax: Axes, x: float, y: float, label: str, family: str | None = None) -> None:
+    fill, edge = FAMILIES[family or _family(label)]
+    w = _pill_width(label)
+    _box(ax, x, y, w, PILL_H, fill, edge, dashed=False, lw=0.8)
+    ax.text(x + w / 2, y + PILL_H / 2, label, ha="center", va="center", fontsize=PILL_PT, color=TEXT)
 
 
-def _draw_footer(ax: Axes, node: _Node, x: float, top: float, width: float, scale: _Scale, accent: str) -> None:
-    """Output shape (bold), parameters (or a note) and a bar of the share of all parameters."""
-    from matplotlib.patches import Rectangle
-
-    mid, y = x + width / 2, top - 0.04
-    ax.plot([x + PAD, x + width - PAD], [y, y], color=TRACK, lw=1)
-    ax.text(mid, y - 0.17, node.shape, ha="center", va="center", fontsize=10.5, fontweight="bold", color=TEXT)
-    ax.text(mid, y - 0.38, _params_text(node, scale.total_params), ha="center", va="center", fontsize=8, color=MUTED)
-    if node.params:
-        bar_w = width - 2 * PAD
-        ax.add_patch(Rectangle((x + PAD, y - 0.55), bar_w, 0.05, fc=TRACK, lw=0))
-        ax.add_patch(Rectangle((x + PAD, y - 0.55), bar_w * node.params / scale.total_params, 0.05, fc=accent, lw=0))
-
-
-def _params_text(node: _Node, total: int) -> str:
-    if node.params is None:
-        return node.note
-    if not node.params:
-        return f"{node.note}, no parameters" if node.note else "no parameters"
-    share = 100 * node.params / total
-    return f"{node.params:,} params \u00b7 {f'{share:.1f}%' if share >= 0.05 else '<0.1%'}"
+def _draw_frame(ax: Axes, item: _Item, cx: float, top: float) -> None:
+    """Frame and title, then the contents by kind."""
+    w, h = item.w - _shadow(item.count), item.h - _shadow(item.count)
+    fill, accent = KINDS[item.kind]
+    _box(ax, cx - w / 2, top - h, w, h, fill, accent, dashed=item.kind == "sequence")
+    _title(ax, item, cx - w / 2 + FRAME_PAD, top - TITLE_H / 2 - 0.02, w - 2 * FRAME_PAD, accent)
+    y = top - TITLE_H
+    if item.kind == "sequence":
+        _arrow(ax, [(cx, y + 0.02), (cx, y - 0.12)])
+        _draw_list(ax, item.lists[0], cx, y - 0.12)
+    elif item.kind == "residual":
+        _draw_residual(ax, item, cx, y, w)
+    else:
+        _draw_parallel(ax, item, cx, y)
 
 
-def _draw_cuboid(ax: Axes, mid: tuple[float, float], chw: tuple[int, ...], color: str, scale: _Scale) -> None:
-    """A C x H x W tensor as a cuboid: face ~ log(H), log(W); depth ~ log(C)."""
-    from matplotlib.patches import Polygon
-
-    c, h, w = chw
-    face_h, face_w = (0.12 + 0.58 * _log_share(s, scale.spatial) for s in (h, w))
-    depth = 0.05 + 0.36 * _log_share(c, scale.channels)
-    dx, dy = depth * 0.8, depth * 0.45  # the receding edge, drawn up and to the right
-    x0, y0 = mid[0] - (face_w + dx) / 2, mid[1] - (face_h + dy) / 2
-    front = [(x0, y0), (x0 + face_w, y0), (x0 + face_w, y0 + face_h), (x0, y0 + face_h)]
-    top = [front[3], front[2], (front[2][0] + dx, front[2][1] + dy), (front[3][0] + dx, front[3][1] + dy)]
-    side = [front[1], (front[1][0] + dx, front[1][1] + dy), top[2], front[2]]
-    for points, alpha in ((side, 0.55), (top, 0.3), (front, 0.8)):
-        ax.add_patch(Polygon(points, closed=True, fc=color, alpha=alpha, ec="white", lw=0.8))
-
-
-def _draw_bars(ax: Axes, mid: tuple[float, float], sizes: tuple[int, ...], color: str, scale: _Scale) -> None:
-    """Vectors (the flatten, the classifier's layers) as upright bars, height ~ log(size)."""
-    from matplotlib.patches import FancyBboxPatch
-
-    bar_w, gap = 0.1, 0.1
-    x = mid[0] - (len(sizes) * bar_w + (len(sizes) - 1) * gap) / 2
-    for size in sizes:
-        height = 0.12 + 0.7 * _log_share(size, scale.vector)
-        ax.add_patch(FancyBboxPatch((x, mid[1] - height / 2), bar_w, height, boxstyle="round,pad=0,rounding_size=0.03",
-                                    fc=color, alpha=0.75, ec="none"))
-        x += bar_w + gap
+def _draw_residual(ax: Axes, item: _Item, cx: float, y: float, w: float) -> None:
+    """Fork dot, body, add node; the skip goes right, down the lane and into the add node."""
+    body = item.lists[0]
+    fork = y - 0.1
+    _dot(ax, cx, fork)
+    _arrow(ax, [(cx, fork), (cx, y - SPLIT_H)])
+    bottom = _draw_list(ax, body, cx, y - SPLIT_H)
+    merge_top = bottom - GAP_Y
+    _arrow(ax, [(cx, bottom), (cx, merge_top)])
+    merge_w = _draw_merge(ax, item, cx, merge_top)
+    if not item.skip:
+        return
+    lane = cx + w / 2 - FRAME_PAD - (_pill_width(item.skip) + 0.2) / 2
+    lane = max(lane, cx + _list_size(body)[0] / 2 + 0.15)
+    mid = merge_top - MERGE_H / 2
+    _arrow(ax, [(cx, fork), (lane, fork), (lane, mid), (cx + merge_w / 2, mid)])
+    label_w = _pill_width(item.skip)
+    family = "conv" if item.skip.startswith("projection") else "reshape"
+    _pill(ax, lane - label_w / 2, (fork + mid) / 2 - PILL_H / 2, item.skip, family)
 
 
-def _log_share(value: int, largest: int) -> float:
-    """log(value) / log(largest), in [0, 1]; 1 when everything has size 1."""
-    return math.log(value) / math.log(largest) if largest > 1 else 1.0
+def _draw_merge(ax: Axes, item: _Item, cx: float, top: float) -> float:
+    """The add or concat node: what merges (and the activation after it), the merged shape."""
+    w = _merge_width(item.merge, item.shape)
+    fill, accent = KINDS["merge"]
+    _box(ax, cx - w / 2, top - MERGE_H, w, MERGE_H, fill, accent, dashed=False)
+    ax.text(cx, top - MERGE_H * 0.32, item.merge, ha="center", va="center", fontsize=NAME_PT, fontweight="bold",
+            color=accent)
+    ax.text(cx, top - MERGE_H * 0.72, item.shape, ha="center", va="center", fontsize=SMALL_PT, color=TEXT)
+    return w
+
+
+def _draw_parallel(ax: Axes, item: _Item, cx: float, y: float) -> None:
+    """Branches side by side from a fork bar; each runs down to a join bar above the merge node."""
+    sizes = [_list_size(branch) for branch in item.lists]
+    total = sum(w for w, _ in sizes) + GAP_X * (len(sizes) - 1)
+    fork, start = y - 0.1, y - SPLIT_H
+    join = start - max(h for _, h in sizes) - GAP_Y / 2
+    centres: list[float] = []
+    x = cx - total / 2
+    for branch, (bw, _) in zip(item.lists, sizes, strict=True):
+        bx = x + bw / 2
+        centres.append(bx)
+        if branch:
+            _arrow(ax, [(bx, fork), (bx, start)])
+            _arrow(ax, [(bx, _draw_list(ax, branch, bx, start)), (bx, join)], head=False)
+        else:
+            _arrow(ax, [(bx, fork), (bx, join)], head=False)
+            _pill(ax, bx - bw / 2, (fork + join) / 2 - PILL_H / 2, "identity", "reshape")
+        x += bw + GAP_X
+    _arrow(ax, [(min(centres), fork), (max(centres), fork)], head=False)
+    _arrow(ax, [(min(centres), join), (max(centres), join)], head=False)
+    _dot(ax, cx, fork)
+    _arrow(ax, [(cx, join), (cx, join - GAP_Y / 2)])
+    _draw_merge(ax, item, cx, join - GAP_Y / 2)
+
+
+def _dot(ax: Axes, x: float, y: float) -> None:
+    from matplotlib.patches import Circle
+
+    ax.add_patch(Circle((x, y), 0.035, fc=LINE, ec="none"))
+
+
+# --- Header --------------------------------------------------------------------------------
 
 
 def _header_text(spec: Spec, report: ShapeReport) -> str:
-    i, n = spec.input, len(spec.blocks)
+    i = spec.input
+    convs = sum(1 for s in report.all_blocks if s.kind == "conv")
     return (f"{report.total_params:,} parameters ({_bytes(report.total_params * 4)} as float32)"
-            f"  \u00b7  input {i.channels} x {i.height} x {i.width}  \u00b7  {n} conv block{'s' * (n > 1)}"
+            f"  \u00b7  input {i.channels} x {i.height} x {i.width}  \u00b7  {convs} conv block{'s' * (convs != 1)}"
             f"  \u00b7  {spec.num_classes} class{'es' * (spec.num_classes > 1)}")
 
 
