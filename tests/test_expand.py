@@ -100,6 +100,9 @@ blocks:
     ("templates:\n  t: {params: [a], block: {out_channels: $a, kernel_size: $k}}\nblocks:\n"
      "  - {kind: use, template: t, args: {a: 1}}\n", 6,
      "'$k' is not a parameter of template 't' (its params: a)"),
+    ("templates:\n  t: {params: [n], block: {kind: repeat, times: $n, block: {out_channels: 4, kernel_size: 1}}}\n"
+     "blocks:\n  - {kind: use, template: t, args: {n: null}}\n", 8,
+     "times: must be an integer from 1 to 10,000, got None"),
     ("blocks:\n  - {name: x, out_channels: 4, kernel_size: 1}\n  - {name: x, out_channels: 4, kernel_size: 1}\n",
      7, "blocks[1].name: 'x' is already the name of blocks[0]"),
 ])

@@ -131,7 +131,8 @@ def test_the_fourth_variants_impossible_shape_fails_before_the_first_trains(tiny
     lines = err.strip().splitlines()
     assert lines[0] == ("--grid blocks[0].kernel_size=1,3,5,9: error: variant 4 of 4 (tiny--blocks0.kernel_size=9: "
                         f"{tiny} --set blocks[0].kernel_size=9) is invalid:")
-    assert lines[1] == f"  {tiny}:7:5: error: blocks[1]: block2: spatial size collapses to 0x0 (its input is 4x1x1)"
+    assert lines[1] == (f"  {tiny}:7:5: error: blocks[1]: block2: spatial size collapses to 0x0 (its input is 4x1x1); "
+                        "blocks[0].kernel_size is set at --set blocks[0].kernel_size=9")
     assert lines[-1] == "nothing was trained: 1 of 4 variants are invalid"
 
 

@@ -207,6 +207,8 @@ def _expand_block(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _No
             state.error(node, f"the spec expands to more than {MAX_BLOCKS:,} blocks")
         return None
     kind = node.value["kind"].value if "kind" in node.value else "conv"
+    if not _well_formed(state, node, kind):
+        return None
     if kind == "use":
         return _use(state, node, stack)
     if kind == "repeat":
@@ -218,6 +220,39 @@ def _expand_block(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _No
         for branch in node.value["branches"].value:
             branch.value = _expand_list(state, branch.value, stack)
     return node
+
+
+# What expansion itself reads, with the type it needs. The spec as written was validated before
+# expansion, but a template's block is only checked once its arguments are in (`times: $n`).
+_NEEDS: dict[str, dict[str, tuple[type, str]]] = {
+    "repeat": {
+        "times": (int, f"an integer from 1 to {MAX_BLOCKS:,}"),
+        "block": (dict, "a mapping"),
+        "first": (dict, "a mapping"),
+    },
+    "use": {"template": (str, "a string"), "args": (dict, "a mapping")},
+    "sequence": {"blocks": (list, "a list")},
+    "residual": {"body": (list, "a list")},
+    "parallel": {"branches": (list, "a list")},
+}
+
+
+def _well_formed(state: _Expansion, node: _Node, kind: Any) -> bool:
+    ok = True
+    for key, (kind_of, text) in _NEEDS.get(kind, {}).items() if isinstance(kind, str) else ():
+        value = node.value.get(key)
+        if value is None and key in ("first", "args"):
+            continue  # optional
+        bad = value is None or not isinstance(value.value, kind_of) or isinstance(value.value, bool)
+        if not bad and key == "times":
+            bad = not 0 < value.value <= MAX_BLOCKS
+        if bad:
+            state.error(value or node, f"{key}: must be {text}" + (f", got {_plain(value)!r}" if value else ""))
+            ok = False
+    if kind == "parallel" and ok and not all(isinstance(b.value, list) for b in node.value["branches"].value):
+        state.error(node.value["branches"], "branches: each branch must be a list of blocks")
+        ok = False
+    return ok
 
 
 def _repeat(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _Node | None:
