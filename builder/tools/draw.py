@@ -581,21 +581,26 @@ def _bytes(size: int) -> str:
     return f"{size / 1024**unit:,.1f} {('KiB', 'MiB', 'GiB')[unit - 1]}" if unit else f"{size} B"
 
 
+def _legend() -> list[tuple[str, str, str, bool]]:
+    """(label, fill, edge, dashed) of each legend entry: the layer families, then the frames."""
+    frames = [("sequence", "sequence"), ("residual", "residual"), ("parallel", "parallel"), ("add / concat", "merge")]
+    return ([(f, fill, edge, False) for f, (fill, edge) in FAMILIES.items()]
+            + [(label, *KINDS[kind], kind == "sequence") for label, kind in frames])
+
+
 def _header_width(spec: Spec, report: ShapeReport) -> float:
-    legend = sum(_text_width(f, 8) + 0.35 for f in FAMILIES)
+    legend = sum(_text_width(label, 8) + 0.35 for label, *_ in _legend()) + 0.3
     return max(_text_width(_header_text(spec, report), 10), legend)
 
 
 def _draw_header(ax: Axes, spec: Spec, report: ShapeReport, top: float) -> None:
-    """Spec name, totals, and a legend of the layer colours."""
-    from matplotlib.patches import FancyBboxPatch
-
+    """Spec name, totals, and a legend of the layer colours and the frames."""
     ax.text(MARGIN, top - 0.14, spec.name, ha="left", va="center", fontsize=17, fontweight="bold", color=TEXT)
     ax.text(MARGIN, top - 0.46, _header_text(spec, report), ha="left", va="center", fontsize=10, color=MUTED)
     x, y = MARGIN, top - 0.82
-    for family, (fill, edge) in FAMILIES.items():
-        w = _text_width(family, 8) + 0.2
-        ax.add_patch(FancyBboxPatch((x, y - 0.09), w, 0.18, boxstyle="round,pad=0,rounding_size=0.06",
-                                    fc=fill, ec=edge, lw=0.8))
-        ax.text(x + w / 2, y, family, ha="center", va="center", fontsize=8, color=TEXT)
+    for k, (label, fill, edge, dashed) in enumerate(_legend()):
+        x += 0.3 if k == len(FAMILIES) else 0.0  # a gap between the layer families and the frames
+        w = _text_width(label, 8) + 0.2
+        _box(ax, x, y - 0.09, w, 0.18, fill, edge, dashed=dashed, lw=0.8)
+        ax.text(x + w / 2, y, label, ha="center", va="center", fontsize=8, color=TEXT)
         x += w + 0.15
