@@ -32,7 +32,7 @@ class Residual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
         if self.shortcut is not None:
-            shortcut = x if isinstance(self.shortcut, nn.Identity) else self.shortcut(x)
+            shortcut = self.shortcut(x)
             out = out.add_(shortcut) if self.add_inplace else out + shortcut
         return out if self.act is None else self.act(out)
 
