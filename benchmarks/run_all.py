@@ -7,7 +7,7 @@ the rows it writes become the table of BENCHMARKS.md, with the machine, the date
 the machine was, and each row's reproducing command. Before starting, it waits (up to
 --idle-wait seconds) until other processes use less than a quarter of a CPU. --quick takes
 fewer repeats and smaller sizes (for development; such a file says so); --only runs the
-named scripts (builder, trainer, image_folder, time_to_accuracy, lrn, cli).
+named scripts (builder, trainer, image_folder, time_to_accuracy, lrn, cli, canon).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "time_to_accuracy": ("bench_time_to_accuracy.py", [], ["--epochs", "1"]),
     "lrn": ("bench_lrn.py", [], ["--repeats", "2"]),
     "cli": ("bench_cli.py", [], ["--repeats", "2"]),
+    "canon": ("bench_canon.py", [], ["--repeats", "2", "--size", "64", "--steps", "2"]),
 }
 IDLE_CPUS = 0.25  # other processes' CPU use below which the machine counts as idle
 

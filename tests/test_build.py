@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -95,3 +97,49 @@ def test_model_too_large_is_refused_before_allocation() -> None:
         build_model(spec)
     with torch.device("meta"):
         assert all(p.is_meta for p in build_model(spec).parameters())
+
+
+RESIDUALS = """\
+name: tiny_residuals
+input: {channels: 4, height: 8, width: 8}
+num_classes: 3
+blocks:
+  - kind: residual          # body ends in BatchNorm: the add may happen in place
+    activation: relu
+    body:
+      - {out_channels: 4, kernel_size: 3, padding: 1, norm: {kind: batchnorm}}
+      - {out_channels: 4, kernel_size: 3, padding: 1, norm: {kind: batchnorm}, activation: none}
+  - kind: residual          # body ends in an in-place ReLU, whose backward reads its output
+    body:
+      - {out_channels: 4, kernel_size: 3, padding: 1}
+classifier: {adaptive_pool: [1, 1], hidden: []}
+"""
+
+
+def test_residual_adds_in_place_only_when_the_body_output_is_not_saved(write_spec: Callable[..., Path]) -> None:
+    from builder.model.blocks import Residual
+
+    torch.manual_seed(0)
+    model = build_model(load_spec(write_spec(RESIDUALS)))
+    first, second = model.features.block1, model.features.block2
+    assert isinstance(first, Residual) and isinstance(second, Residual)
+    assert (first.add_inplace, second.add_inplace) == (True, False)
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    model(x).sum().backward()  # an unsafe in-place add would fail here
+    grads = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    model.zero_grad()
+    x2 = x.detach().clone().requires_grad_(True)
+    for block in (first, second):
+        block.add_inplace = False  # the plain out-of-place add as the reference
+    model(x2).sum().backward()
+    assert all(torch.allclose(a, p.grad) for a, p in zip(grads, model.parameters(), strict=True) if p.grad is not None)
+    assert torch.allclose(x.grad, x2.grad)  # type: ignore[arg-type]
+
+
+def test_resnet18_adds_in_place_as_torchvision_does() -> None:
+    from builder.model.blocks import Residual
+
+    with torch.device("meta"):
+        model = build_model(load_spec(SPECS / "resnet18.yaml"))
+    residuals = [m for m in model.modules() if isinstance(m, Residual)]
+    assert len(residuals) == 8 and all(m.add_inplace for m in residuals)

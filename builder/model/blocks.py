@@ -11,6 +11,9 @@ from typing import Literal
 import torch
 from torch import nn
 
+# Layers whose backward never reads their own output, so it may be overwritten in place.
+OUTPUT_NOT_SAVED = (nn.Conv2d, nn.BatchNorm2d)
+
 
 class Residual(nn.Module):
     """out = act(body(x) + shortcut(x)); without a shortcut, out = act(body(x)) (no add)."""
@@ -20,12 +23,27 @@ class Residual(nn.Module):
         self.body = body
         self.shortcut = shortcut  # nn.Identity, a projection, or None when the block does not add
         self.act = act
+        # Add in place (as torchvision's ResNet does: no new tensor per block) only when the body
+        # ends in a fresh tensor that its backward does not need; after an in-place activation
+        # (whose output ReLU's backward reads) or an empty body (out is x) it must not.
+        last = _last_leaf(body)
+        self.add_inplace = last is not None and isinstance(last, OUTPUT_NOT_SAVED)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
         if self.shortcut is not None:
-            out = out + self.shortcut(x)  # not in place: the body may end in an in-place activation
+            shortcut = self.shortcut(x)
+            out = out.add_(shortcut) if self.add_inplace else out + shortcut
         return out if self.act is None else self.act(out)
+
+
+def _last_leaf(module: nn.Module) -> nn.Module | None:
+    """The module that runs last in a chain of nested nn.Sequential (None when one is empty)."""
+    while isinstance(module, nn.Sequential):
+        if len(module) == 0:
+            return None
+        module = module[-1]
+    return module
 
 
 class Parallel(nn.Module):

@@ -1,7 +1,13 @@
 """torchinfo summary of a spec, cross-checked against the static shape inference.
 
-On the default "meta" device no weight is allocated, so even a model of billions of
-parameters summarizes in seconds and little memory.
+On the "meta" device no weight is allocated, so even a model of billions of parameters
+summarizes in seconds and little memory. The default "auto" runs a real forward on the CPU when
+the model is small instead: its first forward on meta imports much of torch lazily (torch._refs,
+torch._dynamo: seconds), while allocating and running a small model takes a fraction of that.
+
+Below torchinfo's table (for people; its layout is torchinfo's and changes with it) comes the
+project's own layer list: module path, type, output shape, parameters, mult-adds. That part,
+the totals and the shape check are stable and are what the golden test compares.
 """
 
 from __future__ import annotations
@@ -16,9 +22,26 @@ from torchinfo.model_statistics import ModelStatistics
 from builder.lang.errors import BuilderError
 from builder.lang.shapes import ShapeReport, infer
 from builder.lang.spec import Spec
-from builder.model.build import build_model
+from builder.model.build import BYTES_PER_PARAM, available_memory, build_model
 
+AUTO_MAX_PARAMS = 150_000_000  # 600 MB as float32: allocated and initialized in well under a second
+AUTO_MAX_MULT_ADDS = 5 * 10**9  # per forward (batch included): a fraction of a second on 2 CPU cores
 COLUMNS = ("input_size", "output_size", "kernel_size", "num_params", "mult_adds")
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One module of the summary, in the project's own terms (independent of torchinfo's layout)."""
+
+    path: str  # "features.block1.conv"
+    kind: str  # the module's class name
+    output: tuple[int, ...]  # output shape without the batch dimension
+    params: int  # of the module and everything inside it
+    mult_adds: int  # of the whole batch, summed over the layers inside it
+
+    def line(self, width: int) -> str:
+        shape = "x".join(map(str, self.output))
+        return f"{self.path:<{width}}  {self.kind:<18}  {shape:>14}  {self.params:>13,}  {self.mult_adds:>17,}"
 
 
 @dataclass(frozen=True)
@@ -29,6 +52,8 @@ class Summary:
     shapes: ShapeReport
     stats: ModelStatistics
     mismatches: list[str]
+    layers: list[LayerRow]
+    device: str
 
     @property
     def ok(self) -> bool:
@@ -47,14 +72,34 @@ class Summary:
             f"shape check: {_count(self.shapes)}, the flatten and the parameter count agree with static inference"
             if self.ok else "\n".join(f"shape check failed: {m}" for m in self.mismatches)
         )
-        return f"{self.stats}\n{self.totals()}\n{checks}"
+        return f"{self.stats}\n{self.stable()}\n{checks}"
+
+    def stable(self) -> str:
+        """The layer list and the totals: the part of the output that only a change of the model changes."""
+        width = max([len("module"), *(len(r.path) for r in self.layers)])
+        batch = self.stats.input_size[0][0] if self.stats.input_size else 1
+        head = f"{'module':<{width}}  {'type':<18}  {'output':>14}  {'parameters':>13}  {'mult-adds':>17}"
+        return "\n".join([f"layers of {self.spec.name} (output per sample, mult-adds per batch of {batch}):", head,
+                          *(r.line(width) for r in self.layers), self.totals()])
 
 
-def summarize(spec: Spec, *, device: str = "meta", batch_size: int = 1, depth: int = 3) -> Summary:
-    """Build `spec` on `device`, run torchinfo on a (batch_size, C, H, W) input, check shapes."""
+def summarize(spec: Spec, *, device: str = "auto", batch_size: int = 1, depth: int = 3) -> Summary:
+    """Build `spec` on `device`, run torchinfo on a (batch_size, C, H, W) input, check shapes.
+
+    device "auto": "cpu" for a small model (see pick_device), "meta" (nothing allocated) otherwise."""
     if batch_size < 1 or depth < 0:
         raise BuilderError(f"batch size must be >= 1 and depth >= 0 (got {batch_size}, {depth})")
     shapes = infer(spec)
+    device = pick_device(device, shapes, batch_size)
+    # fork_rng: real weights and torchinfo's random input must not move the caller's random
+    # stream (the trainer summarizes between seeding and building its own model)
+    with torch.random.fork_rng(devices=[]):
+        model, stats = _run_torchinfo(spec, device, batch_size, depth)
+    layers = layer_rows(model, stats, depth)
+    return Summary(spec, shapes, stats, _mismatches(model, stats, shapes), layers, device)
+
+
+def _run_torchinfo(spec: Spec, device: str, batch_size: int, depth: int) -> tuple[nn.Module, ModelStatistics]:
     with torch.device(device):
         model = build_model(spec)
     size = (batch_size, spec.input.channels, spec.input.height, spec.input.width)
@@ -65,7 +110,35 @@ def summarize(spec: Spec, *, device: str = "meta", batch_size: int = 1, depth: i
         )
     except RuntimeError as exc:  # torchinfo wraps the forward's error
         raise BuilderError(f"{spec.name}: forward pass failed: {exc}") from None
-    return Summary(spec, shapes, stats, _mismatches(model, stats, shapes))
+    return model, stats
+
+
+def pick_device(device: str, shapes: ShapeReport, batch_size: int) -> str:
+    """`device` itself, or for "auto": "cpu" when the model is small enough to allocate and run
+    at once (by its static parameter count and mult-adds, and the free memory), else "meta"."""
+    if device != "auto":
+        return device
+    weights = shapes.total_params * BYTES_PER_PARAM
+    small = shapes.total_params <= AUTO_MAX_PARAMS and shapes.mult_adds * batch_size <= AUTO_MAX_MULT_ADDS
+    return "cpu" if small and 2 * weights < available_memory() else "meta"
+
+
+def layer_rows(model: nn.Module, stats: ModelStatistics, depth: int) -> list[LayerRow]:
+    """Every module torchinfo saw down to `depth` (the root excluded), in forward order, with our own
+    parameter count and the mult-adds of the layers (modules without children) inside it."""
+    paths = {id(module): name for name, module in model.named_modules()}
+    leaf_macs = {id(layer.module): layer.macs for layer in stats.summary_list if not any(layer.module.children())}
+    rows = []
+    for layer in stats.summary_list:
+        path = paths.get(id(layer.module), "")
+        if not path or layer.depth > depth or not isinstance(layer.output_size, list):
+            continue
+        inner = list(layer.module.modules())
+        rows.append(LayerRow(
+            path, type(layer.module).__name__, tuple(layer.output_size[1:]),
+            sum(p.numel() for p in layer.module.parameters()), sum(leaf_macs.get(id(m), 0) for m in inner),
+        ))
+    return rows
 
 
 def _mismatches(model: nn.Module, stats: ModelStatistics, shapes: ShapeReport) -> list[str]:

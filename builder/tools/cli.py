@@ -166,7 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("summarize", help="print the torchinfo table and check it against the spec")
     _add_spec_args(p)
-    p.add_argument("--device", default="meta", help="meta (default: no weights allocated), cpu, cuda, ...")
+    p.add_argument("--device", default="auto",
+                   help="auto (default: cpu for a small model, else meta), meta (no weights allocated), cpu, cuda, ...")
     p.add_argument("--batch-size", type=int, default=1, help="batch size of the dummy input (default 1)")
     p.add_argument("--depth", type=int, default=3, help="nesting depth of the table (default 3)")
     p.set_defaults(func=cmd_summarize)
