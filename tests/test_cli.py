@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 from collections.abc import Callable
@@ -112,3 +113,14 @@ def test_draw_refuses_more_blocks_than_it_accepts(
 def test_a_huge_lrn_size_does_not_hang_summarize(cli: Callable[..., tuple[int, str, str]]) -> None:
     code, out, _ = cli("summarize", "alexnet", "--set", "defaults.norm.size=1000000000000", "--depth", "1")
     assert code == 0 and "shape check: 5 blocks" in out  # before: hours of a Python loop over the window
+
+
+def test_every_command_has_an_example_and_every_option_a_help_line() -> None:
+    from builder.tools.cli import EXAMPLES, build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) <= set(EXAMPLES)
+    for name, command in sub.choices.items():
+        assert command.format_help().rstrip().endswith(EXAMPLES[name]), name
+        silent = [a.dest for a in command._actions if a.help in (None, "") and a.dest != "help"]
+        assert silent == [], f"{name}: options without help: {silent}"

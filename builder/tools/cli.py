@@ -156,6 +156,33 @@ def _giga(n: int) -> str:
     return f"{n / 1e9:.3f} G"
 
 
+EXAMPLES = {  # shown at the end of each command's --help
+    "validate": "python -m builder validate alexnet.yaml --set num_classes=100",
+    "summarize": "python -m builder summarize resnet18 --device cpu --depth 4",
+    "resolve": "python -m builder resolve resnet50 > runs/resnet50_explicit.yaml",
+    "diff": "python -m builder diff resnet18 resnet34",
+    "list": "python -m builder list",
+    "schema": "python -m builder schema > arch_specs/spec.schema.json",
+    "draw": "python -m builder draw googlenet -o runs/googlenet.png",
+    "port-weights": "python -m builder port-weights resnet18 resnet18_tv.pth -o runs/resnet18.safetensors",
+    "bench": "python -m builder bench alexnet_cifar --options fp32,bf16 --batch-size 128",
+    "train": "python -m builder train alexnet_digits --epochs 3   # then: train --resume runs/alexnet_digits-...",
+    "evaluate": "python -m builder evaluate runs/alexnet_digits-20250101-120000 --weights best",
+    "predict": "python -m builder predict runs/alexnet_digits-20250101-120000 my_images/ -o runs/preds.csv",
+    "export": "python -m builder export runs/alexnet_digits-20250101-120000 --format onnx -o runs/model.onnx",
+    "sweep": "python -m builder sweep alexnet_digits --grid classifier.dropout=0.3,0.5 --epochs 1 --out runs/sweep",
+    "leaderboard": "python -m builder leaderboard runs/sweep",
+}
+
+
+def _add_examples(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Every command's --help ends with an example (a test checks that each command has one)."""
+    for name, command in sub.choices.items():
+        if name in EXAMPLES:
+            command.epilog = f"example:\n  {EXAMPLES[name]}"
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m builder", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -177,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_resolve)
 
     p = sub.add_parser("diff", help="compare two specs block by block (--set applies to B)")
-    p.add_argument("spec_a", metavar="A")
+    p.add_argument("spec_a", metavar="A", help="the spec to compare against (a path or a shipped name)")
     _add_spec_args(p)
     p.set_defaults(func=cmd_diff)
 
@@ -218,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sweep_parser(sub)
     add_leaderboard_parser(sub)
+    _add_examples(sub)
     return parser
 
 
