@@ -175,7 +175,7 @@ EXAMPLES = {  # shown at the end of each command's --help
 }
 
 
-def _add_examples(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def _add_examples(sub: argparse._SubParsersAction) -> None:
     """Every command's --help ends with an example (a test checks that each command has one)."""
     for name, command in sub.choices.items():
         if name in EXAMPLES:
