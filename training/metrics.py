@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import atomic_write
+from training.files import write_bytes
 
-COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+# val_* came last, so readers of the first columns by position still work.
+COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "val_loss", "val_acc")
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,15 @@ class EpochMetrics:
     test_acc: float | None
     lr: float  # at the epoch's last step
     seconds: float  # wall time of the epoch: training and evaluation
+    val_loss: float | None = None  # None: no validation split
+    val_acc: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochMetrics:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def write_csv(path: Path, history: Sequence[EpochMetrics]) -> None:
@@ -42,8 +45,7 @@ def write_csv(path: Path, history: Sequence[EpochMetrics]) -> None:
     writer.writerow(COLUMNS)
     for m in history:
         writer.writerow(["" if getattr(m, c) is None else _cell(getattr(m, c)) for c in COLUMNS])
-    text = buffer.getvalue().encode()
-    atomic_write(path, lambda f: f.write(text))
+    write_bytes(path, buffer.getvalue().encode())
 
 
 def _cell(value: float) -> str:
@@ -78,7 +80,7 @@ def plot_curves(path: Path, history: Sequence[EpochMetrics], title: str = "") ->
         fig.suptitle(title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    write_bytes(path, buffer.getvalue())
 
 
 def epoch_line(m: EpochMetrics, epochs: int, images: int) -> str:
