@@ -184,8 +184,7 @@ def test_sigint_to_the_cli_checkpoints_prints_the_resume_command_and_resumes(
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted by SIGINT" in stderr
     resume_line = stderr.strip().splitlines()[-1]
-    assert resume_line.startswith("resume with: python -m builder train") and resume_line.endswith(f"--resume {out}")
-    assert "--epochs 8" in resume_line
+    assert resume_line == f"resume with: python -m builder train --resume {out} --quiet"  # the run has the rest
 
     position = load_checkpoint(out / CHECKPOINT)["position"]
     assert 1 <= position["epoch"] < 8
@@ -232,6 +231,25 @@ def test_resume_refuses_a_changed_recipe_or_spec_located(spec_path: Path, tmp_pa
     assert "--set blocks[0].out_channels=4: error: blocks[0].out_channels: is 4 here but 8" in stderr
     code, _, stderr = cli("train", spec_path, "--resume", out, "--epochs", "2", "--quiet")  # epochs may grow
     assert code == 0
+
+
+def test_resume_from_the_run_directory_alone(spec_path: Path, tmp_path: Path, cli: Cli) -> None:
+    out = tmp_path / "r"
+    assert cli("train", spec_path, "--epochs", "1", "--lr", "0.05", "--out", out, "--quiet")[0] == 0
+    code, stdout, _ = cli("train", "--resume", out, "--epochs", "2", "--quiet")  # a changeable flag changes
+    assert code == 0 and "epoch 2/2" in stdout
+    assert load_checkpoint(out / CHECKPOINT)["config"]["optimizer"]["lr"] == 0.05  # the run's own recipe
+    assert yaml.safe_load((out / "spec.yaml").read_text())["training"]["epochs"] == 2  # as last trained
+    code, _, stderr = cli("train", "--resume", out, "--lr", "0.5")  # a contradicting flag: refused as with SPEC
+    assert code == 2 and "--lr 0.5: error: training.optimizer.lr: is 0.5 here but 0.05 in the run" in stderr
+    code, _, stderr = cli("train", "--resume", out, "--set", "blocks[0].out_channels=4")
+    assert code == 2 and "blocks[0].out_channels: is 4 here but 8" in stderr
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = cli("train", "--resume", tmp_path / "empty")  # not a run
+    assert code == 2
+    assert stderr.strip() == f"error: --resume {tmp_path / 'empty'}: not a run directory (it has no spec.yaml)"
+    code, _, stderr = cli("train", "--epochs", "2")
+    assert code == 2 and stderr.strip() == "error: train needs a SPEC, or --resume RUN_DIR to continue a run"
 
 
 def test_an_output_directory_holding_a_run_is_refused(spec_path: Path, tmp_path: Path) -> None:

@@ -32,6 +32,10 @@ class RunDirError(BuilderError):
     """The output directory cannot be used (it holds another run, or cannot be created)."""
 
 
+class TrainUsageError(BuilderError):
+    """A command line that cannot name a run (no SPEC and no --resume)."""
+
+
 class CheckpointError(BuilderError):
     """A checkpoint that is missing, damaged, or refused because it would run code."""
 

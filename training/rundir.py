@@ -16,8 +16,8 @@ from training.checkpoint import CHECKPOINT, load_checkpoint
 from training.config import RESUMABLE_CHANGES, TrainingConfig
 from training.errors import CheckpointError, ConfigProblems, RunDirError
 from training.files import write_text
+from training.runinfo import SPEC_FILE
 
-SPEC_FILE = "spec.yaml"  # the resolved spec with its full training section
 SUMMARY_FILE = "summary.txt"
 STATE_KEYS = frozenset({"spec", "config", "position", "model", "optimizer", "scheduler", "scaler", "rng"})
 
@@ -49,7 +49,8 @@ def spec_data(spec: Spec) -> dict[str, Any]:
 
 
 def write_run_files(run_dir: Path, spec: Spec, config: TrainingConfig) -> None:
-    """spec.yaml (the resolved spec with its full training section) and summary.txt (torchinfo)."""
+    """spec.yaml (the resolved spec with its full training section, rewritten on resume so it holds
+    the epochs and settings last trained with) and summary.txt (torchinfo)."""
     from builder.model.summary import summarize
 
     resolved = spec.model_copy(update={"training": config.model_dump(mode="json")})

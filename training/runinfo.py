@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from training.data import Data
 
+SPEC_FILE = "spec.yaml"  # the resolved spec with its full training section, as last trained
 RUN_INFO = "run.json"
 BEST = "best.safetensors"
 RESULTS = "results.json"
@@ -133,7 +134,7 @@ def load_run(run_dir: str | Path, weights: Weights = "best", device: str = "cpu"
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
-    spec = load_spec(run_dir / "spec.yaml")
+    spec = load_spec(run_dir / SPEC_FILE)
     if weights not in WEIGHT_FILES:
         raise RunDirError(f"weights must be best or final, not {weights!r}")
     path = run_dir / WEIGHT_FILES[weights]

@@ -92,13 +92,11 @@ def train(
         saved = resumed_state(spec, config, Path(resume), out) if resume is not None else None
         data = on_device(load_data(config.dataset, spec, config.workers), device)
         run_dir = Path(resume) if resume is not None else broadcast_path(d, lambda: new_run_dir(out, spec.name))
-        trainer = Trainer(spec, config, data, device, run_dir, quiet, log or print_line, d, saved)
-        if saved is None and d.main:
+        if d.main:  # before the trainer seeds or restores the RNGs (the summary builds a model)
             make_run_dir(run_dir)
             write_run_files(run_dir, spec, config)
-        if d.main:
             write_run_info(run_dir, spec, data)
-        return trainer.run()
+        return Trainer(spec, config, data, device, run_dir, quiet, log or print_line, d, saved).run()
 
 
 @dataclass
