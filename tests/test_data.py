@@ -404,3 +404,17 @@ def test_in_memory_splits_move_to_the_training_device_once() -> None:
     assert isinstance(moved.train, TensorSplit) and moved.train.images.is_meta and moved.test.labels.is_meta
     images, labels = next(moved.train.batches([torch.tensor([0, 2])]))
     assert images.is_meta and images.shape == (2, 1, 2, 2) and labels.shape == (2,)
+
+
+def test_image_folder_val_is_validation_and_test_is_test(tmp_path: Path, spec_of: Callable[..., object]) -> None:
+    root = make_tree(tmp_path / "a", {"train": {"cat": 10, "dog": 10}, "val": {"cat": 1, "dog": 2}, "test": {"cat": 2}})
+    (root / "test" / "dog").mkdir()
+    (root / "test" / "dog" / "0.png").write_bytes((root / "train" / "dog" / "0.png").read_bytes())
+    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
+    data = load_data(config, spec_of(classes=2))  # type: ignore[arg-type]
+    assert data.val is not None and data.test is not None
+    assert (len(data.train), len(data.val), len(data.test)) == (20, 3, 3)  # nothing carved: val/ is shipped
+    carved = make_tree(tmp_path / "b", {"train": {"cat": 10, "dog": 10}, "test": {"cat": 1, "dog": 1}})
+    data = load_data(config.model_copy(update={"root": str(carved)}), spec_of(classes=2))  # type: ignore[arg-type]
+    assert data.val is not None and (len(data.train), len(data.val)) == (18, 2)
+    assert sorted(data.val.targets.tolist()) == [0, 1]  # stratified: one of each class
