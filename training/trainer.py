@@ -117,6 +117,7 @@ class Position:
     stall_value: float | None = None  # early stopping: the best of its metric so far
     stall: int = 0  # epochs since stall_value last improved by more than min_delta
     segment: int = 0  # the epoch where the current learning-rate schedule started
+    step_losses: list[float] = field(default_factory=list)  # every step's mean loss, for curves.png
 
     def state(self) -> dict[str, Any]:
         return {**asdict(self), "history": [m.as_dict() for m in self.history]}
@@ -142,7 +143,8 @@ class Position:
 
     def next_epoch(self, metrics: EpochMetrics) -> Position:
         """The position after this epoch: the sums reset, the rest carried over."""
-        kept = {k: getattr(self, k) for k in ("best_epoch", "best_value", "stall_value", "stall", "segment")}
+        kept = {k: getattr(self, k) for k in ("best_epoch", "best_value", "stall_value", "stall", "segment",
+                                              "step_losses")}
         return Position(epoch=metrics.epoch, lr=self.lr, history=[*self.history, metrics], **kept)
 
 
@@ -273,7 +275,8 @@ class Trainer:
                 loss_sum, hits, n, stops = total(self.dist, loss * len(labels), correct, len(labels),
                                                  float(stop.signal is not None))
                 pos.add(step, loss_sum, int(hits), int(n), before + time.perf_counter() - started)
-                board.step(epoch * self.steps + step + 1, loss_sum / max(n, 1), pos.lr)
+                pos.step_losses.append(loss_sum / max(n, 1))
+                board.step(epoch * self.steps + step + 1, pos.step_losses[-1], pos.lr)
                 bar.update()
                 bar.set_postfix(pos.postfix(), refresh=False)
                 # Distributed: stop only as agreed, or the others would wait for us at the next step.
@@ -333,7 +336,8 @@ class Trainer:
         self.save()
         if self.dist.main:
             write_csv(self.run_dir / "metrics.csv", self.pos.history)
-            plot_curves(self.run_dir / "curves.png", self.pos.history, f"{self.spec.name} on {self.data.name}")
+            title = f"{self.spec.name} on {self.data.name} ({len(self.data.train):,} training images)"
+            plot_curves(self.run_dir / "curves.png", self.pos.history, title, self.pos.step_losses, self.steps)
             board.epoch(metrics, seen / max(pos.seconds, 1e-9))
         self.log(epoch_line(metrics, self.config.epochs, seen))
 
