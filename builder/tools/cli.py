@@ -176,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     from training.cli import add_train_parser  # torch-free at import
 
     add_train_parser(sub, _add_spec_args)
+    from training.commands import add_commands  # evaluate, predict, export (torch-free at import)
+
+    add_commands(sub)
     return parser
 
 
