@@ -29,6 +29,7 @@ FLAGS = (
     ("lr", "--lr", "training.optimizer.lr", "LR", "learning rate, the peak one for one_cycle"),
     ("seed", "--seed", "training.seed", "N", "seed of weights, shuffling, augmentation and dropout"),
     ("device", "--device", "training.device", "DEVICE", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
+    ("init", "--init", "training.init.weights", "PATH", "start from these .safetensors weights (fine-tuning)"),
 )
 
 

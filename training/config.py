@@ -192,6 +192,17 @@ class EarlyStopping(StrictModel):
     min_delta: NonNegativeFloat = 0.0
 
 
+class InitConfig(StrictModel):
+    """Start from saved weights (a run's .safetensors, or `port-weights` output) instead of random."""
+
+    weights: Annotated[str, Field(min_length=1)]
+    # Tensors named in the file but absent from the model, or the reverse, are errors unless allowed.
+    allow_unexpected: bool = False
+    allow_missing: bool = False
+    # Parameters under these prefixes (e.g. features, or features.0) are not trained.
+    freeze: list[Annotated[str, Field(min_length=1)]] = []  # noqa: RUF012 - pydantic copies field defaults
+
+
 DEFAULT_KINDS = {"dataset": "digits", "optimizer": "sgd", "schedule": "cosine"}
 
 
@@ -210,6 +221,7 @@ class TrainingConfig(StrictModel):
     # The validation metric that picks best.safetensors (never the test split).
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
     early_stopping: EarlyStopping | None = None  # None: train all epochs
+    init: InitConfig | None = None  # None: random initial weights from `seed`
     workers: NonNegativeInt = 0  # data-loader processes decoding image_folder images
     device: str = "auto"  # auto: cuda, then mps, then cpu
     # bf16/fp16: autocast mixed precision; auto: bf16 where the device computes it natively, else fp32

@@ -92,11 +92,13 @@ def train(
         saved = resumed_state(spec, config, Path(resume), out) if resume is not None else None
         data = on_device(load_data(config.dataset, spec, config.workers), device)
         run_dir = Path(resume) if resume is not None else broadcast_path(d, lambda: new_run_dir(out, spec.name))
-        if d.main:  # before the trainer seeds or restores the RNGs (the summary builds a model)
-            make_run_dir(run_dir)
-            write_run_files(run_dir, spec, config)
-            write_run_info(run_dir, spec, data)
-        return Trainer(spec, config, data, device, run_dir, quiet, log or print_line, d, saved).run()
+        trainer = Trainer(spec, config, data, device, run_dir, quiet, log or print_line, d, saved)
+        if d.main:  # once everything is checked; the summary builds a model, so the RNGs are kept
+            with torch.random.fork_rng(devices=[]):
+                make_run_dir(run_dir)
+                write_run_files(run_dir, spec, config)
+                write_run_info(run_dir, spec, data)
+        return trainer.run()
 
 
 @dataclass
@@ -170,7 +172,16 @@ class Trainer:
         # Only rank 0 prints and writes; the other ranks train silently.
         self.run_dir, self.quiet, self.log = run_dir, quiet or not self.dist.main, log if self.dist.main else silent
         seed_everything(config.seed)
-        self.model = build_model(spec).to(device)
+        self.model = build_model(spec)
+        if config.init is not None and saved is None:  # a resumed run has its weights in its checkpoint
+            from training.init import init_from
+
+            self.log(init_from(self.model, config.init))
+        elif config.init is not None:
+            from training.init import freeze
+
+            freeze(self.model, config.init.freeze)
+        self.model.to(device)
         self.steps = len(self.epoch_order(0))
         self.pos = Position(segment=new_segment(saved, config))
         self.step = make_step(self.model, config, device, self.steps, wrap=self.wrap, segment=self.pos.segment)
