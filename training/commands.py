@@ -40,6 +40,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps")
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("export", help="write a run's (or a spec's) model as ONNX, TorchScript or pt2",
+                       description="Export with a dynamic batch dimension; ONNX is checked with onnxruntime.")
+    p.add_argument("source", metavar="RUN_DIR|SPEC", help="a run directory, or a spec (random weights, seed 0)")
+    p.add_argument("--format", required=True, help="onnx, torchscript or pt2")
+    p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
+    p.add_argument("-o", "--output", metavar="FILE", help="output file (default: NAME-WEIGHTS.EXT in RUN_DIR, "
+                   "or NAME.EXT here for a spec); an existing file is never overwritten")
+    p.set_defaults(func=cmd_export)
+
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_run, unique_dir
@@ -102,3 +111,43 @@ def print_table(header: list[str], table: list[list[object]], limit: int | None)
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if limit is not None and len(table) > limit:
         print(f"... {len(table) - limit:,} more")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from training.export import FORMATS, ONNX_TOLERANCE, ExportError, export
+
+    if args.format not in FORMATS:
+        raise UsageError(f"--format {args.format}: unknown; expected {', '.join(FORMATS)}")
+    model, spec, default = export_source(Path(args.source), args.weights)
+    out = Path(args.output) if args.output else default.with_name(default.name + FORMATS[args.format])
+    if out.exists():
+        raise UsageError(f"{out} exists; export never overwrites a file: choose another -o or remove it")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: no such directory {out.parent}")
+    torch.manual_seed(0)
+    difference = export(model, spec, args.format, out)
+    print(f"wrote {out} ({args.format}, dynamic batch dimension)")
+    if difference is not None:
+        print(f"onnxruntime vs PyTorch on random input: max abs difference {difference:.3g}")
+        if difference > ONNX_TOLERANCE:
+            raise ExportError(f"the ONNX model differs from PyTorch by {difference:.3g} (> {ONNX_TOLERANCE:g})")
+    return 0
+
+
+def export_source(path: Path, weights: str) -> tuple[Any, Any, Path]:
+    """(model, spec, output path without extension) of a run directory or of a spec file."""
+    if path.is_dir():
+        from training.runinfo import load_run
+
+        run = load_run(path, weights)  # type: ignore[arg-type]
+        return run.model, run.spec, path / f"{run.spec.name}-{weights}"
+    import torch
+
+    from builder.lang.loading import load_spec
+    from builder.model.build import build_model
+
+    spec = load_spec(path)
+    torch.manual_seed(0)
+    return build_model(spec), spec, Path(spec.name)
