@@ -9,6 +9,7 @@ reads it; a file that asks to build any other object is refused, never executed.
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import random
 import warnings
@@ -27,11 +28,39 @@ from training.files import atomic_write, write_bytes
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
 FORMAT = "cnn-builder-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: with a checksum of everything it holds
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
+    """Atomically, with a checksum of every tensor and value, verified by load_checkpoint."""
+    full = {"format": FORMAT, "version": VERSION, **state}
+    atomic_write(path, lambda f: torch.save({**full, "checksum": checksum(full)}, f))
+
+
+def checksum(value: Any) -> str:
+    """A digest of a tree of dicts, lists, tensors (dtype, shape and bytes) and plain values."""
+    digest = hashlib.blake2b(digest_size=16)
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(repr(value).encode())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -55,6 +84,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a checkpoint of this trainer")
     if state.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this trainer reads {VERSION}")
+    stored = state.pop("checksum", None)
+    if stored != checksum(state):
+        raise CheckpointError(f"{path} is damaged: its contents do not match its checksum (a changed bit, or an "
+                              "edited field); it is not loaded")
     return state
 
 

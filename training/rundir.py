@@ -3,9 +3,13 @@ that a resumed run is the same run (spec and recipe) as the one in its checkpoin
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,32 +19,85 @@ from builder.lang.spec import Spec
 from training.checkpoint import CHECKPOINT, load_checkpoint
 from training.config import RESUMABLE_CHANGES, TrainingConfig
 from training.errors import CheckpointError, ConfigProblems, RunDirError
-from training.files import write_text
-from training.runinfo import SPEC_FILE
+from training.files import TMP_SUFFIX, write_text
+from training.runinfo import RUN_INFO, SPEC_FILE
 
 SUMMARY_FILE = "summary.txt"
 STATE_KEYS = frozenset({"spec", "config", "position", "model", "optimizer", "scheduler", "scaler", "rng"})
 
 
-def new_run_dir(out: str | Path | None, name: str) -> Path:
-    """`out`, or runs/<name>-<YYYYmmdd-HHMMSS>[-N] (not created yet); refused if it holds a run."""
+LOCK = ".lock"  # held (flock) by the run writing into the directory, for its whole life
+TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX) + "$")  # what atomic_write leaves when killed
+
+
+def claim_run_dir(out: str | Path | None, name: str) -> tuple[Path, bool]:
+    """The directory of a new run and whether it was created now. The default,
+    runs/<name>-<YYYYmmdd-HHMMSS>[-N], is created on the spot, so two runs started in the same
+    second get different names. An existing `out` must be empty or hold an unfinished run of
+    this trainer without a checkpoint: nothing the trainer did not create is overwritten."""
     if out is None:
         base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
         path, n = base, 2
-        while path.exists():
+        while not _make(path):
             path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    else:
-        path = Path(out)
+        return path, True
+    path = Path(out)
     if (path / CHECKPOINT).exists():
         raise RunDirError(f"{path} already holds a run; continue it with --resume {path}, or choose another --out")
-    return path
+    if path.is_dir():
+        if any(e.name != LOCK for e in path.iterdir()) and not (path / RUN_INFO).is_file():
+            raise RunDirError(f"--out {path} is not empty and holds no run of this trainer; its files are never "
+                              "overwritten: choose another --out, or empty it")
+        return path, False
+    if path.exists():
+        raise RunDirError(f"--out {path} is a file, not a directory")
+    return path, _make(path)
 
 
-def make_run_dir(path: Path) -> None:
+def _make(path: Path) -> bool:
+    """Create `path` (and its parents); False if it exists already."""
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir(parents=True)
+    except FileExistsError:
+        return False
     except OSError as exc:
         raise RunDirError(f"cannot create the output directory {path}: {exc.strerror or exc}") from None
+    return True
+
+
+@contextmanager
+def locked(path: Path, created: bool = False) -> Iterator[None]:
+    """Hold the run directory's lock while the run lives; a second run into it is refused. On a
+    failure before anything was written, a directory created for this run is removed again."""
+    if not path.is_dir():
+        raise RunDirError(f"{path} is not a directory")
+    try:
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise RunDirError(f"cannot write into {path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise RunDirError(f"{path} is in use by another run (it holds {path / LOCK}); wait for it to end, "
+                          "or choose another --out") from None
+    remove_partial_files(path)
+    ok = False
+    try:
+        yield
+        ok = True
+    finally:
+        if not ok and created and [e.name for e in path.iterdir()] == [LOCK]:
+            (path / LOCK).unlink()
+            path.rmdir()
+        os.close(fd)
+
+
+def remove_partial_files(path: Path) -> None:
+    """Temporary files of atomic writes that a killed run left behind (only ours, by name)."""
+    for entry in path.iterdir():
+        if TMP_FILE.match(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
 
 
 def spec_data(spec: Spec) -> dict[str, Any]:
@@ -61,10 +118,19 @@ def write_run_files(run_dir: Path, spec: Spec, config: TrainingConfig) -> None:
 # --- resume checks ----------------------------------------------------------------------------------
 
 
-def resumed_state(spec: Spec, config: TrainingConfig, run_dir: Path, out: str | Path | None) -> dict[str, Any]:
-    """The checkpoint of the run in `run_dir`, once it is known to fit this spec and recipe."""
+def resume_target(resume: str | Path, out: str | Path | None) -> Path:
+    """The directory of the run to resume, once it is known to hold a checkpoint and match --out."""
+    run_dir = Path(resume)
     if out is not None and Path(out).resolve() != run_dir.resolve():
         raise RunDirError(f"--out {out} and --resume {run_dir} differ: a resumed run writes into its own directory")
+    if not (run_dir / CHECKPOINT).is_file():
+        raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT}")
+    return run_dir
+
+
+def resumed_state(spec: Spec, config: TrainingConfig, run_dir: Path, out: str | Path | None) -> dict[str, Any]:
+    """The checkpoint of the run in `run_dir`, once it is known to fit this spec and recipe."""
+    resume_target(run_dir, out)
     saved = load_checkpoint(run_dir / CHECKPOINT)
     missing = sorted(STATE_KEYS - saved.keys())
     if missing:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ from training.files import write_text
 from training.loggers import Board, Log, print_line, silent
 from training.metrics import EpochMetrics, epoch_line, plot_curves, write_csv
 from training.precision import resolve_precision
-from training.rundir import make_run_dir, new_run_dir, resumed_state, spec_data, write_run_files
+from training.rundir import claim_run_dir, locked, resume_target, resumed_state, spec_data, write_run_files
 from training.runinfo import BEST, RESULTS, write_run_info
 from training.signals import StopFlag, stop_on_signals
 from training.step import make_step
@@ -89,16 +90,22 @@ def train(
     config = resolve_precision(config, device)  # precision auto -> bf16 or fp32 (training/precision.py)
     check_batch_size(d, config.batch_size)
     with process_group(d, device, config.dist_backend):
-        saved = resumed_state(spec, config, Path(resume), out) if resume is not None else None
-        data = on_device(load_data(config.dataset, spec, config.workers), device)
-        run_dir = Path(resume) if resume is not None else broadcast_path(d, lambda: new_run_dir(out, spec.name))
-        trainer = Trainer(spec, config, data, device, run_dir, quiet, log or print_line, d, saved)
-        if d.main:  # once everything is checked; the summary builds a model, so the RNGs are kept
-            with torch.random.fork_rng(devices=[]):
-                make_run_dir(run_dir)
-                write_run_files(run_dir, spec, config)
-                write_run_info(run_dir, spec, data)
-        return trainer.run()
+        created = [False]  # rank 0: whether the run directory was made for this run
+
+        def claim() -> Path:
+            path, created[0] = claim_run_dir(out, spec.name)
+            return path
+
+        run_dir = resume_target(resume, out) if resume is not None else broadcast_path(d, claim)
+        with locked(run_dir, created[0]) if d.main else nullcontext():  # before data loading, for the whole run
+            saved = resumed_state(spec, config, run_dir, out) if resume is not None else None
+            data = on_device(load_data(config.dataset, spec, config.workers), device)
+            trainer = Trainer(spec, config, data, device, run_dir, quiet, log or print_line, d, saved)
+            if d.main:  # once everything is checked; the summary builds a model, so the RNGs are kept
+                with torch.random.fork_rng(devices=[]):
+                    write_run_files(run_dir, spec, config)
+                    write_run_info(run_dir, spec, data)
+            return trainer.run()
 
 
 @dataclass
@@ -342,6 +349,7 @@ class Trainer:
             epoch, pos.loss_sum / seen, pos.correct / seen, test_loss, test_acc, pos.lr,
             pos.seconds + time.perf_counter() - started, val_loss, val_acc,
         )
+        self.check_finite(metrics)
         self.pos = pos.next_epoch(metrics)
         self.track_best(metrics)
         self.save()
@@ -351,6 +359,20 @@ class Trainer:
             plot_curves(self.run_dir / "curves.png", self.pos.history, title, self.pos.step_losses, self.steps)
             board.epoch(metrics, seen / max(pos.seconds, 1e-9))
         self.log(epoch_line(metrics, self.config.epochs, seen))
+
+    def check_finite(self, m: EpochMetrics) -> None:
+        """Stop (exit 1) before a checkpoint or best weights keep non-finite weights or evaluations."""
+        bad = [f"the {name} loss is {value}" for name, value in (("validation", m.val_loss), ("test", m.test_loss))
+               if value is not None and not math.isfinite(value)]
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            bad.append("some weights are not finite")
+        if bad:
+            raise NonFiniteLoss(f"{' and '.join(bad)} after epoch {m.epoch}: training diverged; {self.kept()}")
+
+    def kept(self) -> str:
+        if self.saved_at:
+            return f"the last good checkpoint ({self.saved_at}) is kept in {self.run_dir / CHECKPOINT}"
+        return "no checkpoint was written before it"
 
     def track_best(self, m: EpochMetrics) -> None:
         """best.safetensors when the monitored validation metric improves; the early-stopping count."""
@@ -379,11 +401,7 @@ class Trainer:
         return TrainingInterrupted(signal.Signals(signum).name, signum, self.pos.where(), self.run_dir)
 
     def diverged(self, value: float, epoch: int, step: int) -> NonFiniteLoss:
-        lr = self.step.lr
-        kept = (
-            f"the last good checkpoint ({self.saved_at}) is kept in {self.run_dir / CHECKPOINT}"
-            if self.saved_at else "no checkpoint was written before it"
-        )
+        lr, kept = self.step.lr, self.kept()
         return NonFiniteLoss(
             f"the loss is {value} at epoch {epoch + 1}, step {step + 1} of {self.steps}: training diverged; "
             f"the learning rate ({lr:.4g} at that step, training.optimizer.lr) is likely too high: lower it "
