@@ -119,3 +119,92 @@ def test_a_non_finite_evaluation_stops_with_exit_1_keeping_the_last_good_checkpo
     assert stopped.value.exit_code == 1
     assert str(stopped.value).startswith("the validation loss is nan after epoch 2: training diverged; the last good")
     assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["position"]["epoch"] == 1  # epoch 2 was never kept
+
+
+def test_threads_apply_for_the_run_and_are_restored(spec_path: Path, tmp_path: Path) -> None:
+    import torch
+
+    before, seen = torch.get_num_threads(), []
+    train(load_spec(spec_path), config(spec_path, epochs=1, threads=1), out=tmp_path / "r", quiet=True,
+          log=lambda line: seen.append(torch.get_num_threads()))
+    assert set(seen) == {1} and torch.get_num_threads() == before
+
+
+def test_sighup_in_training_checkpoints_and_exits_129(spec_path: Path, tmp_path: Path) -> None:
+    import signal
+
+    from training.errors import TrainingInterrupted
+
+    def log(line: str) -> None:
+        if line.startswith("epoch 1/"):
+            signal.raise_signal(signal.SIGHUP)
+
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(load_spec(spec_path), config(spec_path, epochs=3), out=tmp_path / "r", quiet=True, log=log)
+    assert stopped.value.exit_code == 129 and "after epoch 1; checkpoint saved" in stopped.value.lines()[0]
+
+
+def test_a_signal_during_start_up_stops_at_once_and_leaves_nothing(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from training import trainer
+    from training.errors import TrainingInterrupted
+
+    def slow_load(*args: object) -> None:
+        signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(trainer, "load_data", slow_load)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(load_spec(spec_path), config(spec_path, epochs=1), out=tmp_path / "r", quiet=True, log=print)
+    assert stopped.value.exit_code == 143
+    assert stopped.value.lines() == ["interrupted by SIGTERM during start-up; nothing was trained, nothing to resume"]
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_second_signal_stops_at_once_and_names_the_last_checkpoint(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from training.errors import TrainingInterrupted
+    from training.trainer import Position
+
+    add, steps = Position.add, {"n": 0}
+
+    def add_then_signal_twice(self: Position, *args: float) -> None:
+        add(self, *args)  # type: ignore[arg-type]
+        steps["n"] += 1
+        if steps["n"] == 11 + 2:
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Position, "add", add_then_signal_twice)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(load_spec(spec_path), config(spec_path, epochs=3), out=tmp_path / "r", quiet=True, log=print)
+    first, hint = stopped.value.lines()
+    last = f"the last checkpoint (after epoch 1) is in {tmp_path / 'r'}"
+    assert first == f"interrupted by SIGINT again: stopped at once; {last}"
+    assert hint.startswith("resume with: ")
+
+
+def test_a_signal_during_the_last_evaluation_still_leaves_the_weights(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import signal
+
+    from training.checkpoint import WEIGHTS
+    from training.trainer import Trainer
+
+    real, calls = Trainer.evaluate, {"n": 0}
+
+    def signalled(self: Trainer, split: object) -> tuple[float | None, float | None]:
+        calls["n"] += 1
+        if calls["n"] == 3:  # epoch 2 (the last): its validation
+            signal.raise_signal(signal.SIGTERM)
+        return real(self, split)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Trainer, "evaluate", signalled)
+    result = train(load_spec(spec_path), config(spec_path, epochs=2), out=tmp_path / "r", quiet=True, log=print)
+    assert result.epoch == 2 and (tmp_path / "r" / WEIGHTS).is_file()

@@ -29,6 +29,7 @@ FLAGS = (
     ("lr", "--lr", "training.optimizer.lr", "LR", "learning rate, the peak one for one_cycle"),
     ("seed", "--seed", "training.seed", "N", "seed of weights, shuffling, augmentation and dropout"),
     ("device", "--device", "training.device", "DEVICE", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
+    ("threads", "--threads", "training.threads", "N", "CPU threads (default: torch's, one per core)"),
     ("init", "--init", "training.init.weights", "PATH", "start from these .safetensors weights (fine-tuning)"),
 )
 
@@ -113,7 +114,8 @@ def _run_train(args: argparse.Namespace) -> int:
     except ConfigProblems as exc:
         raise doc.diagnose(exc.problems) from None
     except TrainingInterrupted as exc:
-        exc.resume_command = resume_command(args, str(exc.run_dir))
+        if exc.run_dir is not None:
+            exc.resume_command = resume_command(args, str(exc.run_dir))
         raise
     return 0
 

@@ -223,6 +223,10 @@ class TrainingConfig(StrictModel):
     early_stopping: EarlyStopping | None = None  # None: train all epochs
     init: InitConfig | None = None  # None: random initial weights from `seed`
     workers: NonNegativeInt = 0  # data-loader processes decoding image_folder images
+    # torch's CPU threads for the run; None: torch's default (one per core). On a CPU shared with
+    # other work, fewer threads than cores avoids oversubscription; CPU results are bit-exact only
+    # for a fixed thread count.
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = None
     device: str = "auto"  # auto: cuda, then mps, then cpu
     # bf16/fp16: autocast mixed precision; auto: bf16 where the device computes it natively, else fp32
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
@@ -251,4 +255,4 @@ class TrainingConfig(StrictModel):
 
 
 # Fields a resumed run may change without breaking its recipe (the rest must match the run).
-RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "workers", "device", "compile", "dist_backend"})
+RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "workers", "device", "compile", "dist_backend", "threads"})

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,18 @@ def autocast(precision: str, device_type: str) -> AbstractContextManager[Any]:
     if precision not in AUTOCAST:
         return nullcontext()
     return torch.autocast(device_type, dtype=AUTOCAST[precision])
+
+
+@contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to `count` for the run (None: torch's default), then restored."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def seed_everything(seed: int) -> None:

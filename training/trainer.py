@@ -34,7 +34,7 @@ from builder.model.build import build_model
 from training.checkpoint import CHECKPOINT, WEIGHTS, rng_states, save_checkpoint, save_weights, set_rng_states
 from training.config import TrainingConfig
 from training.data import Data, Split, generator, load_data, on_device, preprocess_for
-from training.device import seed_everything, select_device
+from training.device import seed_everything, select_device, threads
 from training.distributed import (
     Dist,
     agree,
@@ -53,7 +53,7 @@ from training.metrics import EpochMetrics, epoch_line, plot_curves, write_csv
 from training.precision import resolve_precision
 from training.rundir import claim_run_dir, locked, resume_target, resumed_state, spec_data, write_run_files
 from training.runinfo import BEST, RESULTS, write_run_info
-from training.signals import StopFlag, stop_on_signals
+from training.signals import StopFlag, handling, stop_at_once, stop_on_signals
 from training.step import make_step
 
 __all__ = ["Position", "TrainResult", "Trainer", "train"]
@@ -96,16 +96,29 @@ def train(
             path, created[0] = claim_run_dir(out, spec.name)
             return path
 
-        run_dir = resume_target(resume, out) if resume is not None else broadcast_path(d, claim)
-        with locked(run_dir, created[0]) if d.main else nullcontext():  # before data loading, for the whole run
-            saved = resumed_state(spec, config, run_dir, out) if resume is not None else None
-            data = on_device(load_data(config.dataset, spec, config.workers), device)
-            trainer = Trainer(spec, config, data, device, run_dir, quiet, log or print_line, d, saved)
-            if d.main:  # once everything is checked; the summary builds a model, so the RNGs are kept
-                with torch.random.fork_rng(devices=[]):
-                    write_run_files(run_dir, spec, config)
-                    write_run_info(run_dir, spec, data)
-            return trainer.run()
+        with handling(stop_at_once(starting_up)):  # nothing to checkpoint yet: a stop signal stops at once
+            run_dir = resume_target(resume, out) if resume is not None else broadcast_path(d, claim)
+            return _run(spec, config, d, device, run_dir, created[0], resume, out, quiet, log)
+
+
+def starting_up(signum: int) -> TrainingInterrupted:
+    return TrainingInterrupted(signal.Signals(signum).name, signum, "during start-up", None)
+
+
+def _run(
+    spec: Spec, config: TrainingConfig, d: Dist, device: torch.device, run_dir: Path, created: bool,
+    resume: str | Path | None, out: str | Path | None, quiet: bool, log: Log | None,
+) -> TrainResult:
+    """Lock the run directory (before data loading, for the whole run), check, load, write, train."""
+    with locked(run_dir, created) if d.main else nullcontext(), threads(config.threads):
+        saved = resumed_state(spec, config, run_dir, out) if resume is not None else None
+        data = on_device(load_data(config.dataset, spec, config.workers), device)
+        trainer = Trainer(spec, config, data, device, run_dir, quiet, log or print_line, d, saved)
+        if d.main:  # once everything is checked; the summary builds a model, so the RNGs are kept
+            with torch.random.fork_rng(devices=[]):
+                write_run_files(run_dir, spec, config)
+                write_run_info(run_dir, spec, data)
+        return trainer.run()
 
 
 @dataclass
@@ -248,19 +261,23 @@ class Trainer:
         self.log(self.banner())
         board = Board(self.run_dir, self.dist.main)
         try:
-            with stop_on_signals() as stop:
-                while self.pos.epoch < self.config.epochs and not self.stopping_early():
+            with stop_on_signals(self.aborted) as stop:
+                while not self.done():
                     self.train_epoch(stop, board)
                     self.finish_epoch(board)
-                    if agree(self.dist, stop.signal is not None)[0]:
+                    # A signal during the last epoch's evaluation lets the run finish: weights and all.
+                    if agree(self.dist, stop.signal is not None)[0] and not self.done():
                         raise self.interrupted(stop.signal or signal.SIGTERM)
+                if self.dist.main:
+                    save_weights(self.model, self.run_dir / WEIGHTS, {"spec": self.spec.name})
+                result = self.result()
         finally:
             board.close()
-        if self.dist.main:
-            save_weights(self.model, self.run_dir / WEIGHTS, {"spec": self.spec.name})
-        result = self.result()
         self.log(self.farewell(result))
         return result
+
+    def done(self) -> bool:
+        return self.pos.epoch >= self.config.epochs or self.stopping_early()
 
     def banner(self) -> str:
         d, c = self.data, self.config
@@ -399,6 +416,11 @@ class Trainer:
 
     def interrupted(self, signum: int) -> TrainingInterrupted:
         return TrainingInterrupted(signal.Signals(signum).name, signum, self.pos.where(), self.run_dir)
+
+    def aborted(self, signum: int) -> TrainingInterrupted:
+        """A second stop signal: stop at once, naming the checkpoint a resume starts from."""
+        saved = f"the last checkpoint ({self.saved_at}) is in {self.run_dir}" if self.saved_at else None
+        return TrainingInterrupted(signal.Signals(signum).name, signum, "again: stopped at once", self.run_dir, saved)
 
     def diverged(self, value: float, epoch: int, step: int) -> NonFiniteLoss:
         lr, kept = self.step.lr, self.kept()
