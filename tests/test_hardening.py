@@ -208,3 +208,37 @@ def test_a_signal_during_the_last_evaluation_still_leaves_the_weights(
     monkeypatch.setattr(Trainer, "evaluate", signalled)
     result = train(load_spec(spec_path), config(spec_path, epochs=2), out=tmp_path / "r", quiet=True, log=print)
     assert result.epoch == 2 and (tmp_path / "r" / WEIGHTS).is_file()
+
+
+def test_one_host_synchronization_per_training_step(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from training import trainer
+    from training.step import TrainStep
+
+    reads, inside, synced = [0], [False], []
+    real_total, real_call, real_item = trainer.total_of, TrainStep.__call__, torch.Tensor.item
+
+    def counted_total(*args: object) -> list[float]:
+        reads[0] += 1
+        return real_total(*args)  # type: ignore[arg-type]
+
+    def step(self: TrainStep, *args: object) -> object:
+        inside[0] = True
+        try:
+            return real_call(self, *args)  # type: ignore[arg-type]
+        finally:
+            inside[0] = False
+
+    def item(self: torch.Tensor) -> object:
+        if inside[0]:
+            synced.append("item")
+        return real_item(self)
+
+    monkeypatch.setattr(trainer, "total_of", counted_total)
+    monkeypatch.setattr(TrainStep, "__call__", step)
+    monkeypatch.setattr(torch.Tensor, "item", item)
+    train(load_spec(spec_path), config(spec_path, epochs=1), out=tmp_path / "r", quiet=True, log=print)
+    assert reads[0] == 11 and synced == []  # 11 steps: one combined read each, no .item() in the step

@@ -34,19 +34,19 @@ class TrainStep:
     grad_clip: float | None = None
     channels_last: bool = False
 
-    def __call__(self, inputs: Tensor, labels: Tensor, check: Callable[[float], None] | None = None) -> tuple[
-            float, Tensor]:
-        """One step on a preprocessed batch; returns its mean loss and the logits (N, classes).
-        `check(loss)` runs before backward; it may raise to leave the weights untouched."""
+    def __call__(self, inputs: Tensor, labels: Tensor, check: Callable[[Tensor, Tensor], None] | None = None) -> tuple[
+            Tensor, Tensor]:
+        """One step on a preprocessed batch; returns its mean loss (a 0-d tensor on the device) and
+        the logits (N, classes). `check(loss, logits)` runs before backward and may raise to leave
+        the weights untouched; nothing here waits for the device."""
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         self.model.train()
         with autocast(self.precision, inputs.device.type):
             logits = self.forward(inputs)
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
-        value = loss.item()
         if check is not None:
-            check(value)
+            check(loss, logits)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.grad_clip is not None:
@@ -56,7 +56,7 @@ class TrainStep:
         self.scaler.update()
         if self.scheduler is not None:
             self.scheduler.step()
-        return value, logits
+        return loss, logits
 
     @property
     def lr(self) -> float:

@@ -45,6 +45,7 @@ from training.distributed import (
     eval_indices,
     process_group,
     total,
+    total_of,
 )
 from training.errors import NonFiniteLoss, TrainingInterrupted
 from training.files import write_text
@@ -87,6 +88,7 @@ def train(
     """
     d = Dist.from_env()
     device = device_for(d, select_device(config))
+    d = d.on(device, config.dist_backend)  # collectives on the GPU under NCCL
     config = resolve_precision(config, device)  # precision auto -> bf16 or fp32 (training/precision.py)
     check_batch_size(d, config.batch_size)
     with process_group(d, device, config.dist_backend):
@@ -305,10 +307,7 @@ class Trainer:
         with bar:
             for step, (images, labels) in enumerate(self.data.train.batches(order[pos.step :]), start=pos.step):
                 pos.lr = self.step.lr
-                loss, correct = self.train_step(images, labels, epoch, step)
-                # Sums over all processes, and whether any of them was asked to stop (one all-reduce).
-                loss_sum, hits, n, stops = total(self.dist, loss * len(labels), correct, len(labels),
-                                                 float(stop.signal is not None))
+                loss_sum, hits, n, stops = self.train_step(images, labels, epoch, step, stop.signal is not None)
                 pos.add(step, loss_sum, int(hits), int(n), before + time.perf_counter() - started)
                 pos.step_losses.append(loss_sum / max(n, 1))
                 board.step(epoch * self.steps + step + 1, pos.step_losses[-1], pos.lr)
@@ -320,18 +319,25 @@ class Trainer:
                     self.save()
                     raise self.interrupted(stop.signal or signal.SIGTERM)
 
-    def train_step(self, images: Tensor, labels: Tensor, epoch: int, step: int) -> tuple[float, int]:
-        """One optimizer step; returns the batch's mean loss and its count of correct predictions."""
+    def train_step(self, images: Tensor, labels: Tensor, epoch: int, step: int, stopping: bool) -> list[float]:
+        """One optimizer step; returns its summed loss, correct count, images and stop requests,
+        over all processes. Those are reduced and read in one go before backward: the step's
+        single host synchronization, which also checks the loss before any weight is touched."""
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         rank = (self.dist.rank,) if self.dist.enabled else ()  # each process augments its own share
         inputs = self.preprocess(images, generator(self.config.seed, epoch, step, *rank))
+        found: list[float] = []
 
-        def check(value: float) -> None:  # before any weight is touched, on every rank
-            if agree(self.dist, not math.isfinite(value))[0]:
-                raise self.diverged(value, epoch, step)
+        def check(loss: Tensor, logits: Tensor) -> None:
+            n = float(len(labels))
+            hits = (logits.detach().argmax(1) == labels).sum()
+            flags = torch.tensor([n, float(stopping)], device=loss.device)
+            found.extend(total_of(self.dist, torch.cat([(loss.detach() * n).view(1), hits.view(1), flags])))
+            if not math.isfinite(found[0]):  # the same sum on every rank: all stop together
+                raise self.diverged(found[0] / max(found[2], 1.0), epoch, step)
 
-        value, logits = self.step(inputs, labels, check)
-        return value, int((logits.argmax(1) == labels).sum().item())
+        self.step(inputs, labels, check)
+        return found
 
     @torch.inference_mode()
     def evaluate(self, split: Split | None) -> tuple[float | None, float | None]:
