@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from training.checkpoint import (
-    atomic_write,
     load_checkpoint,
     load_weights,
     rng_states,
@@ -24,6 +23,7 @@ from training.checkpoint import (
     set_rng_states,
 )
 from training.errors import CheckpointError
+from training.files import atomic_write
 
 Cli = Callable[..., tuple[int, str, str]]
 

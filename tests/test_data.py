@@ -13,10 +13,8 @@ from conftest import ROOT
 from PIL import Image
 
 from builder.lang.loading import load_spec
-from training import data as data_module
 from training.config import Augment, Cifar10Data, DigitsData, FakeData, ImageFolderData, TrainingConfig
 from training.data import (
-    CIFAR_DIR,
     Data,
     FolderSplit,
     Preprocess,
@@ -26,8 +24,10 @@ from training.data import (
     on_device,
     preprocess_for,
     random_crop,
-    tensor_data,
 )
+from training.data import cache as cache_module
+from training.data import splits as splits_module
+from training.data.cifar10 import CIFAR_DIR
 from training.distributed import Dist, epoch_batches, eval_indices
 from training.errors import BadImageError, ConfigProblems
 
@@ -47,7 +47,7 @@ classifier: {{hidden: [16]}}
 @pytest.fixture(autouse=True)
 def image_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test decodes image folders into its own cache directory, never the user's."""
-    monkeypatch.setenv(data_module.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setenv(cache_module.CACHE_ENV, str(tmp_path / "cache"))
     return tmp_path / "cache"
 
 
@@ -60,7 +60,7 @@ def spec_of(write_spec: Callable[..., Path]) -> Callable[..., object]:
 
 
 def first_batch(data: Data, split: str = "train", size: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
-    part = data.train if split == "train" else data.test
+    part = getattr(data, split)
     return next(iter(part.batches(eval_indices(Dist(), len(part), size))))
 
 
@@ -69,7 +69,8 @@ def first_batch(data: Data, split: str = "train", size: int = 4) -> tuple[torch.
 
 def test_digits_split_is_stratified_fixed_and_converted_to_rgb(spec_of: Callable[..., object]) -> None:
     data = load_data(DigitsData(kind="digits"), spec_of(c=3))  # type: ignore[arg-type]
-    assert (len(data.train), len(data.test), data.num_classes) == (1437, 360, 10)
+    assert (len(data.train) + len(data.val), len(data.test), data.num_classes) == (1437, 360, 10)
+    assert len(data.val) == 144 and int(torch.bincount(data.val.labels).min()) >= 14  # 10% of train, stratified
     images, _ = first_batch(data)
     assert images.dtype == torch.uint8 and images.shape == (4, 3, 8, 8)  # native size, resized per batch
     assert torch.equal(images[:, 0], images[:, 1]) and int(images.max()) == 255
@@ -85,10 +86,10 @@ def test_digits_split_is_stratified_fixed_and_converted_to_rgb(spec_of: Callable
 def test_preprocess_resizes_and_normalizes_with_the_dataset_statistics(spec_of: Callable[..., object]) -> None:
     spec = spec_of(c=1, h=32, w=32)
     data = load_data(DigitsData(kind="digits"), spec)  # type: ignore[arg-type]
-    prep = preprocess_for(data, spec, Augment(), torch.device("cpu"), channels_last=False)  # type: ignore[arg-type]
+    prep = preprocess_for(data.mean, data.std, (32, 32), Augment(), torch.device("cpu"))
     all_train = next(iter(data.train.batches([torch.arange(len(data.train))])))[0]
     x = prep(all_train)
-    assert x.shape == (1437, 1, 32, 32)
+    assert x.shape == (len(data.train), 1, 32, 32)
     assert abs(float(x.mean())) < 0.05 and abs(float(x.std()) - 1) < 0.15  # about standardized
 
 
@@ -121,7 +122,8 @@ def test_random_crop_shifts_each_image_and_fills_with_zeros() -> None:
 
 
 def test_fake_data_has_the_spec_shape_and_class_count(spec_of: Callable[..., object]) -> None:
-    data = load_data(FakeData(kind="fake", train_size=20, test_size=6), spec_of(c=1, h=12, w=10, classes=4))  # type: ignore[arg-type]
+    fake = FakeData(kind="fake", train_size=20, test_size=6, val_fraction=0)
+    data = load_data(fake, spec_of(c=1, h=12, w=10, classes=4))  # type: ignore[arg-type]
     images, labels = first_batch(data, "test", 6)
     assert images.shape == (6, 1, 12, 10) and (len(data.train), len(data.test)) == (20, 6)
     assert int(labels.max()) < 4 and data.num_classes == 4
@@ -154,7 +156,8 @@ def test_image_folder_decodes_resizes_and_converts_to_gray(tmp_path: Path, spec_
     root = make_tree(tmp_path / "tree", {"train": {"cat": 3, "dog": 2}, "val": {"cat": 1, "dog": 1}})
     config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
     data = load_data(config, spec_of(c=1, h=8, w=6, classes=2))  # type: ignore[arg-type]
-    assert isinstance(data.train, FolderSplit) and (len(data.train), len(data.test), data.num_classes) == (5, 2, 2)
+    assert isinstance(data.train, FolderSplit) and (len(data.train), len(data.val), data.num_classes) == (5, 2, 2)
+    assert data.test is None  # val/ is validation, never test
     images, labels = first_batch(data, "train", 5)
     assert images.shape == (5, 1, 8, 6) and images.dtype == torch.uint8 and labels.tolist() == [0, 0, 0, 1, 1]
     red_luma = round(0.299 * 200 + 0.587 * 30 + 0.114 * 30)
@@ -163,7 +166,7 @@ def test_image_folder_decodes_resizes_and_converts_to_gray(tmp_path: Path, spec_
 
 def test_image_folder_with_workers_gives_the_same_batches(tmp_path: Path, spec_of: Callable[..., object]) -> None:
     root = make_tree(tmp_path / "tree", {"train": {"cat": 3, "dog": 3}, "test": {"cat": 1, "dog": 1}})
-    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
+    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False, val_fraction=0)
     spec = spec_of(classes=2)
     order = epoch_batches(Dist(), 6, 4, seed=0, epoch=0)
     serial = list(load_data(config, spec).train.batches(order))  # type: ignore[arg-type]
@@ -193,7 +196,7 @@ def test_image_folder_layout_problems_are_reported_at_root(
 def test_the_shared_cifar10_jpeg_tree_loads_as_an_image_folder(spec_of: Callable[..., object]) -> None:
     config = ImageFolderData(kind="image_folder", root=str(SHARED_CIFAR), in_memory=False)  # no 60,000 decodes here
     data = load_data(config, spec_of(h=32, w=32))  # type: ignore[arg-type]
-    assert (len(data.train), len(data.test), data.num_classes) == (50_000, 10_000, 10)
+    assert (len(data.train), len(data.val), len(data.test), data.num_classes) == (45_000, 5_000, 10_000, 10)
     images, _ = first_batch(data, "test")
     assert images.shape == (4, 3, 32, 32)
 
@@ -216,18 +219,19 @@ def noisy_tree(root: Path) -> Path:
 def count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Count DecodedImages.__getitem__ calls (in this process: workers=0)."""
     calls: list[int] = []
-    decode = data_module.DecodedImages.__getitem__
+    decode = splits_module.DecodedImages.__getitem__
 
-    def counted(self: data_module.DecodedImages, index: int) -> tuple[torch.Tensor, int]:
+    def counted(self: splits_module.DecodedImages, index: int) -> tuple[torch.Tensor, int]:
         calls.append(index)
         return decode(self, index)
 
-    monkeypatch.setattr(data_module.DecodedImages, "__getitem__", counted)
+    monkeypatch.setattr(splits_module.DecodedImages, "__getitem__", counted)
     return calls
 
 
 def in_memory(root: Path, spec: object) -> Data:
-    return load_data(ImageFolderData(kind="image_folder", root=str(root), in_memory=True), spec)  # type: ignore[arg-type]
+    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=True, val_fraction=0)
+    return load_data(config, spec)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -237,7 +241,7 @@ def test_in_memory_images_equal_the_per_sample_decoded_ones(
     root = noisy_tree(tmp_path / "tree")
     spec = spec_of(c=channels, h=8, w=9, classes=2)
     held = in_memory(root, spec)
-    per_sample = load_data(ImageFolderData(kind="image_folder", root=str(root), in_memory=False), spec)  # type: ignore[arg-type]
+    per_sample = load_data(ImageFolderData(kind="image_folder", root=str(root), in_memory=False, val_fraction=0), spec)  # type: ignore[arg-type]
     assert isinstance(held.train, TensorSplit) and isinstance(per_sample.train, FolderSplit)
     for split in ("train", "test"):
         a, b = first_batch(held, split, 6), first_batch(per_sample, split, 6)
@@ -287,11 +291,11 @@ def test_in_memory_auto_follows_the_size_rule(
     tmp_path: Path, spec_of: Callable[..., object], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, spec = noisy_tree(tmp_path / "tree"), spec_of(c=3, h=10, w=10, classes=2)
-    config = ImageFolderData(kind="image_folder", root=str(root))
+    config = ImageFolderData(kind="image_folder", root=str(root), val_fraction=0)
     decoded = 8 * 3 * 10 * 10  # bytes of the 8 images as uint8
-    monkeypatch.setattr(data_module, "available_memory", lambda: int(decoded / data_module.IN_MEMORY_FRACTION))
+    monkeypatch.setattr(cache_module, "available_memory", lambda: int(decoded / cache_module.IN_MEMORY_FRACTION))
     assert isinstance(load_data(config, spec).train, TensorSplit)  # type: ignore[arg-type]
-    monkeypatch.setattr(data_module, "available_memory", lambda: int(decoded / data_module.IN_MEMORY_FRACTION) - 1)
+    monkeypatch.setattr(cache_module, "available_memory", lambda: int(decoded / cache_module.IN_MEMORY_FRACTION) - 1)
     assert isinstance(load_data(config, spec).train, FolderSplit)  # type: ignore[arg-type]
 
 
@@ -332,12 +336,12 @@ def write_cifar(root: Path, per_batch: int = 4) -> Path:
 
 def test_cifar10_reads_the_pickle_batches(tmp_path: Path, spec_of: Callable[..., object]) -> None:
     root = write_cifar(tmp_path / "cifar")
-    data = load_data(Cifar10Data(kind="cifar10", root=str(root)), spec_of(h=32, w=32))  # type: ignore[arg-type]
+    data = load_data(Cifar10Data(kind="cifar10", root=str(root), val_fraction=0), spec_of(h=32, w=32))  # type: ignore[arg-type]
     assert isinstance(data.train, TensorSplit) and (len(data.train), len(data.test)) == (20, 4)
     assert data.train.images.shape == (20, 3, 32, 32)
     assert data.train.images[:, 0, 0, 0].tolist() == [0] * 4 + [10] * 4 + [20] * 4 + [30] * 4 + [40] * 4
     assert data.test.labels.tolist() == [5, 6, 7, 8] and int(data.test.images[0, 0, 5, 5]) == 50
-    gray = load_data(Cifar10Data(kind="cifar10", root=str(root / CIFAR_DIR)), spec_of(c=1, h=24, w=24))  # type: ignore[arg-type]
+    gray = load_data(Cifar10Data(kind="cifar10", root=str(root / CIFAR_DIR), val_fraction=0), spec_of(c=1, h=24, w=24))  # type: ignore[arg-type]
     assert gray.train.images.shape == (20, 1, 32, 32)  # converted once; resized per batch
 
 
@@ -378,8 +382,8 @@ def test_an_image_that_cannot_be_decoded_is_one_clear_line(
 ) -> None:
     root = make_tree(tmp_path / "tree", {"train": {"cat": 1, "dog": 1}, "test": {"cat": 1, "dog": 1}})
     (root / "train" / "dog" / "0.png").write_bytes(b"not a png")
-    monkeypatch.setattr(data_module, "STATS_SAMPLE", 1)  # the statistics see only the first image
-    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
+    monkeypatch.setattr(splits_module, "STATS_SAMPLE", 1)  # the statistics see only the first image
+    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False, val_fraction=0)
     data = load_data(config, spec_of(classes=2), workers)  # type: ignore[arg-type]
     with pytest.raises(BadImageError) as exc:
         list(data.train.batches(eval_indices(Dist(), 2, 2)))
@@ -392,10 +396,25 @@ def test_an_image_that_cannot_be_decoded_is_one_clear_line(
 
 
 def test_in_memory_splits_move_to_the_training_device_once() -> None:
-    data = tensor_data("t", TensorSplit(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.arange(4)),
-                       TensorSplit(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.arange(2)), 4)
+    data = Data("t", TensorSplit(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.arange(4)), None,
+                TensorSplit(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.arange(2)), ("a", "b", "c", "d"),
+                (0.5,), (0.2,))
     assert on_device(data, torch.device("cpu")) is data
     moved = on_device(data, torch.device("meta"))  # stands in for a GPU: no copy back per batch
     assert isinstance(moved.train, TensorSplit) and moved.train.images.is_meta and moved.test.labels.is_meta
     images, labels = next(moved.train.batches([torch.tensor([0, 2])]))
     assert images.is_meta and images.shape == (2, 1, 2, 2) and labels.shape == (2,)
+
+
+def test_image_folder_val_is_validation_and_test_is_test(tmp_path: Path, spec_of: Callable[..., object]) -> None:
+    root = make_tree(tmp_path / "a", {"train": {"cat": 10, "dog": 10}, "val": {"cat": 1, "dog": 2}, "test": {"cat": 2}})
+    (root / "test" / "dog").mkdir()
+    (root / "test" / "dog" / "0.png").write_bytes((root / "train" / "dog" / "0.png").read_bytes())
+    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
+    data = load_data(config, spec_of(classes=2))  # type: ignore[arg-type]
+    assert data.val is not None and data.test is not None
+    assert (len(data.train), len(data.val), len(data.test)) == (20, 3, 3)  # nothing carved: val/ is shipped
+    carved = make_tree(tmp_path / "b", {"train": {"cat": 10, "dog": 10}, "test": {"cat": 1, "dog": 1}})
+    data = load_data(config.model_copy(update={"root": str(carved)}), spec_of(classes=2))  # type: ignore[arg-type]
+    assert data.val is not None and (len(data.train), len(data.val)) == (18, 2)
+    assert sorted(data.val.targets.tolist()) == [0, 1]  # stratified: one of each class

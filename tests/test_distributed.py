@@ -101,3 +101,24 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     more = TrainingConfig.model_validate({**(spec.training or {}), "epochs": 3})
     resumed = train(spec, more, resume=tmp_path / "ddp", quiet=True)
     assert resumed.epoch == 3 and len(resumed.history) == 3
+
+
+def test_collectives_run_on_the_training_gpu_under_nccl_and_on_the_cpu_under_gloo(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch.distributed
+
+    from training import distributed
+
+    cuda = torch.device("cuda", 1)
+    assert Dist(0, 2).on(cuda, "auto").device == cuda  # nccl cannot reduce CPU tensors
+    assert Dist(0, 2).on(cuda, "gloo").device == torch.device("cpu")
+    assert Dist(0, 2).on(torch.device("cpu"), "auto").device == torch.device("cpu")
+    seen: list[torch.device] = []
+    monkeypatch.setattr(torch.distributed, "all_reduce", lambda t, op=None: seen.append(t.device))
+    monkeypatch.setattr(distributed, "read", lambda t: [0.0] * t.numel())  # a meta tensor cannot be read
+    meta = Dist(0, 2, device=torch.device("meta"))  # stands in for a GPU
+    distributed.agree(meta, True)
+    distributed.total(meta, 1.0, 2.0)
+    distributed.total_of(meta, torch.zeros(4))
+    assert seen == [torch.device("meta")] * 3

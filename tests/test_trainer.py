@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -64,7 +63,7 @@ def test_a_run_leaves_every_output(spec_path: Path, tmp_path: Path, cli: Cli) ->
     out = tmp_path / "run"
     code, stdout, _ = cli("train", spec_path, "--out", out, "--quiet", "--set", "training.label_smoothing=0.1")
     assert code == 0
-    assert "epoch 2/2" in stdout and "best test accuracy" in stdout and f"outputs in {out}" in stdout
+    assert "epoch 2/2" in stdout and "best validation epoch" in stdout and f"outputs in {out}" in stdout
 
     rows = read_csv(out / "metrics.csv")
     assert list(rows[0]) == list(COLUMNS) and [r["epoch"] for r in rows] == ["1", "2"]
@@ -89,7 +88,10 @@ def test_python_api_returns_the_final_metrics_and_learns(spec_path: Path, tmp_pa
     result = train(load_spec(spec_path), config(spec_path, epochs=3), out=tmp_path / "r", quiet=True, log=print)
     assert result.epoch == 3 and len(result.history) == 3
     assert result.test_acc == result.history[-1].test_acc
-    assert result.best_test_acc == max(m.test_acc or 0 for m in result.history)
+    val = [m.val_acc or 0.0 for m in result.history]
+    assert result.best_epoch == val.index(max(val)) + 1  # picked on validation, the first of equals
+    # The best weights, evaluated again at the end, give the test accuracy of their epoch.
+    assert result.best_test_acc == result.history[result.best_epoch - 1].test_acc
     assert result.test_acc > 0.5  # ten classes: chance is 0.1
 
 
@@ -129,7 +131,7 @@ def test_interrupted_mid_epoch_and_resumed_is_bit_identical(
     def add_then_signal(self: Position, *args: float) -> None:
         add(self, *args)  # type: ignore[arg-type]
         steps["n"] += 1
-        if steps["n"] == 12 + 5:  # 12 steps per epoch
+        if steps["n"] == 11 + 5:  # 11 steps per epoch (1,293 images after validation, batch 128)
             signal.raise_signal(signal.SIGINT)
 
     monkeypatch.setattr(Position, "add", add_then_signal)
@@ -182,8 +184,7 @@ def test_sigint_to_the_cli_checkpoints_prints_the_resume_command_and_resumes(
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "interrupted by SIGINT" in stderr
     resume_line = stderr.strip().splitlines()[-1]
-    assert resume_line.startswith("resume with: python -m builder train") and resume_line.endswith(f"--resume {out}")
-    assert "--epochs 8" in resume_line
+    assert resume_line == f"resume with: python -m builder train --resume {out} --quiet"  # the run has the rest
 
     position = load_checkpoint(out / CHECKPOINT)["position"]
     assert 1 <= position["epoch"] < 8
@@ -210,13 +211,13 @@ def test_a_non_finite_loss_keeps_the_last_good_checkpoint(
     def poisoned(logits: torch.Tensor, labels: torch.Tensor, **kw: object) -> torch.Tensor:
         calls["train"] += "label_smoothing" in kw
         loss = real(logits, labels, **kw)  # type: ignore[arg-type]
-        return loss * float("inf") if calls["train"] == 12 + 3 else loss
+        return loss * float("inf") if calls["train"] == 11 + 3 else loss
 
     monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)
     with pytest.raises(NonFiniteLoss) as stopped:
         train(load_spec(spec_path), config(spec_path, epochs=3), out=tmp_path / "r", quiet=True, log=print)
     assert stopped.value.exit_code == 1
-    assert "epoch 2, step 3 of 12" in str(stopped.value) and "after epoch 1" in str(stopped.value)
+    assert "epoch 2, step 3 of 11" in str(stopped.value) and "after epoch 1" in str(stopped.value)
     assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["position"]["epoch"] == 1
     assert len(read_csv(tmp_path / "r" / "metrics.csv")) == 1
 
@@ -230,6 +231,25 @@ def test_resume_refuses_a_changed_recipe_or_spec_located(spec_path: Path, tmp_pa
     assert "--set blocks[0].out_channels=4: error: blocks[0].out_channels: is 4 here but 8" in stderr
     code, _, stderr = cli("train", spec_path, "--resume", out, "--epochs", "2", "--quiet")  # epochs may grow
     assert code == 0
+
+
+def test_resume_from_the_run_directory_alone(spec_path: Path, tmp_path: Path, cli: Cli) -> None:
+    out = tmp_path / "r"
+    assert cli("train", spec_path, "--epochs", "1", "--lr", "0.05", "--out", out, "--quiet")[0] == 0
+    code, stdout, _ = cli("train", "--resume", out, "--epochs", "2", "--quiet")  # a changeable flag changes
+    assert code == 0 and "epoch 2/2" in stdout
+    assert load_checkpoint(out / CHECKPOINT)["config"]["optimizer"]["lr"] == 0.05  # the run's own recipe
+    assert yaml.safe_load((out / "spec.yaml").read_text())["training"]["epochs"] == 2  # as last trained
+    code, _, stderr = cli("train", "--resume", out, "--lr", "0.5")  # a contradicting flag: refused as with SPEC
+    assert code == 2 and "--lr 0.5: error: training.optimizer.lr: is 0.5 here but 0.05 in the run" in stderr
+    code, _, stderr = cli("train", "--resume", out, "--set", "blocks[0].out_channels=4")
+    assert code == 2 and "blocks[0].out_channels: is 4 here but 8" in stderr
+    (tmp_path / "empty").mkdir()
+    code, _, stderr = cli("train", "--resume", tmp_path / "empty")  # not a run
+    assert code == 2
+    assert stderr.strip() == f"error: --resume {tmp_path / 'empty'}: not a run directory (it has no spec.yaml)"
+    code, _, stderr = cli("train", "--epochs", "2")
+    assert code == 2 and stderr.strip() == "error: train needs a SPEC, or --resume RUN_DIR to continue a run"
 
 
 def test_an_output_directory_holding_a_run_is_refused(spec_path: Path, tmp_path: Path) -> None:
@@ -273,24 +293,20 @@ def test_training_options_run(write_spec: Callable[..., Path], tmp_path: Path) -
     assert result.epoch == 1 and len(load_weights(tmp_path / "r" / WEIGHTS)) > 0
 
 
-def test_tensorboard_gets_the_epoch_scalars_when_installed(
-    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    written: list[tuple[str, float, int]] = []
+def test_tensorboard_event_file_holds_per_step_and_per_epoch_scalars(spec_path: Path, tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter
-        def __init__(self, log_dir: str) -> None:
-            assert log_dir == str(tmp_path / "r" / "tensorboard")
-
-        def add_scalar(self, name: str, value: float, step: int) -> None:
-            written.append((name, value, step))
-
-        def flush(self) -> None: ...
-
-        def close(self) -> None:
-            written.append(("closed", 0.0, 0))
-
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
-    train(load_spec(spec_path), config(spec_path, epochs=1), out=tmp_path / "r", quiet=True, log=print)
-    assert {name for name, _, _ in written} == {*COLUMNS[1:], "closed"}
-    assert all(step == 1 for name, _, step in written if name != "closed")
+    train(load_spec(spec_path), config(spec_path, epochs=2), out=tmp_path / "r", quiet=True, log=print)
+    board = EventAccumulator(str(tmp_path / "r" / "tensorboard"))
+    board.Reload()
+    tags = set(board.Tags()["scalars"])
+    assert {"train/loss_step", "train/lr", "train/loss", "train/acc", "val/loss", "val/acc", "test/loss",
+            "test/acc", "images_per_s"} <= tags
+    steps = [e.step for e in board.Scalars("train/loss_step")]
+    assert steps == list(range(1, 23))  # 11 steps per epoch, numbered globally
+    rows = read_csv(tmp_path / "r" / "metrics.csv")
+    val_acc = [e.value for e in board.Scalars("val/acc")]
+    assert [e.step for e in board.Scalars("val/acc")] == [1, 2]
+    assert val_acc == pytest.approx([float(r["val_acc"]) for r in rows], abs=1e-5)
+    lrs = [e.value for e in board.Scalars("train/lr")]
+    assert lrs[0] > lrs[-1] > 0  # cosine, read back per step

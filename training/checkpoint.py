@@ -9,14 +9,12 @@ reads it; a file that asks to build any other object is refused, never executed.
 
 from __future__ import annotations
 
-import os
+import hashlib
 import pickle
 import random
-import uuid
 import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,46 +23,44 @@ from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from training.errors import CheckpointError
+from training.files import atomic_write, write_bytes
 
 CHECKPOINT = "checkpoint.pt"
 WEIGHTS = "model.safetensors"
 FORMAT = "cnn-builder-checkpoint"
-VERSION = 1
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Write through a temp file in the same directory, fsync it, then os.replace it over `path`:
-    a crash or kill at any moment leaves either the old file or the new one, never half of one."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # mode as umask allows, like open()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(path: Path) -> None:
-    """Make the rename itself durable (where the platform allows opening a directory)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+VERSION = 2  # 2: with a checksum of everything it holds
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda f: torch.save({"format": FORMAT, "version": VERSION, **state}, f))
+    """Atomically, with a checksum of every tensor and value, verified by load_checkpoint."""
+    full = {"format": FORMAT, "version": VERSION, **state}
+    atomic_write(path, lambda f: torch.save({**full, "checksum": checksum(full)}, f))
+
+
+def checksum(value: Any) -> str:
+    """A digest of a tree of dicts, lists, tensors (dtype, shape and bytes) and plain values."""
+    digest = hashlib.blake2b(digest_size=16)
+    _feed(digest, value)
+    return digest.hexdigest()
+
+
+def _feed(digest: Any, value: Any) -> None:
+    if isinstance(value, Tensor):
+        t = value.detach().cpu().contiguous()
+        digest.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        if t.numel():
+            digest.update(t.reshape(-1).view(torch.uint8).numpy())
+    elif isinstance(value, dict):
+        digest.update(f"D{len(value)}".encode())
+        for key in sorted(value, key=repr):
+            digest.update(repr(key).encode())
+            _feed(digest, value[key])
+    elif isinstance(value, (list, tuple)):
+        digest.update(f"L{len(value)}".encode())
+        for item in value:
+            _feed(digest, item)
+    else:
+        digest.update(repr(value).encode())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -88,6 +84,10 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(f"{path} is not a checkpoint of this trainer")
     if state.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {state.get('version')}; this trainer reads {VERSION}")
+    stored = state.pop("checksum", None)
+    if stored != checksum(state):
+        raise CheckpointError(f"{path} is damaged: its contents do not match its checksum (a changed bit, or an "
+                              "edited field); it is not loaded")
     return state
 
 
@@ -102,7 +102,7 @@ def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None =
     """The model's state_dict as safetensors (contiguous CPU copies), written atomically."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     data = safetensors_bytes(tensors, metadata=metadata)
-    atomic_write(path, lambda f: f.write(data))
+    write_bytes(path, data)
 
 
 def load_weights(path: Path) -> dict[str, Tensor]:

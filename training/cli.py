@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from builder.lang.errors import BuilderError, Document, validate
 from builder.lang.loading import apply_override, resolve_document, spec_from_document
 from training.config import TrainingConfig
-from training.errors import ConfigProblems, QuietExit, TrainingFailed, TrainingInterrupted
+from training.errors import ConfigProblems, QuietExit, TrainingFailed, TrainingInterrupted, TrainUsageError
+from training.runinfo import SPEC_FILE
 
 if TYPE_CHECKING:
     from builder.lang.spec import Spec
@@ -28,6 +29,8 @@ FLAGS = (
     ("lr", "--lr", "training.optimizer.lr", "LR", "learning rate, the peak one for one_cycle"),
     ("seed", "--seed", "training.seed", "N", "seed of weights, shuffling, augmentation and dropout"),
     ("device", "--device", "training.device", "DEVICE", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
+    ("threads", "--threads", "training.threads", "N", "CPU threads (default: torch's, one per core)"),
+    ("init", "--init", "training.init.weights", "PATH", "start from these .safetensors weights (fine-tuning)"),
 )
 
 
@@ -38,6 +41,9 @@ def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser]
         description="Train a spec with its training: section (see the README), overridden by these flags.",
     )
     add_spec_args(p)
+    # SPEC may be left out with --resume: the run's own resolved spec.yaml is used.
+    spec_arg = next(a for a in p._actions if a.dest == "spec")
+    spec_arg.nargs, spec_arg.help = "?", "path to a YAML spec (with --resume it may be left out: RUN_DIR/spec.yaml)"
     for dest, flag, path, metavar, text in FLAGS:
         p.add_argument(flag, dest=dest, metavar=metavar, help=f"{text} (sets {path})")
     p.add_argument(
@@ -52,7 +58,7 @@ def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser]
 
 def load_training(args: argparse.Namespace) -> tuple[Document, Spec, TrainingConfig]:
     """The spec and its training config from SPEC, `--set` and the trainer flags (located errors)."""
-    doc = resolve_document(args.spec, args.overrides)
+    doc = resolve_document(spec_path(args), args.overrides)
     if doc.data.get("training") is None:
         doc.data["training"] = {}
     for dest, flag, path, _, _ in FLAGS:
@@ -63,6 +69,18 @@ def load_training(args: argparse.Namespace) -> tuple[Document, Spec, TrainingCon
         apply_data_flag(doc, args.data)
     spec = spec_from_document(doc)
     return doc, spec, validate(TrainingConfig, doc, prefix=("training",))
+
+
+def spec_path(args: argparse.Namespace) -> str:
+    """SPEC, or with --resume alone the run's resolved spec (its recipe as last trained)."""
+    if args.spec is not None:
+        return str(args.spec)
+    if args.resume is None:
+        raise TrainUsageError("train needs a SPEC, or --resume RUN_DIR to continue a run")
+    path = os.path.join(args.resume, SPEC_FILE)
+    if not os.path.isfile(path):
+        raise TrainUsageError(f"--resume {args.resume}: not a run directory (it has no {SPEC_FILE})")
+    return path
 
 
 def apply_data_flag(doc: Document, text: str) -> None:
@@ -96,21 +114,13 @@ def _run_train(args: argparse.Namespace) -> int:
     except ConfigProblems as exc:
         raise doc.diagnose(exc.problems) from None
     except TrainingInterrupted as exc:
-        exc.resume_command = resume_command(args, str(exc.run_dir))
+        if exc.run_dir is not None:
+            exc.resume_command = resume_command(args, str(exc.run_dir))
         raise
     return 0
 
 
 def resume_command(args: argparse.Namespace, run_dir: str) -> str:
-    """The command that continues this run: the same spec and settings, plus --resume."""
-    words = ["python", "-m", "builder", "train", args.spec]
-    for override in args.overrides:
-        words += ["--set", override]
-    for dest, flag, *_ in FLAGS:
-        if getattr(args, dest) is not None:
-            words += [flag, str(getattr(args, dest))]
-    if args.data is not None:
-        words += ["--data", args.data]
-    if args.quiet:
-        words.append("--quiet")
-    return shlex.join([*words, "--resume", run_dir])
+    """The command that continues this run: the run directory holds its spec and recipe."""
+    words = ["python", "-m", "builder", "train", "--resume", run_dir]
+    return shlex.join([*words, "--quiet"] if args.quiet else words)

@@ -39,16 +39,28 @@ class DigitsAugment(Augment):
     hflip: bool = False
 
 
-class DigitsData(StrictModel):
+class _Splits(StrictModel):
+    """What every dataset kind accepts: subsets for small first runs and the validation split."""
+
+    # A seeded, stratified subset of the training (test) images; None: all of them. Validation
+    # is carved from the training subset.
+    train_size: PositiveInt | None = None
+    test_size: PositiveInt | None = None
+    # The stratified share of the training images held out for validation (model selection and
+    # early stopping) when the dataset ships no validation split; 0: no validation.
+    val_fraction: Annotated[float, Field(ge=0, le=0.5)] = 0.1
+    split_seed: Annotated[int, Field(ge=0, lt=2**31)] = 0  # the subsets and splits; fixed apart from `seed`
+
+
+class DigitsData(_Splits):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); no download."""
 
     kind: Literal["digits"]
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
-    split_seed: NonNegativeInt = 0  # the stratified train/test split; fixed apart from `seed`
     augment: DigitsAugment = DigitsAugment()
 
 
-class Cifar10Data(StrictModel):
+class Cifar10Data(_Splits):
     """CIFAR-10 in torchvision's layout: ROOT/cifar-10-batches-py/{data_batch_1..5,test_batch}."""
 
     kind: Literal["cifar10"]
@@ -57,8 +69,9 @@ class Cifar10Data(StrictModel):
     augment: Augment = Augment()
 
 
-class ImageFolderData(StrictModel):
-    """Any ROOT/{train,test or val}/<class>/<image> tree; every image is resized to the input size."""
+class ImageFolderData(_Splits):
+    """Any ROOT/train/<class>/<image> tree with val/ (validation; else carved from train) and/or
+    test/ (held out) alike; every image is resized to the input size."""
 
     kind: Literal["image_folder"]
     root: Annotated[str, Field(min_length=1)]  # a relative root is resolved against the current directory
@@ -76,11 +89,11 @@ class ImageFolderData(StrictModel):
         return value
 
 
-class FakeData(StrictModel):
+class FakeData(_Splits):
     """torchvision's FakeData: random images and labels at the spec's input size (smoke tests)."""
 
     kind: Literal["fake"]
-    train_size: PositiveInt = 256
+    train_size: PositiveInt = 256  # images generated (validation is carved from them)
     test_size: PositiveInt = 64
     num_classes: PositiveInt | None = None  # None: the spec's num_classes
     augment: Augment = Augment()
@@ -171,6 +184,25 @@ ScheduleConfig = Annotated[
     CosineSchedule | ConstantSchedule | StepSchedule | OneCycleSchedule, Field(discriminator="kind")
 ]
 
+class EarlyStopping(StrictModel):
+    """Stop when `metric` has not improved by more than `min_delta` for `patience` epochs."""
+
+    metric: Literal["val_acc", "val_loss"] = "val_acc"
+    patience: PositiveInt = 5
+    min_delta: NonNegativeFloat = 0.0
+
+
+class InitConfig(StrictModel):
+    """Start from saved weights (a run's .safetensors, or `port-weights` output) instead of random."""
+
+    weights: Annotated[str, Field(min_length=1)]
+    # Tensors named in the file but absent from the model, or the reverse, are errors unless allowed.
+    allow_unexpected: bool = False
+    allow_missing: bool = False
+    # Parameters under these prefixes (e.g. features, or features.0) are not trained.
+    freeze: list[Annotated[str, Field(min_length=1)]] = []  # noqa: RUF012 - pydantic copies field defaults
+
+
 DEFAULT_KINDS = {"dataset": "digits", "optimizer": "sgd", "schedule": "cosine"}
 
 
@@ -186,7 +218,15 @@ class TrainingConfig(StrictModel):
     grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients; None: no clipping
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     eval_every: PositiveInt = 1  # evaluate on the test split every N epochs (and after the last)
+    # The validation metric that picks best.safetensors (never the test split).
+    monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    early_stopping: EarlyStopping | None = None  # None: train all epochs
+    init: InitConfig | None = None  # None: random initial weights from `seed`
     workers: NonNegativeInt = 0  # data-loader processes decoding image_folder images
+    # torch's CPU threads for the run; None: torch's default (one per core). On a CPU shared with
+    # other work, fewer threads than cores avoids oversubscription; CPU results are bit-exact only
+    # for a fixed thread count.
+    threads: Annotated[int, Field(ge=1, le=1024)] | None = None
     device: str = "auto"  # auto: cuda, then mps, then cpu
     # bf16/fp16: autocast mixed precision; auto: bf16 where the device computes it natively, else fp32
     precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
@@ -215,4 +255,4 @@ class TrainingConfig(StrictModel):
 
 
 # Fields a resumed run may change without breaking its recipe (the rest must match the run).
-RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "workers", "device", "compile", "dist_backend"})
+RESUMABLE_CHANGES = frozenset({"epochs", "eval_every", "workers", "device", "compile", "dist_backend", "threads"})

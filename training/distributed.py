@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from torch.utils.data import DistributedSampler
 
 from training.errors import ConfigProblems, TrainingFailed
 
+CPU = torch.device("cpu")
 # How long a collective may wait for a silent peer before the job fails instead of hanging.
 TIMEOUT = timedelta(seconds=float(os.environ.get("BUILDER_DIST_TIMEOUT", "300")))
 
@@ -37,6 +38,14 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    # Where collectives' tensors live: the training GPU under NCCL (which cannot reduce CPU
+    # tensors), else the CPU (gloo). Set by `on` once the device and backend are known.
+    device: torch.device = CPU
+
+    def on(self, device: torch.device, backend: str) -> Dist:
+        """This Dist with its collectives on `device` when the backend is NCCL, else on the CPU."""
+        nccl = backend_for(device, backend) == "nccl"
+        return replace(self, device=device if nccl else CPU)
 
     @property
     def main(self) -> bool:
@@ -134,18 +143,32 @@ def agree(d: Dist, *flags: bool) -> tuple[bool, ...]:
     """Each flag, true if it is true on any rank (one small all-reduce), so all ranks act alike."""
     if not d.enabled:
         return flags
-    t = torch.tensor([float(f) for f in flags])
+    t = torch.tensor([float(f) for f in flags], device=d.device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return tuple(bool(v) for v in t.tolist())
+    return tuple(bool(v) for v in read(t))
 
 
 def total(d: Dist, *values: float) -> tuple[float, ...]:
     """Each value summed over all ranks (float64, so counts stay exact)."""
     if not d.enabled:
         return values
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=d.device)
     dist.all_reduce(t)
-    return tuple(t.tolist())
+    return tuple(read(t))
+
+
+def total_of(d: Dist, t: Tensor) -> list[float]:
+    """A tensor of values (on the training device) summed over all ranks and read once: the
+    step's single host synchronization."""
+    if d.enabled:
+        t = t.to(d.device)
+        dist.all_reduce(t)
+    return read(t)
+
+
+def read(t: Tensor) -> list[float]:
+    """The values of a tensor on the host (one synchronization with its device)."""
+    return [float(v) for v in t.tolist()]
 
 
 def _peer_failure(exc: BaseException) -> str | None:

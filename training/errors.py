@@ -32,6 +32,10 @@ class RunDirError(BuilderError):
     """The output directory cannot be used (it holds another run, or cannot be created)."""
 
 
+class TrainUsageError(BuilderError):
+    """A command line that cannot name a run (no SPEC and no --resume)."""
+
+
 class CheckpointError(BuilderError):
     """A checkpoint that is missing, damaged, or refused because it would run code."""
 
@@ -69,16 +73,20 @@ class QuietExit(BuilderError):
 
 
 class TrainingInterrupted(BuilderError):
-    """SIGINT or SIGTERM: the step finished and a checkpoint was written. Exit 128 + signal."""
+    """A stop signal: the step finished and a checkpoint was written (or, with `saved` None, the
+    run stopped at once or before it began: `saved` says what is left). Exit 128 + signal."""
 
-    def __init__(self, signal_name: str, signal_number: int, where: str, run_dir: FsPath) -> None:
-        self.signal_name, self.where, self.run_dir = signal_name, where, run_dir
+    def __init__(self, signal_name: str, signal_number: int, where: str, run_dir: FsPath | None,
+                 saved: str | None = "") -> None:
+        self.signal_name, self.where, self.run_dir, self.saved = signal_name, where, run_dir, saved
         self.exit_code = 128 + signal_number
         self.resume_command = f"training.train(spec, config, resume={str(run_dir)!r})"
         super().__init__(f"interrupted by {signal_name} {where}")
 
     def lines(self) -> list[str]:
-        return [
-            f"interrupted by {self.signal_name} {self.where}; checkpoint saved in {self.run_dir}",
-            f"resume with: {self.resume_command}",
-        ]
+        if self.run_dir is None:
+            return [f"interrupted by {self.signal_name} {self.where}; nothing was trained, nothing to resume"]
+        if self.saved is None:
+            return [f"interrupted by {self.signal_name} {self.where}; no checkpoint was written, nothing to resume"]
+        saved = self.saved or f"checkpoint saved in {self.run_dir}"
+        return [f"interrupted by {self.signal_name} {self.where}; {saved}", f"resume with: {self.resume_command}"]

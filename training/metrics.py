@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from training.checkpoint import atomic_write
+from training.files import write_bytes
 
-COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds")
+# val_* came last, so readers of the first columns by position still work.
+COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "val_loss", "val_acc")
 
 
 @dataclass(frozen=True)
@@ -26,13 +27,15 @@ class EpochMetrics:
     test_acc: float | None
     lr: float  # at the epoch's last step
     seconds: float  # wall time of the epoch: training and evaluation
+    val_loss: float | None = None  # None: no validation split
+    val_acc: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochMetrics:
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
 
 
 def write_csv(path: Path, history: Sequence[EpochMetrics]) -> None:
@@ -42,8 +45,7 @@ def write_csv(path: Path, history: Sequence[EpochMetrics]) -> None:
     writer.writerow(COLUMNS)
     for m in history:
         writer.writerow(["" if getattr(m, c) is None else _cell(getattr(m, c)) for c in COLUMNS])
-    text = buffer.getvalue().encode()
-    atomic_write(path, lambda f: f.write(text))
+    write_bytes(path, buffer.getvalue().encode())
 
 
 def _cell(value: float) -> str:
@@ -55,21 +57,25 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def plot_curves(path: Path, history: Sequence[EpochMetrics], title: str = "") -> None:
-    """Loss and accuracy per epoch, train and test, side by side."""
+def plot_curves(path: Path, history: Sequence[EpochMetrics], title: str = "",
+                step_losses: Sequence[float] = (), steps_per_epoch: int = 1) -> None:
+    """Per-step training loss (raw and smoothed, so one epoch already shows a curve), then loss
+    and accuracy per epoch for train, validation and test, side by side."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(9, 3.4), dpi=100, layout="constrained")
+    fig = Figure(figsize=(13, 3.6), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
-    loss_ax, acc_ax = fig.subplots(1, 2)
-    epochs = [m.epoch for m in history]
-    tested = [m for m in history if m.test_loss is not None]
-    loss_ax.plot(epochs, [m.train_loss for m in history], "o-", ms=3, label="train")
-    loss_ax.plot([m.epoch for m in tested], [m.test_loss for m in tested], "s-", ms=3, label="test")
-    acc_ax.plot(epochs, [100 * m.train_acc for m in history], "o-", ms=3, label="train")
-    acc_ax.plot([m.epoch for m in tested], [100 * (m.test_acc or 0) for m in tested], "s-", ms=3, label="test")
-    for ax, label in ((loss_ax, "loss"), (acc_ax, "top-1 accuracy (%)")):
+    step_ax, loss_ax, acc_ax = fig.subplots(1, 3)
+    x = [(i + 1) / steps_per_epoch for i in range(len(step_losses))]
+    step_ax.plot(x, step_losses, lw=0.6, alpha=0.35, label="per step")
+    step_ax.plot(x, smoothed(step_losses), lw=1.5, label="smoothed")
+    for name, style in (("train", "o-"), ("val", "^-"), ("test", "s-")):
+        rows = [m for m in history if getattr(m, f"{name}_loss") is not None]
+        epochs = [m.epoch for m in rows]
+        loss_ax.plot(epochs, [getattr(m, f"{name}_loss") for m in rows], style, ms=3, label=name)
+        acc_ax.plot(epochs, [100 * getattr(m, f"{name}_acc") for m in rows], style, ms=3, label=name)
+    for ax, label in ((step_ax, "training loss"), (loss_ax, "loss"), (acc_ax, "top-1 accuracy (%)")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -78,13 +84,24 @@ def plot_curves(path: Path, history: Sequence[EpochMetrics], title: str = "") ->
         fig.suptitle(title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    atomic_write(path, lambda f: f.write(buffer.getvalue()))
+    write_bytes(path, buffer.getvalue())
+
+
+def smoothed(values: Sequence[float], weight: float = 0.9) -> list[float]:
+    """TensorBoard's debiased exponential moving average."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values):
+        avg = weight * avg + (1 - weight) * v
+        out.append(avg / (1 - weight ** (i + 1)))
+    return out
 
 
 def epoch_line(m: EpochMetrics, epochs: int, images: int) -> str:
-    """`epoch 3/10  train loss 0.412 acc 87.1%  test loss 0.301 acc 91.2%  lr 0.0412  12.3s (1,160 img/s)`."""
+    """`epoch 3/10  train loss 0.412 acc 87.1%  val loss 0.33 acc 90.1%  test loss 0.301 acc 91.2%  lr 0.0412
+    12.3s (1,160 img/s)` on one line; val and test parts only where they were evaluated."""
+    val = f"val loss {m.val_loss:.4f} acc {100 * m.val_acc:.2f}%  " if m.val_acc is not None else ""
     test = f"test loss {m.test_loss:.4f} acc {100 * m.test_acc:.2f}%" if m.test_acc is not None else "test -"
     return (
-        f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f} acc {100 * m.train_acc:.2f}%  {test}  "
+        f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f} acc {100 * m.train_acc:.2f}%  {val}{test}  "
         f"lr {m.lr:.4g}  {m.seconds:.1f}s ({images / max(m.seconds, 1e-9):,.0f} img/s)"
     )

@@ -1,49 +1,40 @@
 """The shared trainer: any built spec, any validated TrainingConfig, honest held-out evaluation.
 
 `train(spec, config)` loads the data (refusing a spec that cannot take it), builds the model,
-and runs epochs of shuffled, augmented mini-batches, each followed by evaluation on the test
-split. After every epoch it writes an atomic checkpoint, metrics.csv and curves.png; at the end
-model.safetensors. SIGINT/SIGTERM finish the step, checkpoint and stop; a non-finite loss stops
-before it can corrupt the weights. On the CPU a run is a pure function of the seed, and a run
-stopped at any step and resumed ends bit-for-bit where an uninterrupted run does.
+and runs epochs of shuffled, augmented mini-batches, each followed by evaluation on the
+validation split (which alone picks best.safetensors and stops early) and, every eval_every
+epochs, on the test split. After every epoch it writes an atomic checkpoint, metrics.csv and
+curves.png; at the end model.safetensors, and the test metrics of both the final and the best
+weights in results.json. SIGINT/SIGTERM finish the step, checkpoint and stop; a non-finite loss
+stops before it can corrupt the weights. On the CPU a run is a pure function of the seed, and a
+run stopped at any step and resumed ends bit-for-bit where an uninterrupted run does.
+
+The pieces live in their own modules: device (device, precision), step (the training step that
+bench times too), optim (optimizer, schedule), rundir (run directory, resume checks), signals,
+loggers (log lines, TensorBoard), metrics (metrics.csv, curves.png).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import random
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from builder.lang.errors import Problem
-from builder.lang.loading import dump_spec
 from builder.lang.spec import Spec
 from builder.model.build import build_model
-from training.checkpoint import (
-    CHECKPOINT,
-    WEIGHTS,
-    load_checkpoint,
-    rng_states,
-    save_checkpoint,
-    save_weights,
-    set_rng_states,
-)
-from training.config import RESUMABLE_CHANGES, AdamWConfig, OptimizerConfig, SGDConfig, TrainingConfig
-from training.data import Data, Preprocess, generator, load_data, on_device, preprocess_for
+from training.checkpoint import CHECKPOINT, WEIGHTS, rng_states, save_checkpoint, save_weights, set_rng_states
+from training.config import TrainingConfig
+from training.data import Data, Split, generator, load_data, on_device, preprocess_for
+from training.device import seed_everything, select_device, threads
 from training.distributed import (
     Dist,
     agree,
@@ -54,19 +45,25 @@ from training.distributed import (
     eval_indices,
     process_group,
     total,
+    total_of,
 )
-from training.errors import CheckpointError, ConfigProblems, NonFiniteLoss, RunDirError, TrainingInterrupted
+from training.errors import NonFiniteLoss, TrainingInterrupted
+from training.files import write_text
+from training.loggers import Board, Log, print_line, silent
 from training.metrics import EpochMetrics, epoch_line, plot_curves, write_csv
 from training.precision import resolve_precision
-from training.schedule import lr_factor
+from training.rundir import claim_run_dir, locked, resume_target, resumed_state, spec_data, write_run_files
+from training.runinfo import BEST, RESULTS, write_run_info
+from training.signals import StopFlag, handling, stop_at_once, stop_on_signals
+from training.step import make_step
 
-Log = Callable[[str], None]
-STATE_KEYS = frozenset({"spec", "config", "position", "model", "optimizer", "scheduler", "scaler", "rng"})
+__all__ = ["Position", "TrainResult", "Trainer", "train"]
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The final metrics of a run (accuracies are fractions) and where its outputs are."""
+    """The final metrics of a run (accuracies are fractions) and where its outputs are.
+    best_* are of the epoch the validation split picked (the final epoch without validation)."""
 
     run_dir: Path
     epoch: int
@@ -77,6 +74,7 @@ class TrainResult:
     best_test_acc: float
     best_epoch: int
     history: tuple[EpochMetrics, ...]
+    stopped_early: bool = False
 
 
 def train(
@@ -90,204 +88,45 @@ def train(
     """
     d = Dist.from_env()
     device = device_for(d, select_device(config))
+    d = d.on(device, config.dist_backend)  # collectives on the GPU under NCCL
     config = resolve_precision(config, device)  # precision auto -> bf16 or fp32 (training/precision.py)
     check_batch_size(d, config.batch_size)
     with process_group(d, device, config.dist_backend):
-        saved = resumed_state(spec, config, Path(resume), out) if resume is not None else None
+        created = [False]  # rank 0: whether the run directory was made for this run
+
+        def claim() -> Path:
+            path, created[0] = claim_run_dir(out, spec.name)
+            return path
+
+        with handling(stop_at_once(starting_up)):  # nothing to checkpoint yet: a stop signal stops at once
+            run_dir = resume_target(resume, out) if resume is not None else broadcast_path(d, claim)
+            return _run(spec, config, d, device, run_dir, created[0], resume, out, quiet, log)
+
+
+def starting_up(signum: int) -> TrainingInterrupted:
+    return TrainingInterrupted(signal.Signals(signum).name, signum, "during start-up", None)
+
+
+def _run(
+    spec: Spec, config: TrainingConfig, d: Dist, device: torch.device, run_dir: Path, created: bool,
+    resume: str | Path | None, out: str | Path | None, quiet: bool, log: Log | None,
+) -> TrainResult:
+    """Lock the run directory (before data loading, for the whole run), check, load, write, train."""
+    with locked(run_dir, created) if d.main else nullcontext(), threads(config.threads):
+        saved = resumed_state(spec, config, run_dir, out) if resume is not None else None
         data = on_device(load_data(config.dataset, spec, config.workers), device)
-        run_dir = Path(resume) if resume is not None else broadcast_path(d, lambda: new_run_dir(out, spec.name))
-        trainer = Trainer(spec, config, data, device, run_dir, quiet, log or _print, d)
-        if saved is not None:
-            trainer.restore(saved)
-        elif d.main:
-            make_run_dir(run_dir)
-            write_run_files(run_dir, spec, config)
+        trainer = Trainer(spec, config, data, device, run_dir, quiet, log or print_line, d, saved)
+        if d.main:  # once everything is checked; the summary builds a model, so the RNGs are kept
+            with torch.random.fork_rng(devices=[]):
+                write_run_files(run_dir, spec, config)
+                write_run_info(run_dir, spec, data)
         return trainer.run()
-
-
-def _print(line: str) -> None:
-    print(line, flush=True)
-
-
-def _silent(line: str) -> None:
-    pass
-
-
-# --- setup ------------------------------------------------------------------------------------
-
-
-def select_device(config: TrainingConfig) -> torch.device:
-    """cuda, then mps, then cpu for `auto`; a forced device must exist."""
-    if config.device == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-        device = torch.device(name)
-    else:
-        device = torch.device(config.device)
-    cuda_ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
-    if (device.type == "cuda" and not cuda_ok) or (device.type == "mps" and not torch.backends.mps.is_available()):
-        raise ConfigProblems.at(("training", "device"), f"{config.device} is not available here; use auto or cpu")
-    if config.precision == "fp16" and device.type == "cpu":
-        raise ConfigProblems.at(("training", "precision"), "fp16 needs a GPU; use bf16 on the CPU")
-    return device
-
-
-def make_optimizer(config: OptimizerConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
-    if isinstance(config, SGDConfig):
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay
-        )
-    adam = torch.optim.AdamW if isinstance(config, AdamWConfig) else torch.optim.Adam
-    return adam(params, lr=config.lr, betas=(config.betas[0], config.betas[1]), eps=config.eps,
-                weight_decay=config.weight_decay)
-
-
-def new_run_dir(out: str | Path | None, name: str) -> Path:
-    """`out`, or runs/<name>-<YYYYmmdd-HHMMSS>[-N] (not created yet); refused if it holds a run."""
-    if out is None:
-        base = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        path, n = base, 2
-        while path.exists():
-            path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    else:
-        path = Path(out)
-    if (path / CHECKPOINT).exists():
-        raise RunDirError(f"{path} already holds a run; continue it with --resume {path}, or choose another --out")
-    return path
-
-
-def make_run_dir(path: Path) -> None:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunDirError(f"cannot create the output directory {path}: {exc.strerror or exc}") from None
-
-
-def spec_data(spec: Spec) -> dict[str, Any]:
-    """The model part of a spec (what the weights depend on), as plain data."""
-    return spec.model_dump(mode="json", exclude={"training", "extends"})
-
-
-def write_run_files(run_dir: Path, spec: Spec, config: TrainingConfig) -> None:
-    """spec.yaml (the resolved spec with its full training section) and summary.txt (torchinfo)."""
-    from builder.model.summary import summarize
-
-    resolved = spec.model_copy(update={"training": config.model_dump(mode="json")})
-    (run_dir / "spec.yaml").write_text(dump_spec(resolved))
-    (run_dir / "summary.txt").write_text(f"{summarize(spec)}\n")
-
-
-# --- resume checks ----------------------------------------------------------------------------------
-
-
-def resumed_state(spec: Spec, config: TrainingConfig, run_dir: Path, out: str | Path | None) -> dict[str, Any]:
-    """The checkpoint of the run in `run_dir`, once it is known to fit this spec and recipe."""
-    if out is not None and Path(out).resolve() != run_dir.resolve():
-        raise RunDirError(f"--out {out} and --resume {run_dir} differ: a resumed run writes into its own directory")
-    saved = load_checkpoint(run_dir / CHECKPOINT)
-    missing = sorted(STATE_KEYS - saved.keys())
-    if missing:
-        raise CheckpointError(f"{run_dir / CHECKPOINT} lacks {', '.join(missing)}: not a complete checkpoint")
-    check_resume(saved, spec, config, run_dir)
-    return saved
-
-
-def check_resume(saved: dict[str, Any], spec: Spec, config: TrainingConfig, run_dir: Path) -> None:
-    """The spec and the recipe must be the run's (only RESUMABLE_CHANGES may differ)."""
-    why = f"in the run being resumed ({run_dir}); a resumed run keeps its spec and recipe"
-    found = [(path, old, new) for path, old, new in differences(saved["spec"], spec_data(spec))]
-    found += [
-        (("training", *path), old, new)
-        for path, old, new in differences(saved["config"], config.model_dump(mode="json"))
-        if path[0] not in RESUMABLE_CHANGES
-    ]
-    problems = [Problem(p, f"is {json.dumps(new)} here but {json.dumps(old)} {why}") for p, old, new in found]
-    done = saved["position"]["epoch"]
-    if config.epochs < done:
-        problems.append(Problem(("training", "epochs"), f"the run being resumed already did {done} epochs"))
-    if problems:
-        raise ConfigProblems(problems)
-
-
-DocPath = tuple[str | int, ...]
-
-
-def differences(old: Any, new: Any, path: DocPath = ()) -> Iterator[tuple[DocPath, Any, Any]]:
-    """Leaf paths where two plain-data trees differ (a changed `kind` is one difference)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        if "kind" in old and old.get("kind") != new.get("kind"):
-            yield (*path, "kind"), old.get("kind"), new.get("kind")
-            return
-        for key in [*old, *(k for k in new if k not in old)]:
-            yield from differences(old.get(key), new.get(key), (*path, key))
-    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for i, (a, b) in enumerate(zip(old, new)):
-            yield from differences(a, b, (*path, i))
-    elif old != new:
-        yield path, old, new
-
-
-# --- signals ------------------------------------------------------------------------------------------
-
-
-class StopFlag:
-    """Records the first SIGINT/SIGTERM; the loop stops after the current step. A second one aborts."""
-
-    def __init__(self) -> None:
-        self.signal: int | None = None
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt
-        self.signal = signum
-
-
-@contextmanager
-def stop_on_signals() -> Iterator[StopFlag]:
-    """Route SIGINT and SIGTERM to a StopFlag while training (main thread only), then restore."""
-    flag = StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-    previous = {s: signal.signal(s, flag) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield flag
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-@contextmanager
-def tensorboard(run_dir: Path, enabled: bool = True) -> Iterator[Callable[[EpochMetrics], None]]:
-    """Per-epoch scalars to run_dir/tensorboard when tensorboard is installed; else nothing."""
-    if not enabled:
-        yield lambda m: None
-        return
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        yield lambda m: None
-        return
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
-
-    def add(m: EpochMetrics) -> None:
-        for name, value in asdict(m).items():
-            if name != "epoch" and value is not None:
-                writer.add_scalar(name, value, m.epoch)
-        writer.flush()
-
-    try:
-        yield add
-    finally:
-        writer.close()
-
-
-# --- the loop ---------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Position:
-    """`epoch` epochs done, plus `step` steps of the next one with their running sums."""
+    """`epoch` epochs done, plus `step` steps of the next one with their running sums; the best
+    validation epoch so far, the early-stopping count, and where the current schedule began."""
 
     epoch: int = 0
     step: int = 0
@@ -297,6 +136,12 @@ class Position:
     seconds: float = 0.0
     lr: float = 0.0  # of the last step taken
     history: list[EpochMetrics] = field(default_factory=list)
+    best_epoch: int = 0  # 0: none yet
+    best_value: float | None = None  # of config.monitor at best_epoch
+    stall_value: float | None = None  # early stopping: the best of its metric so far
+    stall: int = 0  # epochs since stall_value last improved by more than min_delta
+    segment: int = 0  # the epoch where the current learning-rate schedule started
+    step_losses: list[float] = field(default_factory=list)  # every step's mean loss, for curves.png
 
     def state(self) -> dict[str, Any]:
         return {**asdict(self), "history": [m.as_dict() for m in self.history]}
@@ -320,50 +165,67 @@ class Position:
     def where(self) -> str:
         return f"after epoch {self.epoch}" if self.step == 0 else f"at epoch {self.epoch + 1}, step {self.step}"
 
+    def next_epoch(self, metrics: EpochMetrics) -> Position:
+        """The position after this epoch: the sums reset, the rest carried over."""
+        kept = {k: getattr(self, k) for k in ("best_epoch", "best_value", "stall_value", "stall", "segment",
+                                              "step_losses")}
+        return Position(epoch=metrics.epoch, lr=self.lr, history=[*self.history, metrics], **kept)
+
+
+def new_segment(saved: dict[str, Any] | None, config: TrainingConfig) -> int:
+    """Where the schedule starts: a finished run resumed with more epochs starts a new schedule
+    segment (warm-up and decay again over the added epochs); otherwise the run's own."""
+    if saved is None:
+        return 0
+    pos = saved["position"]
+    finished = pos["epoch"] >= saved["config"]["epochs"] and pos["step"] == 0
+    return int(pos["epoch"]) if finished and config.epochs > pos["epoch"] else int(pos.get("segment", 0))
+
 
 class Trainer:
-    """One run: model, optimizer, schedule and position; `run()` trains to config.epochs."""
+    """One run: model, training step (optimizer, schedule) and position; `run()` trains to config.epochs."""
 
     def __init__(
         self, spec: Spec, config: TrainingConfig, data: Data, device: torch.device, run_dir: Path,
-        quiet: bool, log: Log, dist: Dist | None = None,
+        quiet: bool, log: Log, dist: Dist | None = None, saved: dict[str, Any] | None = None,
     ) -> None:
         self.spec, self.config, self.data, self.device = spec, config, data, device
         self.dist = dist or Dist()
         # Only rank 0 prints and writes; the other ranks train silently.
-        self.run_dir, self.quiet, self.log = run_dir, quiet or not self.dist.main, log if self.dist.main else _silent
+        self.run_dir, self.quiet, self.log = run_dir, quiet or not self.dist.main, log if self.dist.main else silent
         seed_everything(config.seed)
-        self.model = build_model(spec).to(device)
-        if config.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.forward = self.wrap(self.model)
-        self.optimizer = make_optimizer(config.optimizer, self.model)
+        self.model = build_model(spec)
+        if config.init is not None and saved is None:  # a resumed run has its weights in its checkpoint
+            from training.init import init_from
+
+            self.log(init_from(self.model, config.init))
+        elif config.init is not None:
+            from training.init import freeze
+
+            freeze(self.model, config.init.freeze)
+        self.model.to(device)
         self.steps = len(self.epoch_order(0))
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(config.schedule, step, self.steps, config.epochs)
-        )
-        self.scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-        self.preprocess: Preprocess = preprocess_for(data, spec, config.dataset.augment, device, config.channels_last)
-        self.pos = Position()
+        self.pos = Position(segment=new_segment(saved, config))
+        self.step = make_step(self.model, config, device, self.steps, wrap=self.wrap, segment=self.pos.segment)
+        size = (spec.input.height, spec.input.width)
+        self.preprocess = preprocess_for(data.mean, data.std, size, config.dataset.augment, device,
+                                         config.channels_last)
         self.saved_at: str | None = None  # where the last checkpoint was taken
+        self.resumed = saved is not None
+        if saved is not None:
+            self.restore(saved)
 
     def wrap(self, model: nn.Module) -> nn.Module:
-        """What the forward pass runs: the model, in DDP under torchrun, compiled if asked."""
-        if self.dist.enabled:
-            ids = [self.device] if self.device.type == "cuda" else None
-            model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
-        return torch.compile(model) if self.config.compile else model  # type: ignore[return-value]
+        """What the forward pass runs: the model, in DDP under torchrun."""
+        if not self.dist.enabled:
+            return model
+        ids = [self.device] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
     def epoch_order(self, epoch: int) -> list[Tensor]:
         """This process's index batches of `epoch` (all of them when not distributed)."""
         c = self.config
         return epoch_batches(self.dist, len(self.data.train), c.batch_size, c.seed, epoch)
-
-    def autocast(self) -> AbstractContextManager[Any]:
-        if self.config.precision == "fp32":
-            return nullcontext()
-        dtype = torch.bfloat16 if self.config.precision == "bf16" else torch.float16
-        return torch.autocast(self.device.type, dtype=dtype)
 
     # --- checkpoints ---
 
@@ -371,21 +233,27 @@ class Trainer:
         self.saved_at = self.pos.where()
         if not self.dist.main:
             return
+        s = self.step
         state = {
             "spec": spec_data(self.spec), "config": self.config.model_dump(mode="json"),
             "position": self.pos.state(), "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(), "rng": rng_states(),
+            "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict() if s.scheduler else {},
+            "scaler": s.scaler.state_dict(), "rng": rng_states(),
         }
         save_checkpoint(self.run_dir / CHECKPOINT, state)
 
     def restore(self, saved: dict[str, Any]) -> None:
         """Continue from a checkpoint: states first, the global RNGs last (building used them)."""
+        s, segment = self.step, self.pos.segment
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        self.scaler.load_state_dict(saved["scaler"])
-        self.pos = Position.from_state(saved["position"])
+        s.optimizer.load_state_dict(saved["optimizer"])
+        assert s.scheduler is not None
+        s.scheduler.load_state_dict(saved["scheduler"])
+        s.scaler.load_state_dict(saved["scaler"])
+        # The lr of the next step from this run's schedule (a new segment, or more epochs, change it).
+        for group, base, factor in zip(s.optimizer.param_groups, s.scheduler.base_lrs, s.scheduler.lr_lambdas):
+            group["lr"] = base * factor(s.scheduler.last_epoch)
+        self.pos = Position.from_state({**saved["position"], "segment": segment})
         self.saved_at = self.pos.where()
         set_rng_states(saved["rng"])
 
@@ -393,29 +261,41 @@ class Trainer:
 
     def run(self) -> TrainResult:
         self.log(self.banner())
-        with stop_on_signals() as stop, tensorboard(self.run_dir, self.dist.main) as board:
-            while self.pos.epoch < self.config.epochs:
-                self.train_epoch(stop)
-                self.finish_epoch(board)
-                if agree(self.dist, stop.signal is not None)[0]:
-                    raise self.interrupted(stop.signal or signal.SIGTERM)
-        if self.dist.main:
-            save_weights(self.model, self.run_dir / WEIGHTS, {"spec": self.spec.name})
-        result = self.result()
+        board = Board(self.run_dir, self.dist.main)
+        try:
+            with stop_on_signals(self.aborted) as stop:
+                while not self.done():
+                    self.train_epoch(stop, board)
+                    self.finish_epoch(board)
+                    # A signal during the last epoch's evaluation lets the run finish: weights and all.
+                    if agree(self.dist, stop.signal is not None)[0] and not self.done():
+                        raise self.interrupted(stop.signal or signal.SIGTERM)
+                if self.dist.main:
+                    save_weights(self.model, self.run_dir / WEIGHTS, {"spec": self.spec.name})
+                result = self.result()
+        finally:
+            board.close()
         self.log(self.farewell(result))
         return result
 
+    def done(self) -> bool:
+        return self.pos.epoch >= self.config.epochs or self.stopping_early()
+
     def banner(self) -> str:
-        d = self.data
-        start = f"resuming {self.pos.where()}" if self.pos.epoch or self.pos.step else "training"
+        d, c = self.data, self.config
+        start = f"resuming {self.pos.where()}" if self.resumed else "training"
+        sizes = f"{len(d.train):,} train / {_size(d.val)} val / {_size(d.test)} test images"
+        segment = ""
+        if self.pos.segment and self.pos.epoch == self.pos.segment:
+            segment = (f"; the run had finished, so epochs {self.pos.segment + 1}-{c.epochs} follow a new "
+                       f"{c.schedule.kind} schedule from lr {self.step.optimizer.defaults['lr']:g}")
         return (
-            f"{start} {self.spec.name} on {d.name} ({len(d.train):,} train / {len(d.test):,} test images, "
-            f"{d.num_classes} classes) for {_count(self.config.epochs, 'epoch')} of {_count(self.steps, 'step')} "
-            f"on {self.device}; "
-            f"outputs in {self.run_dir}"
+            f"{start} {self.spec.name} on {d.name} ({sizes}, {d.num_classes} classes) for "
+            f"{_count(c.epochs, 'epoch')} of {_count(self.steps, 'step')} on {self.device}; "
+            f"outputs in {self.run_dir}{segment}"
         )
 
-    def train_epoch(self, stop: StopFlag) -> None:
+    def train_epoch(self, stop: StopFlag, board: Board) -> None:
         """The remaining steps of epoch pos.epoch; on a signal, checkpoint and raise."""
         pos, epoch = self.pos, self.pos.epoch
         order = self.epoch_order(epoch)
@@ -426,11 +306,11 @@ class Trainer:
         )
         with bar:
             for step, (images, labels) in enumerate(self.data.train.batches(order[pos.step :]), start=pos.step):
-                loss, correct = self.train_step(images, labels, epoch, step)
-                # Sums over all processes, and whether any of them was asked to stop (one all-reduce).
-                loss_sum, hits, n, stops = total(self.dist, loss * len(labels), correct, len(labels),
-                                                 float(stop.signal is not None))
+                pos.lr = self.step.lr
+                loss_sum, hits, n, stops = self.train_step(images, labels, epoch, step, stop.signal is not None)
                 pos.add(step, loss_sum, int(hits), int(n), before + time.perf_counter() - started)
+                pos.step_losses.append(loss_sum / max(n, 1))
+                board.step(epoch * self.steps + step + 1, pos.step_losses[-1], pos.lr)
                 bar.update()
                 bar.set_postfix(pos.postfix(), refresh=False)
                 # Distributed: stop only as agreed, or the others would wait for us at the next step.
@@ -439,75 +319,117 @@ class Trainer:
                     self.save()
                     raise self.interrupted(stop.signal or signal.SIGTERM)
 
-    def train_step(self, images: Tensor, labels: Tensor, epoch: int, step: int) -> tuple[float, int]:
-        """One optimizer step; returns the batch's mean loss and its count of correct predictions."""
+    def train_step(self, images: Tensor, labels: Tensor, epoch: int, step: int, stopping: bool) -> list[float]:
+        """One optimizer step; returns its summed loss, correct count, images and stop requests,
+        over all processes. Those are reduced and read in one go before backward: the step's
+        single host synchronization, which also checks the loss before any weight is touched."""
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         rank = (self.dist.rank,) if self.dist.enabled else ()  # each process augments its own share
         inputs = self.preprocess(images, generator(self.config.seed, epoch, step, *rank))
-        self.model.train()
-        with self.autocast():
-            logits = self.forward(inputs)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.config.label_smoothing)
-        value = loss.item()
-        if agree(self.dist, not math.isfinite(value))[0]:  # before any weight is touched, on every rank
-            raise self.diverged(value, epoch, step)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.config.grad_clip is not None:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.pos.lr = float(self.optimizer.param_groups[0]["lr"])
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.scheduler.step()
-        return value, int((logits.argmax(1) == labels).sum().item())
+        found: list[float] = []
+
+        def check(loss: Tensor, logits: Tensor) -> None:
+            n = float(len(labels))
+            hits = (logits.detach().argmax(1) == labels).sum()
+            flags = torch.tensor([n, float(stopping)], device=loss.device)
+            found.extend(total_of(self.dist, torch.cat([(loss.detach() * n).view(1), hits.view(1), flags])))
+            if not math.isfinite(found[0]):  # the same sum on every rank: all stop together
+                raise self.diverged(found[0] / max(found[2], 1.0), epoch, step)
+
+        self.step(inputs, labels, check)
+        return found
 
     @torch.inference_mode()
-    def evaluate(self) -> tuple[float, float]:
-        """Cross-entropy and top-1 accuracy on the whole test split (no augmentation)."""
+    def evaluate(self, split: Split | None) -> tuple[float | None, float | None]:
+        """Cross-entropy and top-1 accuracy on a whole split (no augmentation); None without it."""
+        if split is None or len(split) == 0:
+            return None, None
         self.model.eval()
         loss_sum, correct = 0.0, 0
-        order = eval_indices(self.dist, len(self.data.test), self.config.batch_size)
-        for images, labels in self.data.test.batches(order):
+        for images, labels in split.batches(eval_indices(self.dist, len(split), self.config.batch_size)):
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             with self.autocast():
-                logits = self.forward(self.preprocess(images))
+                logits = self.step.forward(self.preprocess(images))
             loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
             correct += int((logits.argmax(1) == labels).sum().item())
-        loss_sum, hits = total(self.dist, loss_sum, correct)  # each process saw its share of the test split
-        n = max(1, len(self.data.test))
-        return loss_sum / n, hits / n
+        loss_sum, hits = total(self.dist, loss_sum, correct)  # each process saw its share of the split
+        return loss_sum / len(split), hits / len(split)
 
-    def finish_epoch(self, board: Callable[[EpochMetrics], None]) -> None:
-        """Evaluate if due, record the epoch, checkpoint, write metrics.csv and curves.png."""
+    def autocast(self) -> Any:
+        from training.device import autocast
+
+        return autocast(self.config.precision, self.device.type)
+
+    def finish_epoch(self, board: Board) -> None:
+        """Validate, test if due, record the epoch, keep the best weights, checkpoint, write files."""
         pos, epoch = self.pos, self.pos.epoch + 1
         started = time.perf_counter()
+        val_loss, val_acc = self.evaluate(self.data.val)
         due = epoch % self.config.eval_every == 0 or epoch == self.config.epochs
-        test_loss, test_acc = self.evaluate() if due else (None, None)
+        test_loss, test_acc = self.evaluate(self.data.test) if due else (None, None)
         seen = max(1, pos.seen)
         metrics = EpochMetrics(
             epoch, pos.loss_sum / seen, pos.correct / seen, test_loss, test_acc, pos.lr,
-            pos.seconds + time.perf_counter() - started,
+            pos.seconds + time.perf_counter() - started, val_loss, val_acc,
         )
-        self.pos = Position(epoch=epoch, lr=pos.lr, history=[*pos.history, metrics])
+        self.check_finite(metrics)
+        self.pos = pos.next_epoch(metrics)
+        self.track_best(metrics)
         self.save()
         if self.dist.main:
             write_csv(self.run_dir / "metrics.csv", self.pos.history)
-            plot_curves(self.run_dir / "curves.png", self.pos.history, f"{self.spec.name} on {self.data.name}")
-            board(metrics)
+            title = f"{self.spec.name} on {self.data.name} ({len(self.data.train):,} training images)"
+            plot_curves(self.run_dir / "curves.png", self.pos.history, title, self.pos.step_losses, self.steps)
+            board.epoch(metrics, seen / max(pos.seconds, 1e-9))
         self.log(epoch_line(metrics, self.config.epochs, seen))
+
+    def check_finite(self, m: EpochMetrics) -> None:
+        """Stop (exit 1) before a checkpoint or best weights keep non-finite weights or evaluations."""
+        bad = [f"the {name} loss is {value}" for name, value in (("validation", m.val_loss), ("test", m.test_loss))
+               if value is not None and not math.isfinite(value)]
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            bad.append("some weights are not finite")
+        if bad:
+            raise NonFiniteLoss(f"{' and '.join(bad)} after epoch {m.epoch}: training diverged; {self.kept()}")
+
+    def kept(self) -> str:
+        if self.saved_at:
+            return f"the last good checkpoint ({self.saved_at}) is kept in {self.run_dir / CHECKPOINT}"
+        return "no checkpoint was written before it"
+
+    def track_best(self, m: EpochMetrics) -> None:
+        """best.safetensors when the monitored validation metric improves; the early-stopping count."""
+        pos, c = self.pos, self.config
+        value = getattr(m, c.monitor)
+        if value is not None and (pos.best_value is None or better(c.monitor, value, pos.best_value, 0.0)):
+            pos.best_epoch, pos.best_value = m.epoch, value
+            if self.dist.main:
+                save_weights(self.model, self.run_dir / BEST, {"spec": self.spec.name, "epoch": str(m.epoch)})
+        es = c.early_stopping
+        watched = getattr(m, es.metric) if es is not None else None
+        if es is None or watched is None:
+            return
+        if pos.stall_value is None or better(es.metric, watched, pos.stall_value, es.min_delta):
+            pos.stall_value, pos.stall = watched, 0
+        else:
+            pos.stall += 1
+
+    def stopping_early(self) -> bool:
+        es = self.config.early_stopping
+        return es is not None and self.pos.stall >= es.patience
 
     # --- endings ---
 
     def interrupted(self, signum: int) -> TrainingInterrupted:
         return TrainingInterrupted(signal.Signals(signum).name, signum, self.pos.where(), self.run_dir)
 
+    def aborted(self, signum: int) -> TrainingInterrupted:
+        """A second stop signal: stop at once, naming the checkpoint a resume starts from."""
+        saved = f"the last checkpoint ({self.saved_at}) is in {self.run_dir}" if self.saved_at else None
+        return TrainingInterrupted(signal.Signals(signum).name, signum, "again: stopped at once", self.run_dir, saved)
+
     def diverged(self, value: float, epoch: int, step: int) -> NonFiniteLoss:
-        lr = self.optimizer.param_groups[0]["lr"]
-        kept = (
-            f"the last good checkpoint ({self.saved_at}) is kept in {self.run_dir / CHECKPOINT}"
-            if self.saved_at else "no checkpoint was written before it"
-        )
+        lr, kept = self.step.lr, self.kept()
         return NonFiniteLoss(
             f"the loss is {value} at epoch {epoch + 1}, step {step + 1} of {self.steps}: training diverged; "
             f"the learning rate ({lr:.4g} at that step, training.optimizer.lr) is likely too high: lower it "
@@ -515,28 +437,61 @@ class Trainer:
         )
 
     def result(self) -> TrainResult:
+        """The final metrics, with the test split evaluated for the final and the best weights."""
         history = tuple(self.pos.history)
         last = history[-1]
-        best = max((m for m in history if m.test_acc is not None), key=lambda m: m.test_acc or 0.0)
+        if last.test_acc is None and self.data.test is not None:  # stopped early before its test epoch
+            test_loss, test_acc = self.evaluate(self.data.test)
+            last = EpochMetrics(**{**last.as_dict(), "test_loss": test_loss, "test_acc": test_acc})
+            history = (*history[:-1], last)
+        best_epoch, best_test = self.best_test(last)
+        results = {
+            "final": {**last.as_dict()},
+            "best": {"epoch": best_epoch, "monitor": self.config.monitor, "value": self.pos.best_value,
+                     "test_loss": best_test[0], "test_acc": best_test[1]},
+            "stopped_early": self.stopping_early(),
+        }
+        if self.dist.main:
+            import json
+
+            write_text(self.run_dir / RESULTS, json.dumps(results, indent=2) + "\n")
         return TrainResult(
             self.run_dir, last.epoch, last.train_loss, last.train_acc, last.test_loss or 0.0, last.test_acc or 0.0,
-            best.test_acc or 0.0, best.epoch, history,
+            best_test[1] or 0.0, best_epoch, history, self.stopping_early(),
         )
 
+    def best_test(self, last: EpochMetrics) -> tuple[int, tuple[float | None, float | None]]:
+        """(epoch, test loss and accuracy) of the best weights; the final ones when they are the best."""
+        best = self.pos.best_epoch
+        if not best or best == last.epoch or self.data.test is None:
+            return (best or last.epoch), (last.test_loss, last.test_acc)
+        from training.checkpoint import load_weights
+
+        final = {k: v.clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(load_weights(self.run_dir / BEST))
+        try:
+            return best, self.evaluate(self.data.test)
+        finally:
+            self.model.load_state_dict(final)
+
     def farewell(self, r: TrainResult) -> str:
-        files = ", ".join([WEIGHTS, CHECKPOINT, "metrics.csv", "curves.png", "spec.yaml", "summary.txt"])
+        files = ", ".join([WEIGHTS, BEST, CHECKPOINT, "metrics.csv", "curves.png", "spec.yaml", "run.json",
+                           RESULTS, "summary.txt", "tensorboard/"])
+        early = f"stopped early after epoch {r.epoch}; " if r.stopped_early else ""
         return (
-            f"best test accuracy {100 * r.best_test_acc:.2f}% (epoch {r.best_epoch}), final {100 * r.test_acc:.2f}% "
-            f"(epoch {r.epoch})\noutputs in {self.run_dir}: {files}"
+            f"{early}best validation epoch {r.best_epoch}: test accuracy {100 * r.best_test_acc:.2f}%; "
+            f"final (epoch {r.epoch}) {100 * r.test_acc:.2f}%\noutputs in {self.run_dir}: {files}"
         )
+
+
+def better(metric: str, value: float, than: float, min_delta: float) -> bool:
+    """Is `value` better than `than` by more than min_delta (higher accuracy, lower loss)?"""
+    return value > than + min_delta if metric.endswith("acc") else value < than - min_delta
+
+
+def _size(split: Split | None) -> str:
+    return "no" if split is None else f"{len(split):,}"
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n:,} {noun}{'s' * (n != 1)}"
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-

@@ -1,7 +1,8 @@
 """Training throughput of a built spec under speed options, measured rather than assumed.
 
-One training step = forward, cross-entropy backward, SGD step, on a synthetic batch already in
-memory (so data loading is not measured). Every option gets a model rebuilt from the same seed,
+One training step is the trainer's own (training.step): forward, cross-entropy, backward, the
+spec's optimizer and schedule step, on a synthetic batch already in memory (so data loading is
+not measured). Every option gets a model rebuilt from the same seed,
 its warm-up steps untimed, and the options take turns: repeat 1 of every option, then repeat 2,
 ..., so a slow spell of the machine (another process, heat) hits them all alike. Each option's
 median images/s is compared with fp32's; an option is recommended only if it is at least
@@ -16,18 +17,20 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from builder.lang.errors import BuilderError, suggest
 from builder.lang.spec import Spec
 from builder.model.build import build_model
+from training.config import TrainingConfig
+from training.files import write_text
+from training.step import TrainStep, make_step
 
 OPTIONS = ("fp32", "channels_last", "bf16", "fp16", "compile")
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MIN_SPEEDUP = 1.05  # below this a "gain" is within the noise of a few repeats
 SEED = 0
 BUSY_CPUS = 0.25  # other processes' average CPU use above which the table warns
@@ -227,17 +230,10 @@ def _reason(exc: Exception) -> str:
 
 def train_step(model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
                amp: torch.dtype | None, scaler: torch.amp.GradScaler | None) -> None:
-    """Forward (under autocast when `amp`), cross-entropy backward, SGD step."""
-    opt.zero_grad(set_to_none=True)
-    with torch.autocast(x.device.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-        loss = F.cross_entropy(model(x), y)
-    if scaler is None:
-        loss.backward()
-        opt.step()
-    else:  # fp16 needs loss scaling to train, so its cost belongs in the figure
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
+    """The trainer's step (training.step.TrainStep) on a given model and optimizer, no schedule."""
+    precision = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(amp, "fp32") if amp is not None else "fp32"
+    scaler = scaler or torch.amp.GradScaler(x.device.type, enabled=False)
+    TrainStep(model, model, opt, None, scaler, precision)(x, y)
 
 
 def _prepare(name: str, spec: Spec, batch: tuple[torch.Tensor, torch.Tensor], warmup: int) -> _Runner:
@@ -260,18 +256,29 @@ def _prepare(name: str, spec: Spec, batch: tuple[torch.Tensor, torch.Tensor], wa
     return runner
 
 
+OPTION_CONFIG: dict[str, dict[str, Any]] = {  # each option as the training fields that turn it on
+    "fp32": {}, "channels_last": {"channels_last": True}, "bf16": {"precision": "bf16"},
+    "fp16": {"precision": "fp16"}, "compile": {"compile": True},
+}
+
+
+def option_config(spec: Spec, name: str) -> TrainingConfig:
+    """The spec's training recipe (its optimizer, schedule, clipping...) in fp32, plus the option."""
+    base = TrainingConfig.model_validate(spec.training or {})
+    plain = {"precision": "fp32", "channels_last": False, "compile": False}
+    return base.model_copy(update={**plain, **OPTION_CONFIG[name]})
+
+
 def _make_step(name: str, spec: Spec, x: torch.Tensor, y: torch.Tensor) -> Callable[[], None]:
+    """The very step `train` runs (training.step.make_step) under the option's settings."""
     torch.manual_seed(SEED)  # the same initial weights for every option
-    model: nn.Module = build_model(spec).to(x.device).train()
-    if name == "channels_last":
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    if name == "compile":
-        model = torch.compile(model)  # type: ignore[assignment]
-    scaler = torch.amp.GradScaler(x.device.type) if name == "fp16" else None
-    amp = AUTOCAST.get(name)
-    return lambda: train_step(model, opt, x, y, amp, scaler)
+    model: nn.Module = build_model(spec).to(x.device)
+    step = make_step(model, option_config(spec, name), x.device, steps_per_epoch=1000)
+
+    def run() -> None:
+        step(x, y)
+
+    return run
 
 
 def _synthetic_batch(spec: Spec, batch_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -315,9 +322,7 @@ def _set_speedups(results: list[OptionResult]) -> None:
 def write_json(result: BenchResult, path: str | os.PathLike[str]) -> str:
     """Write result.to_dict() to path; a failure is a one-line error."""
     try:
-        with open(path, "w") as f:
-            json.dump(result.to_dict(), f, indent=2)
-            f.write("\n")
+        write_text(Path(path), json.dumps(result.to_dict(), indent=2) + "\n")
     except OSError as exc:
         raise BenchError(f"--json {path}: cannot write: {exc.strerror}") from None
     return str(path)

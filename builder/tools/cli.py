@@ -240,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_parser(sub, _add_spec_args)
 
+    from training.commands import add_commands  # evaluate, predict, export (torch-free at import)
+
+    add_commands(sub)
+
     from builder.tools.leaderboard import add_leaderboard_parser  # sweeps: torch-free at import
     from builder.tools.sweep import add_sweep_parser
 

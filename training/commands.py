@@ -1,0 +1,153 @@
+"""`python -m builder evaluate | predict | export`: using a trained run. Torch is imported when
+a command runs, never at import (the builder CLI imports this to register the commands)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from builder.lang.errors import BuilderError
+
+WEIGHTS_HELP = "best (the best validation epoch; default) or final (the last epoch)"
+
+
+class UsageError(BuilderError):
+    """A bad argument of evaluate, predict or export (one line, exit 2)."""
+
+
+def add_commands(sub: Any) -> None:
+    """Register evaluate, predict and export on the builder CLI's subparsers."""
+    p = sub.add_parser("evaluate", help="a run's top-1/top-5, per-class metrics, confusion matrix, worst errors",
+                       description="Evaluate a run's weights on its test split (or --data), as the trainer does.")
+    p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
+    p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
+    p.add_argument("--data", metavar="KIND[:ROOT]", help="another dataset: digits, fake, cifar10[:ROOT], "
+                   "image_folder:ROOT (its test/ split, else val/)")
+    p.add_argument("--out", metavar="DIR", help="where the reports go (default RUN_DIR/evaluate-WEIGHTS[-N])")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classify image files or folders with a run's model",
+                       description="Classify images (jpg, png, bmp, webp; folders searched recursively).")
+    p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
+    p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
+    p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
+    p.add_argument("--topk", type=int, default=1, metavar="K", help="also list the K most likely classes")
+    p.add_argument("-o", "--output", metavar="CSV", help="write the predictions as CSV (path,pred,prob,top2,...)")
+    p.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: CPUs - 1, at most 8)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("export", help="write a run's (or a spec's) model as ONNX, TorchScript or pt2",
+                       description="Export with a dynamic batch dimension; ONNX is checked with onnxruntime.")
+    p.add_argument("source", metavar="RUN_DIR|SPEC", help="a run directory, or a spec (random weights, seed 0)")
+    p.add_argument("--format", required=True, help="onnx, torchscript or pt2")
+    p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
+    p.add_argument("-o", "--output", metavar="FILE", help="output file (default: NAME-WEIGHTS.EXT in RUN_DIR, "
+                   "or NAME.EXT here for a spec); an existing file is never overwritten")
+    p.set_defaults(func=cmd_export)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from training.evaluate import evaluate_run, unique_dir
+
+    run_dir = Path(args.run)
+    config = data_config(run_dir, args.data) if args.data else None
+    out = Path(args.out) if args.out else unique_dir(run_dir / f"evaluate-{args.weights}")
+    if out.exists() and any(out.iterdir()):
+        raise UsageError(f"--out {out} is not empty; evaluate never overwrites files: choose a new directory")
+    result = evaluate_run(run_dir, out, weights=args.weights, config=config, device=args.device)
+    top5 = f"  top-5 {100 * result['top5']:.2f}%" if result["top5"] is not None else ""
+    print(f"{run_dir} ({args.weights} weights) on {result['num_samples']:,} images: top-1 "
+          f"{100 * result['top1']:.2f}%{top5}  loss {result['loss']:.4f}")
+    print(f"wrote {out}: metrics.json, per_class.csv, confusion.csv, confusion.png, wrong.png")
+    return 0
+
+
+def data_config(run_dir: Path, data: str) -> Any:
+    """The run's training config with its dataset replaced as `--data KIND[:ROOT]` says."""
+    from builder.lang.errors import validate
+    from builder.lang.loading import resolve_document
+    from training.cli import apply_data_flag
+    from training.config import TrainingConfig
+    from training.runinfo import SPEC_FILE, read_run_info
+
+    read_run_info(run_dir)
+    doc = resolve_document(run_dir / SPEC_FILE)
+    apply_data_flag(doc, data)
+    return validate(TrainingConfig, doc, prefix=("training",))
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from training.predict import find_images, predict, rows
+    from training.runinfo import load_run
+
+    if args.topk < 1:
+        raise UsageError(f"--topk must be >= 1, got {args.topk}")
+    run = load_run(args.run, args.weights, args.device)
+    files = find_images(args.paths)
+    if not files:
+        raise UsageError(f"no images (jpg, png, bmp, webp) in {' '.join(args.paths)}")
+    found, errors = predict(run, files, args.topk, args.workers, args.device)
+    for line in errors:
+        print(f"skipped: {line}", file=sys.stderr)
+    header, table = rows(found, min(args.topk, len(run.classes)))
+    if args.output:
+        from training.evaluate import write_table
+
+        write_table(Path(args.output), header, table)
+    print_table(header, table, limit=20 if args.output else None)
+    if args.output:
+        print(f"wrote {args.output} ({len(table):,} predictions)")
+    return 1 if errors else 0
+
+
+def print_table(header: list[str], table: list[list[object]], limit: int | None) -> None:
+    shown: list[list[str]] = [header, *([str(c) for c in r] for r in (table if limit is None else table[:limit]))]
+    widths = [max(len(r[i]) for r in shown if i < len(r)) for i in range(len(header))]
+    for r in shown:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if limit is not None and len(table) > limit:
+        print(f"... {len(table) - limit:,} more")
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import torch
+
+    from training.export import FORMATS, ONNX_TOLERANCE, ExportError, export
+
+    if args.format not in FORMATS:
+        raise UsageError(f"--format {args.format}: unknown; expected {', '.join(FORMATS)}")
+    model, spec, default = export_source(Path(args.source), args.weights)
+    out = Path(args.output) if args.output else default.with_name(default.name + FORMATS[args.format])
+    if out.exists():
+        raise UsageError(f"{out} exists; export never overwrites a file: choose another -o or remove it")
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {out}: no such directory {out.parent}")
+    torch.manual_seed(0)
+    difference = export(model, spec, args.format, out)
+    print(f"wrote {out} ({args.format}, dynamic batch dimension)")
+    if difference is not None:
+        print(f"onnxruntime vs PyTorch on random input: max abs difference {difference:.3g}")
+        if difference > ONNX_TOLERANCE:
+            raise ExportError(f"the ONNX model differs from PyTorch by {difference:.3g} (> {ONNX_TOLERANCE:g})")
+    return 0
+
+
+def export_source(path: Path, weights: str) -> tuple[Any, Any, Path]:
+    """(model, spec, output path without extension) of a run directory or of a spec file."""
+    if path.is_dir():
+        from training.runinfo import load_run
+
+        run = load_run(path, weights)  # type: ignore[arg-type]
+        return run.model, run.spec, path / f"{run.spec.name}-{weights}"
+    import torch
+
+    from builder.lang.loading import load_spec
+    from builder.model.build import build_model
+
+    spec = load_spec(path)
+    torch.manual_seed(0)
+    return build_model(spec), spec, Path(spec.name)

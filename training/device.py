@@ -1,0 +1,56 @@
+"""Where and in what precision a run computes: the device choice, autocast and seeding."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+
+from training.config import TrainingConfig
+from training.errors import ConfigProblems
+
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def select_device(config: TrainingConfig) -> torch.device:
+    """cuda, then mps, then cpu for `auto`; a forced device must exist."""
+    if config.device == "auto":
+        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+        device = torch.device(name)
+    else:
+        device = torch.device(config.device)
+    cuda_ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
+    if (device.type == "cuda" and not cuda_ok) or (device.type == "mps" and not torch.backends.mps.is_available()):
+        raise ConfigProblems.at(("training", "device"), f"{config.device} is not available here; use auto or cpu")
+    if config.precision == "fp16" and device.type == "cpu":
+        raise ConfigProblems.at(("training", "precision"), "fp16 needs a GPU; use bf16 on the CPU")
+    return device
+
+
+def autocast(precision: str, device_type: str) -> AbstractContextManager[Any]:
+    """Mixed precision for bf16/fp16 (weights stay fp32); nothing for fp32."""
+    if precision not in AUTOCAST:
+        return nullcontext()
+    return torch.autocast(device_type, dtype=AUTOCAST[precision])
+
+
+@contextmanager
+def threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to `count` for the run (None: torch's default), then restored."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)

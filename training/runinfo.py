@@ -1,0 +1,151 @@
+"""What makes a run directory self-describing, and `load_run` that reads it back.
+
+run.json holds the class names in label order, the input shape and the exact eval-time
+preprocessing (decode mode, resize, mean and std as used in training). With spec.yaml and the
+weights (model.safetensors: final, best.safetensors: best validation epoch) that is all a model
+needs to classify new images.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from builder.lang.spec import Spec
+from training.errors import RunDirError
+from training.files import write_text
+
+if TYPE_CHECKING:
+    import torch
+    from PIL.Image import Image
+    from torch import Tensor, nn
+
+    from training.data import Data
+
+SPEC_FILE = "spec.yaml"  # the resolved spec with its full training section, as last trained
+RUN_INFO = "run.json"
+BEST = "best.safetensors"
+RESULTS = "results.json"
+FORMAT = "cnn-builder-run"
+WEIGHT_FILES = {"final": "model.safetensors", "best": BEST}
+Weights = Literal["best", "final"]
+
+
+def run_info(spec: Spec, data: Data) -> dict[str, Any]:
+    """The plain data of run.json for a spec trained on `data`."""
+    return {
+        "format": FORMAT, "version": 1, "spec": spec.name, "dataset": data.name,
+        "classes": list(data.classes),
+        "input": {"channels": spec.input.channels, "height": spec.input.height, "width": spec.input.width},
+        "preprocess": {
+            "mode": "L" if spec.input.channels == 1 else "RGB",  # PIL convert() of every image
+            "resize": "bilinear",  # to (height, width); antialiased when shrinking
+            "scale": 1 / 255,
+            "mean": list(data.mean), "std": list(data.std),
+        },
+    }
+
+
+def write_run_info(run_dir: Path, spec: Spec, data: Data) -> None:
+    write_text(run_dir / RUN_INFO, json.dumps(run_info(spec, data), indent=2) + "\n")
+
+
+def read_run_info(run_dir: Path) -> dict[str, Any]:
+    """run.json of a run directory, or one clear RunDirError."""
+    path = Path(run_dir) / RUN_INFO
+    if not Path(run_dir).is_dir():
+        raise RunDirError(f"{run_dir} is not a directory")
+    try:
+        info = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{run_dir} is not a run directory (it has no {RUN_INFO}; train writes one)") from None
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"cannot read {path}: {exc}") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise RunDirError(f"{path} is not the run description of this trainer")
+    return info
+
+
+@dataclass(frozen=True)
+class EvalPreprocess:
+    """Exactly training's eval-time preprocessing: PIL image (or path) or a uint8 batch
+    (N, C, h, w) -> normalized float (N, C, H, W)."""
+
+    mode: str
+    size: tuple[int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def __call__(self, images: Tensor | Image | str | Path) -> Tensor:
+        import torch
+
+        from training.config import Augment
+        from training.data.splits import decode_image
+
+        if not isinstance(images, torch.Tensor):
+            images = decode_image(str(images), self.mode, self.size)[None] if isinstance(images, (str, Path)) \
+                else self.decode_pil(images)
+        prep = self.batch_preprocess(Augment(), images.device)
+        return prep(images)
+
+    def decode_pil(self, image: Image) -> Tensor:
+        import numpy as np
+        import torch
+        from PIL import Image as PILImage
+
+        height, width = self.size
+        img = image.convert(self.mode)
+        img = img if img.size == (width, height) else img.resize((width, height), PILImage.Resampling.BILINEAR)
+        array = np.asarray(img, dtype=np.uint8).reshape(height, width, -1)
+        return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].contiguous()
+
+    def batch_preprocess(self, augment: Any, device: torch.device) -> Any:
+        from training.data.augment import preprocess_for
+
+        return preprocess_for(self.mean, self.std, self.size, augment, device)
+
+    @classmethod
+    def from_info(cls, info: dict[str, Any]) -> EvalPreprocess:
+        p, shape = info["preprocess"], info["input"]
+        return cls(p["mode"], (shape["height"], shape["width"]), tuple(p["mean"]), tuple(p["std"]))
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A trained model in eval mode, its preprocessing and its class names (label order)."""
+
+    model: nn.Module
+    preprocess: EvalPreprocess
+    classes: tuple[str, ...]
+    spec: Spec
+    info: dict[str, Any]
+
+
+def load_run(run_dir: str | Path, weights: Weights = "best", device: str = "cpu") -> LoadedRun:
+    """The model of a run directory with its `best` (validation) or `final` weights, in eval mode."""
+    import torch
+
+    from builder.lang.loading import load_spec
+    from builder.model.build import build_model
+    from training.checkpoint import load_weights
+    from training.errors import CheckpointError
+
+    run_dir = Path(run_dir)
+    info = read_run_info(run_dir)
+    spec = load_spec(run_dir / SPEC_FILE)
+    if weights not in WEIGHT_FILES:
+        raise RunDirError(f"weights must be best or final, not {weights!r}")
+    path = run_dir / WEIGHT_FILES[weights]
+    if weights == "best" and not path.is_file():  # a run without validation has final weights only
+        path = run_dir / WEIGHT_FILES["final"]
+    if not path.is_file():
+        raise RunDirError(f"{run_dir} has no {path.name} (the run has not finished; resume it, or use --weights)")
+    model = build_model(spec)
+    try:
+        model.load_state_dict(load_weights(path))
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} holds weights of another spec: {str(exc).splitlines()[0]}") from None
+    return LoadedRun(model.to(torch.device(device)).eval(), EvalPreprocess.from_info(info),
+                     tuple(info["classes"]), spec, info)
