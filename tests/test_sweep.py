@@ -46,10 +46,10 @@ def tiny(write_spec: Callable[..., Path]) -> Path:
 
 
 def args(*paths: str, **kw: object) -> Namespace:
-    base: dict[str, object] = dict(
-        paths=list(paths), grid=[], overrides=[], seeds=None, jobs=None, out=None, epochs=None, batch_size=None,
-        lr=None, seed=None, device=None, data=None,
-    )
+    from training.cli import FLAGS  # every training flag the sweep passes on, unset
+
+    base: dict[str, object] = {dest: None for dest, *_ in FLAGS}
+    base.update(paths=list(paths), grid=[], overrides=[], seeds=None, jobs=None, out=None, data=None)
     return Namespace(**{**base, **kw})
 
 

@@ -27,6 +27,9 @@ STATE_KEYS = frozenset({"spec", "config", "position", "model", "optimizer", "sch
 
 
 LOCK = ".lock"  # held (flock) by the run writing into the directory, for its whole life
+# What this program itself may have put in a run directory before the run starts: the lock, and
+# the record and log that `builder sweep` keeps beside each variant's run (builder/tools/sweep.py).
+OURS = frozenset({LOCK, "variant.json", "train.log"})
 TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX) + "$")  # what atomic_write leaves when killed
 
 
@@ -45,7 +48,7 @@ def claim_run_dir(out: str | Path | None, name: str) -> tuple[Path, bool]:
     if (path / CHECKPOINT).exists():
         raise RunDirError(f"{path} already holds a run; continue it with --resume {path}, or choose another --out")
     if path.is_dir():
-        if any(e.name != LOCK for e in path.iterdir()) and not (path / RUN_INFO).is_file():
+        if any(e.name not in OURS for e in path.iterdir()) and not (path / RUN_INFO).is_file():
             raise RunDirError(f"--out {path} is not empty and holds no run of this trainer; its files are never "
                               "overwritten: choose another --out, or empty it")
         return path, False

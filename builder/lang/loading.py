@@ -147,11 +147,12 @@ def dump_spec(spec: Spec) -> str:
 def spec_from_document(doc: Document) -> Spec:
     """Validate a resolved document, expand its templates and repeats, and check its static shapes."""
     validate(Spec, doc)  # the spec as written, so expansion can trust its structure
-    doc = expand_document(doc)
-    spec = apply_width(validate(Spec, doc))
+    expanded = expand_document(doc)
+    spec = apply_width(validate(Spec, expanded))
     problems = infer(spec).problems
     if problems:
-        error = doc.diagnose(problems)
+        error = expanded.diagnose(problems)
+        # what a variant changed is read from the spec as written: expansion mixes the files' values
         raise SpecError([replace(d, message=d.message + _changed_elsewhere(doc, d.loc)) for d in error.diagnostics])
     return spec
 
@@ -159,9 +160,11 @@ def spec_from_document(doc: Document) -> Spec:
 def _changed_elsewhere(doc: Document, loc: Loc) -> str:
     """'; input is set at child.yaml:2:8': the fields a shape depends on that a variant (or --set)
     changed, when a shape problem is located in another file (typically the base's blocks)."""
+    top = doc.locs[()].source if () in doc.locs else None  # the file given (a variant's root wins the merge)
+    own = {top} | {at.source for at in doc.locs.values() if at.line is None}  # that file and the arguments
     changed = [
         f"{format_path(p)} is set at {doc.locs[p]}" for p in sorted(doc.locs, key=str)
-        if p and p[0] in SHAPE_FIELDS and doc.locs[p].source != loc.source
+        if p and p[0] in SHAPE_FIELDS and doc.locs[p].source != loc.source and doc.locs[p].source in own
         and (len(p) == 1 or doc.locs.get(p[:-1], loc).source == loc.source)
     ]
     return "; " + ", ".join(changed[:3]) if changed else ""

@@ -396,7 +396,7 @@ def changed_since(run_dir: Path, spec: Spec, config: TrainingConfig) -> str | No
     The fields a resumed run may change (epochs, device...) and precision (auto is resolved per
     device) do not count, as for `train --resume`."""
     from training.config import RESUMABLE_CHANGES
-    from training.trainer import differences, spec_data
+    from training.rundir import differences, spec_data
 
     try:
         saved = load_spec(run_dir / "spec.yaml")
