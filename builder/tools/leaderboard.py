@@ -272,6 +272,7 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     """Accuracy against cost, each point labelled with its variant; False when nothing to plot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import EngFormatter
 
     shown = [r for r in rows if r.best_val_acc is not None and getattr(r, x) is not None]
     if not shown:
@@ -283,23 +284,36 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     ax.scatter([p[0] for p in points], [p[1] for p in points], s=30, zorder=3)
     front = pareto_front(points)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "r--", lw=1.2, label="Pareto front")
-    for r, (px, py) in zip(shown, points):
-        ax.annotate(_label(r), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if max(p[0] for p in points) > 10 * min(p[0] for p in points):
         ax.set_xscale("log")
+    ax.margins(x=0.08, y=0.1)
+    _annotate(ax, shown, points)
+    ax.xaxis.set_major_formatter(EngFormatter())
     ax.set_xlabel("mult-adds per image" if x == "mult_adds" else "parameters")
     ax.set_ylabel(f"best {shown[0].val_metric} (%)")
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="best")
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     _write(path, buffer.getvalue())
     return True
 
 
+def _annotate(ax: Any, rows: Sequence[Row], points: Sequence[tuple[float, float]]) -> None:
+    """Labels inside the axes: left of the points in the right half, right of the others."""
+    lo, hi = ax.get_xlim()
+    log = ax.get_xscale() == "log"
+    for r, (px, py) in zip(rows, points):
+        middle = math.sqrt(lo * hi) if log else (lo + hi) / 2
+        right = px > middle
+        text = ax.annotate(_label(r), (px, py), textcoords="offset points", xytext=(-5 if right else 5, 3),
+                           ha="right" if right else "left", va="bottom", fontsize=7)
+        text.set_in_layout(False)
+
+
 def _label(row: Row) -> str:
-    """A grid variant by its overrides (the name after the spec's), a trial by its name."""
-    return row.variant.split("--", 1)[1] if "--" in row.variant else row.variant
+    """A grid variant by its overrides (the name after the spec's), one per line; a trial by its name."""
+    return row.variant.split("--", 1)[1].replace("--", "\n") if "--" in row.variant else row.variant
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
