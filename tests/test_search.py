@@ -141,3 +141,9 @@ def test_two_workers_share_one_sqlite_study_and_its_budget(sweep_file: Path, tmp
         assert sorted(r["variant"] for r in csv.DictReader(f)) == ["trial-0000", "trial-0001", "trial-0002"]
 
 
+
+
+def test_a_bad_storage_url_is_one_clear_error(sweep_file: Path, tmp_path: Path, cli: Cli) -> None:
+    code, _, err = cli("sweep", sweep_file, "--out", tmp_path / "s", "--storage", "nodb")
+    assert code == 2 and err.strip() == "error: cannot open the study storage nodb: " \
+        "Could not parse SQLAlchemy URL from given URL string"

@@ -54,7 +54,7 @@ def storage_url(plan: Plan, search: SearchConfig, storage: str | None) -> str:
 def open_study(plan: Plan, search: SearchConfig, url: str) -> optuna.Study:
     """Create the study or join it (another worker may be creating it at the same moment)."""
     import optuna
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # SQLite: wait for another worker's write lock instead of failing at once.
@@ -66,15 +66,17 @@ def open_study(plan: Plan, search: SearchConfig, url: str) -> optuna.Study:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
                                              # steps are 1-based epochs; Optuna spares steps < n_warmup_steps
                                              n_warmup_steps=search.pruner.warmup_epochs + 1)
-    for attempt in range(5):  # two workers creating the tables at once: the loser retries
+    for attempt in range(5):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             return optuna.create_study(storage=storage, study_name=search.study or plan.name, direction="maximize",
                                        sampler=sampler, pruner=pruner, load_if_exists=True)
-        except OperationalError as exc:
+        except (OperationalError, IntegrityError) as exc:  # a lock, or tables another worker is creating
             if attempt == 4:
-                raise BuilderError(f"cannot open the study storage {url}: {exc.orig}") from None
+                raise BuilderError(f"cannot open the study storage {url}: {str(exc).splitlines()[0]}") from None
             time.sleep(0.5 * (attempt + 1))
+        except (SQLAlchemyError, ImportError, ValueError) as exc:  # a bad URL, a missing database driver
+            raise BuilderError(f"cannot open the study storage {url}: {str(exc).splitlines()[0]}") from None
     raise AssertionError("unreachable")
 
 
