@@ -145,5 +145,4 @@ def test_two_workers_share_one_sqlite_study_and_its_budget(sweep_file: Path, tmp
 
 def test_a_bad_storage_url_is_one_clear_error(sweep_file: Path, tmp_path: Path, cli: Cli) -> None:
     code, _, err = cli("sweep", sweep_file, "--out", tmp_path / "s", "--storage", "nodb")
-    assert code == 2 and err.strip() == "error: cannot open the study storage nodb: " \
-        "Could not parse SQLAlchemy URL from given URL string"
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: cannot open the study storage nodb: ")
