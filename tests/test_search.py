@@ -97,6 +97,12 @@ def test_each_epoch_reports_exactly_its_metrics_row_and_a_prune_stops_the_child(
     assert trial.reports == [(0.25, 1), (0.5, 3)]  # epoch 2 had no evaluation
     assert watcher.pruned and children.interrupts == 1 and watcher.best == 0.5 and watcher.last_epoch == 3
 
+    # At the last epoch the trial is reported but never pruned: it is complete.
+    trial, children = FakeTrial(prune_at=1), FakeChildren()
+    watcher = EpochWatcher(tmp_path, "test_acc", trial, children)  # type: ignore[arg-type]
+    watcher.on_line("epoch 3/3  train loss ...\n")
+    assert trial.reports == [(0.75, 3)] and not watcher.pruned and children.interrupts == 0
+
 
 def test_a_sample_the_spec_cannot_take_is_a_failed_trial_with_its_located_reason(
     write_spec: Callable[..., Path], tmp_path: Path

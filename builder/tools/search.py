@@ -13,6 +13,7 @@ on several machines (docs/sweeps.md).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     import optuna
 
 Log = Callable[[str], None]
+_EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) ")  # the trainer's line after each epoch's metrics.csv row
 
 
 def storage_url(plan: Plan, search: SearchConfig, storage: str | None) -> str:
@@ -158,7 +160,8 @@ class EpochWatcher:
         self.pruned = False
 
     def on_line(self, line: str) -> None:
-        if not line.startswith("epoch ") or self.pruned:
+        match = _EPOCH_LINE.match(line)
+        if match is None or self.pruned:
             return
         value, epoch = epoch_metric(self.run_dir / "metrics.csv", self.metric)
         self.last_epoch = epoch
@@ -166,7 +169,8 @@ class EpochWatcher:
             return
         self.best = value if self.best is None else max(self.best, value)
         self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        last = match.group(1) == match.group(2)  # nothing left to save: the trial completes
+        if not last and self.trial.should_prune():
             self.pruned = True
             self.children.interrupt()  # this worker's one child: it checkpoints and exits
 

@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 RECORD = "variant.json"  # what the sweep knows about a run directory: its overrides, status, reason
 LOG = "train.log"  # the child's stdout and stderr
-INTERRUPTED = (130, 143)  # 128 + SIGINT, 128 + SIGTERM: the trainer checkpointed and stopped
+# 128 + SIGINT or SIGTERM: the trainer checkpointed and stopped; killed by one of them (before the trainer
+# handles signals, or after it is done): whatever checkpoint there is stands.
+INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)
 
 # --- the sweep file ---------------------------------------------------------------------------------
 
