@@ -223,13 +223,19 @@ def to_markdown(rows: Sequence[Row], directory: Path, sort: Sort, png: Path | No
     for rank, r in enumerate(rows, start=1):
         status = r.status + (f": {r.reason}" if r.reason else "")
         lines.append(
-            f"| {rank} | {r.variant} | {r.overrides.replace('|', '/') or '(base)'} | {_count(r.params)} | "
+            f"| {rank} | {r.variant} | {_readable(r.overrides) or '(base)'} | {_count(r.params)} | "
             f"{_giga(r.mult_adds)} | {_pct(r.best_val_acc, r.best_val_acc_std)} | {_pct(r.test_acc, r.test_acc_std)} "
             f"| {r.epochs} | {r.seconds:.1f}s | {_count(r.images_per_s)} | {status.replace('|', '/')} |"
         )
     if png is not None:
         lines += ["", f"![accuracy against cost, the Pareto front drawn]({png.name})"]
     return "\n".join(lines) + "\n"
+
+
+def _readable(overrides: str) -> str:
+    """Overrides for the markdown table: sampled floats to 4 digits (the csv keeps them whole)."""
+    text = re.sub(r"\d+\.\d{5,}(?:e-?\d+)?", lambda m: f"{float(m.group()):.4g}", overrides)
+    return text.replace("|", "/")
 
 
 def _metric_note(metrics: list[str]) -> str:
@@ -272,7 +278,7 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     """Accuracy against cost, each point labelled with its variant; False when nothing to plot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
     shown = [r for r in rows if r.best_val_acc is not None and getattr(r, x) is not None]
     if not shown:
@@ -281,13 +287,22 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    ax.scatter([p[0] for p in points], [p[1] for p in points], s=30, zorder=3)
-    front = pareto_front(points)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "r--", lw=1.2, label="Pareto front")
+    stopped = [("pruned" in r.status or "interrupted" in r.status) for r in shown]  # fewer epochs: not comparable
+    for hollow, label in ((False, "finished"), (True, "pruned or interrupted")):
+        xy = [p for p, s in zip(points, stopped) if s == hollow]
+        if xy:
+            ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=30, zorder=3, label=label,
+                       facecolors="none" if hollow else "C0", edgecolors="C0")
+    candidates = [p for p, s in zip(points, stopped) if not s] or points  # of the runs that finished
+    front = [candidates[i] for i in pareto_front(candidates)]
+    ax.plot([p[0] for p in front], [p[1] for p in front], "r--", lw=1.2, label="Pareto front")
     if max(p[0] for p in points) > 10 * min(p[0] for p in points):
         ax.set_xscale("log")
     ax.margins(x=0.08, y=0.1)
     _annotate(ax, shown, points)
+    if ax.get_xscale() == "log":  # ticks at 1, 2, 5 x 10^k, labelled like the rest
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.set_xlabel("mult-adds per image" if x == "mult_adds" else "parameters")
     ax.set_ylabel(f"best {shown[0].val_metric} (%)")
