@@ -149,6 +149,14 @@ def test_two_workers_share_one_sqlite_study_and_its_budget(sweep_file: Path, tmp
 
 
 
+def test_grid_flags_on_a_search_are_refused(sweep_file: Path, cli: Cli) -> None:
+    code, out, err = cli("sweep", sweep_file, "--grid", "width=0.5,1", "--jobs", "2")
+    assert code == 2 and out == "" and err.splitlines() == [
+        "--grid: error: a search samples its own variants",
+        "--jobs: error: a worker trains one trial at a time; start several workers",
+    ]
+
+
 def test_a_bad_storage_url_is_one_clear_error(sweep_file: Path, tmp_path: Path, cli: Cli) -> None:
     code, _, err = cli("sweep", sweep_file, "--out", tmp_path / "s", "--storage", "nodb")
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: cannot open the study storage nodb: ")

@@ -5,7 +5,8 @@ validates them as `train` does (an impossible sample is a failed trial with its 
 and trains `SWEEP/trial-NNNN` in a `python -m builder train` subprocess. The pruner sees the
 trial's validation metric once per epoch, read from metrics.csv each time the trainer prints an
 epoch line (it writes the file before the line), so a trial's reported values are exactly its
-run's; a pruned trial is stopped with SIGINT and keeps its checkpoint. The study lives in Optuna
+run's; a pruned trial is stopped with SIGINT and keeps its checkpoint (never at its last epoch:
+then it is complete). The study lives in Optuna
 storage: a SQLite file in the sweep directory by default, or any database URL shared by workers
 on several machines (docs/sweeps.md).
 """
