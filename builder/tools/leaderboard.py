@@ -95,7 +95,7 @@ def read_run(run_dir: Path) -> RunResult | None:
     tests = [float(r["test_acc"]) for r in rows if r.get("test_acc")]
     seconds = sum(float(r["seconds"]) for r in rows)
     images = _train_images(run_dir / "train.log")
-    status = str(record.get("status", "done" if (run_dir / "model.safetensors").is_file() else "unknown"))
+    status = str(record.get("status") or _plain_status(run_dir))
     return RunResult(
         name=run_dir.name, group=str(record.get("group", run_dir.name)), spec_name=spec_name,
         overrides=tuple(record.get("overrides", ())), status=status, reason=str(record.get("reason", "")),
@@ -104,6 +104,13 @@ def read_run(run_dir: Path) -> RunResult | None:
         test_acc=tests[-1] if tests else None,
         seconds=seconds, images_per_s=images * len(rows) / seconds if images and seconds > 0 else None,
     )
+
+
+def _plain_status(run_dir: Path) -> str:
+    """A run directory that `train` made by itself (no variant.json): done, or stopped with a checkpoint."""
+    from training.checkpoint import CHECKPOINT, WEIGHTS
+
+    return "done" if (run_dir / WEIGHTS).is_file() else "interrupted" if (run_dir / CHECKPOINT).is_file() else "unknown"
 
 
 def _metrics(path: Path) -> list[dict[str, str]]:
