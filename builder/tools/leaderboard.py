@@ -285,7 +285,6 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     """Accuracy against cost, each point labelled with its variant; False when nothing to plot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
 
     shown = [r for r in rows if r.best_val_acc is not None and getattr(r, x) is not None]
     if not shown:
@@ -294,31 +293,41 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    stopped = [("pruned" in r.status or "interrupted" in r.status) for r in shown]  # fewer epochs: not comparable
+    _points_and_front(ax, points, [("pruned" in r.status or "interrupted" in r.status) for r in shown])
+    if max(p[0] for p in points) > 10 * min(p[0] for p in points):
+        ax.set_xscale("log")
+    ax.margins(x=0.08, y=0.1)
+    _annotate(ax, shown, points)
+    _axes(ax, x, shown[0].val_metric)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    _write(path, buffer.getvalue())
+    return True
+
+
+def _points_and_front(ax: Any, points: Sequence[tuple[float, float]], stopped: Sequence[bool]) -> None:
+    """Finished runs filled, stopped ones hollow (fewer epochs: not comparable, so off the front)."""
     for hollow, label in ((False, "finished"), (True, "pruned or interrupted")):
         xy = [p for p, s in zip(points, stopped) if s == hollow]
         if xy:
             ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=30, zorder=3, label=label,
                        facecolors="none" if hollow else "C0", edgecolors="C0")
-    candidates = [p for p, s in zip(points, stopped) if not s] or points  # of the runs that finished
+    candidates = [p for p, s in zip(points, stopped) if not s] or list(points)
     front = [candidates[i] for i in pareto_front(candidates)]
     ax.plot([p[0] for p in front], [p[1] for p in front], "r--", lw=1.2, label="Pareto front")
-    if max(p[0] for p in points) > 10 * min(p[0] for p in points):
-        ax.set_xscale("log")
-    ax.margins(x=0.08, y=0.1)
-    _annotate(ax, shown, points)
+
+
+def _axes(ax: Any, x: XAxis, metric: str) -> None:
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
     if ax.get_xscale() == "log":  # ticks at 1, 2, 5 x 10^k, labelled like the rest
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.set_xlabel("mult-adds per image" if x == "mult_adds" else "parameters")
-    ax.set_ylabel(f"best {shown[0].val_metric} (%)")
+    ax.set_ylabel(f"best {metric} (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    _write(path, buffer.getvalue())
-    return True
 
 
 def _annotate(ax: Any, rows: Sequence[Row], points: Sequence[tuple[float, float]]) -> None:

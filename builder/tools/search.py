@@ -62,13 +62,7 @@ def open_study(plan: Plan, search: SearchConfig, url: str) -> optuna.Study:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # SQLite: wait for another worker's write lock instead of failing at once.
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    sampler = (optuna.samplers.RandomSampler(seed=search.sampler_seed) if search.sampler == "random"
-               else optuna.samplers.TPESampler(seed=search.sampler_seed))
-    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-    if search.pruner.kind == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
-                                             # steps are 1-based epochs; Optuna spares steps < n_warmup_steps
-                                             n_warmup_steps=search.pruner.warmup_epochs + 1)
+    sampler, pruner = _sampler(search), _pruner(search)
     for attempt in range(5):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
@@ -81,6 +75,24 @@ def open_study(plan: Plan, search: SearchConfig, url: str) -> optuna.Study:
         except (SQLAlchemyError, ImportError, ValueError) as exc:  # a bad URL, a missing database driver
             raise BuilderError(f"cannot open the study storage {url}: {str(exc).splitlines()[0]}") from None
     raise AssertionError("unreachable")
+
+
+def _sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.sampler_seed)
+    return optuna.samplers.TPESampler(seed=search.sampler_seed)
+
+
+def _pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if search.pruner.kind == "none":
+        return optuna.pruners.NopPruner()
+    # Steps are 1-based epochs; Optuna spares the steps below n_warmup_steps.
+    return optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
+                                       n_warmup_steps=search.pruner.warmup_epochs + 1)
 
 
 def sample(trial: optuna.Trial, search: SearchConfig) -> list[Override]:
