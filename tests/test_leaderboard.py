@@ -99,6 +99,18 @@ def test_seeds_of_a_variant_form_one_row_with_mean_and_std(spec_path: Path, tmp_
     assert "70.00% ± 20.00" in (sweep / "leaderboard.md").read_text()
 
 
+def test_plain_train_runs_are_read_too(spec_path: Path, tmp_path: Path) -> None:
+    """Run directories `train` made by itself (no variant.json) rank by their own names."""
+    for name, weights in (("finished", True), ("stopped", False)):
+        run = make_run(tmp_path / "s", name, spec_path, [(0.5 if weights else 0.25, None)])
+        (run / "variant.json").unlink()
+        (run / ("model.safetensors" if weights else "checkpoint.pt")).write_bytes(b"")
+    write_leaderboard(tmp_path / "s")
+    assert [(r["variant"], r["status"]) for r in read(tmp_path / "s" / "leaderboard.csv")] == [
+        ("finished", "done"), ("stopped", "interrupted")
+    ]
+
+
 def test_pareto_front_keeps_points_no_cheaper_point_beats() -> None:
     points = [(10, 0.5), (20, 0.7), (15, 0.4), (30, 0.7), (40, 0.9), (5, 0.3)]
     assert pareto_front(points) == [5, 0, 1, 4]

@@ -97,6 +97,12 @@ def test_each_epoch_reports_exactly_its_metrics_row_and_a_prune_stops_the_child(
     assert trial.reports == [(0.25, 1), (0.5, 3)]  # epoch 2 had no evaluation
     assert watcher.pruned and children.interrupts == 1 and watcher.best == 0.5 and watcher.last_epoch == 3
 
+    # At the last epoch the trial is reported but never pruned: it is complete.
+    trial, children = FakeTrial(prune_at=1), FakeChildren()
+    watcher = EpochWatcher(tmp_path, "test_acc", trial, children)  # type: ignore[arg-type]
+    watcher.on_line("epoch 3/3  train loss ...\n")
+    assert trial.reports == [(0.75, 3)] and not watcher.pruned and children.interrupts == 0
+
 
 def test_a_sample_the_spec_cannot_take_is_a_failed_trial_with_its_located_reason(
     write_spec: Callable[..., Path], tmp_path: Path
@@ -141,3 +147,16 @@ def test_two_workers_share_one_sqlite_study_and_its_budget(sweep_file: Path, tmp
         assert sorted(r["variant"] for r in csv.DictReader(f)) == ["trial-0000", "trial-0001", "trial-0002"]
 
 
+
+
+def test_grid_flags_on_a_search_are_refused(sweep_file: Path, cli: Cli) -> None:
+    code, out, err = cli("sweep", sweep_file, "--grid", "width=0.5,1", "--jobs", "2")
+    assert code == 2 and out == "" and err.splitlines() == [
+        "--grid: error: a search samples its own variants",
+        "--jobs: error: a worker trains one trial at a time; start several workers",
+    ]
+
+
+def test_a_bad_storage_url_is_one_clear_error(sweep_file: Path, tmp_path: Path, cli: Cli) -> None:
+    code, _, err = cli("sweep", sweep_file, "--out", tmp_path / "s", "--storage", "nodb")
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: cannot open the study storage nodb: ")

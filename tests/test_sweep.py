@@ -224,3 +224,10 @@ def test_a_sweep_file_that_does_not_parse_is_reported_as_itself(write_spec: Call
     bad = write_spec("specs: [tiny.yaml]\nvariants:\n  - {blocks[2].norm: {kind: none}}\n", "sweep.yaml")
     code, _, err = cli("sweep", bad)
     assert code == 2 and err.strip() == f"{bad}:3:12: error: invalid YAML: expected ',' or '}}', but got '['"
+
+
+def test_the_sweep_files_train_section_has_exactly_trains_flags() -> None:
+    from builder.tools.sweep import TrainFlags
+    from training.cli import FLAGS
+
+    assert set(TrainFlags.model_fields) == {dest for dest, *_ in FLAGS} | {"data"}

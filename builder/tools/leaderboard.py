@@ -95,7 +95,7 @@ def read_run(run_dir: Path) -> RunResult | None:
     tests = [float(r["test_acc"]) for r in rows if r.get("test_acc")]
     seconds = sum(float(r["seconds"]) for r in rows)
     images = _train_images(run_dir / "train.log")
-    status = str(record.get("status", "done" if (run_dir / "model.safetensors").is_file() else "unknown"))
+    status = str(record.get("status") or _plain_status(run_dir))
     return RunResult(
         name=run_dir.name, group=str(record.get("group", run_dir.name)), spec_name=spec_name,
         overrides=tuple(record.get("overrides", ())), status=status, reason=str(record.get("reason", "")),
@@ -104,6 +104,13 @@ def read_run(run_dir: Path) -> RunResult | None:
         test_acc=tests[-1] if tests else None,
         seconds=seconds, images_per_s=images * len(rows) / seconds if images and seconds > 0 else None,
     )
+
+
+def _plain_status(run_dir: Path) -> str:
+    """A run directory that `train` made by itself (no variant.json): done, or stopped with a checkpoint."""
+    from training.checkpoint import CHECKPOINT, WEIGHTS
+
+    return "done" if (run_dir / WEIGHTS).is_file() else "interrupted" if (run_dir / CHECKPOINT).is_file() else "unknown"
 
 
 def _metrics(path: Path) -> list[dict[str, str]]:
@@ -223,13 +230,19 @@ def to_markdown(rows: Sequence[Row], directory: Path, sort: Sort, png: Path | No
     for rank, r in enumerate(rows, start=1):
         status = r.status + (f": {r.reason}" if r.reason else "")
         lines.append(
-            f"| {rank} | {r.variant} | {r.overrides.replace('|', '/') or '(base)'} | {_count(r.params)} | "
+            f"| {rank} | {r.variant} | {_readable(r.overrides) or '(base)'} | {_count(r.params)} | "
             f"{_giga(r.mult_adds)} | {_pct(r.best_val_acc, r.best_val_acc_std)} | {_pct(r.test_acc, r.test_acc_std)} "
             f"| {r.epochs} | {r.seconds:.1f}s | {_count(r.images_per_s)} | {status.replace('|', '/')} |"
         )
     if png is not None:
         lines += ["", f"![accuracy against cost, the Pareto front drawn]({png.name})"]
     return "\n".join(lines) + "\n"
+
+
+def _readable(overrides: str) -> str:
+    """Overrides for the markdown table: sampled floats to 4 digits (the csv keeps them whole)."""
+    text = re.sub(r"\d+\.\d{5,}(?:e-?\d+)?", lambda m: f"{float(m.group()):.4g}", overrides)
+    return text.replace("|", "/")
 
 
 def _metric_note(metrics: list[str]) -> str:
@@ -280,26 +293,58 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    ax.scatter([p[0] for p in points], [p[1] for p in points], s=30, zorder=3)
-    front = pareto_front(points)
-    ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "r--", lw=1.2, label="Pareto front")
-    for r, (px, py) in zip(shown, points):
-        ax.annotate(_label(r), (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    _points_and_front(ax, points, [("pruned" in r.status or "interrupted" in r.status) for r in shown])
     if max(p[0] for p in points) > 10 * min(p[0] for p in points):
         ax.set_xscale("log")
-    ax.set_xlabel("mult-adds per image" if x == "mult_adds" else "parameters")
-    ax.set_ylabel(f"best {shown[0].val_metric} (%)")
-    ax.grid(alpha=0.3)
-    ax.legend()
+    ax.margins(x=0.08, y=0.1)
+    _annotate(ax, shown, points)
+    _axes(ax, x, shown[0].val_metric)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     _write(path, buffer.getvalue())
     return True
 
 
+def _points_and_front(ax: Any, points: Sequence[tuple[float, float]], stopped: Sequence[bool]) -> None:
+    """Finished runs filled, stopped ones hollow (fewer epochs: not comparable, so off the front)."""
+    for hollow, label in ((False, "finished"), (True, "pruned or interrupted")):
+        xy = [p for p, s in zip(points, stopped) if s == hollow]
+        if xy:
+            ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=30, zorder=3, label=label,
+                       facecolors="none" if hollow else "C0", edgecolors="C0")
+    candidates = [p for p, s in zip(points, stopped) if not s] or list(points)
+    front = [candidates[i] for i in pareto_front(candidates)]
+    ax.plot([p[0] for p in front], [p[1] for p in front], "r--", lw=1.2, label="Pareto front")
+
+
+def _axes(ax: Any, x: XAxis, metric: str) -> None:
+    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
+
+    if ax.get_xscale() == "log":  # ticks at 1, 2, 5 x 10^k, labelled like the rest
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_major_formatter(EngFormatter())
+    ax.set_xlabel("mult-adds per image" if x == "mult_adds" else "parameters")
+    ax.set_ylabel(f"best {metric} (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best")
+
+
+def _annotate(ax: Any, rows: Sequence[Row], points: Sequence[tuple[float, float]]) -> None:
+    """Labels inside the axes: left of the points in the right half, right of the others."""
+    lo, hi = ax.get_xlim()
+    log = ax.get_xscale() == "log"
+    for r, (px, py) in zip(rows, points):
+        middle = math.sqrt(lo * hi) if log else (lo + hi) / 2
+        right = px > middle
+        text = ax.annotate(_label(r), (px, py), textcoords="offset points", xytext=(-5 if right else 5, 3),
+                           ha="right" if right else "left", va="bottom", fontsize=7)
+        text.set_in_layout(False)
+
+
 def _label(row: Row) -> str:
-    """A grid variant by its overrides (the name after the spec's), a trial by its name."""
-    return row.variant.split("--", 1)[1] if "--" in row.variant else row.variant
+    """A grid variant by its overrides (the name after the spec's), one per line; a trial by its name."""
+    return row.variant.split("--", 1)[1].replace("--", "\n") if "--" in row.variant else row.variant
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:

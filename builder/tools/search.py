@@ -5,7 +5,8 @@ validates them as `train` does (an impossible sample is a failed trial with its 
 and trains `SWEEP/trial-NNNN` in a `python -m builder train` subprocess. The pruner sees the
 trial's validation metric once per epoch, read from metrics.csv each time the trainer prints an
 epoch line (it writes the file before the line), so a trial's reported values are exactly its
-run's; a pruned trial is stopped with SIGINT and keeps its checkpoint. The study lives in Optuna
+run's; a pruned trial is stopped with SIGINT and keeps its checkpoint (never at its last epoch:
+then it is complete). The study lives in Optuna
 storage: a SQLite file in the sweep directory by default, or any database URL shared by workers
 on several machines (docs/sweeps.md).
 """
@@ -13,6 +14,7 @@ on several machines (docs/sweeps.md).
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     import optuna
 
 Log = Callable[[str], None]
+_EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) ")  # the trainer's line after each epoch's metrics.csv row
 
 
 def storage_url(plan: Plan, search: SearchConfig, storage: str | None) -> str:
@@ -54,28 +57,42 @@ def storage_url(plan: Plan, search: SearchConfig, storage: str | None) -> str:
 def open_study(plan: Plan, search: SearchConfig, url: str) -> optuna.Study:
     """Create the study or join it (another worker may be creating it at the same moment)."""
     import optuna
-    from sqlalchemy.exc import OperationalError
+    from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # SQLite: wait for another worker's write lock instead of failing at once.
     kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    sampler = (optuna.samplers.RandomSampler(seed=search.sampler_seed) if search.sampler == "random"
-               else optuna.samplers.TPESampler(seed=search.sampler_seed))
-    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-    if search.pruner.kind == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
-                                             # steps are 1-based epochs; Optuna spares steps < n_warmup_steps
-                                             n_warmup_steps=search.pruner.warmup_epochs + 1)
-    for attempt in range(5):  # two workers creating the tables at once: the loser retries
+    sampler, pruner = _sampler(search), _pruner(search)
+    for attempt in range(5):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
             return optuna.create_study(storage=storage, study_name=search.study or plan.name, direction="maximize",
                                        sampler=sampler, pruner=pruner, load_if_exists=True)
-        except OperationalError as exc:
+        except (OperationalError, IntegrityError) as exc:  # a lock, or tables another worker is creating
             if attempt == 4:
-                raise BuilderError(f"cannot open the study storage {url}: {exc.orig}") from None
+                raise BuilderError(f"cannot open the study storage {url}: {str(exc).splitlines()[0]}") from None
             time.sleep(0.5 * (attempt + 1))
+        except (SQLAlchemyError, ImportError, ValueError) as exc:  # a bad URL, a missing database driver
+            raise BuilderError(f"cannot open the study storage {url}: {str(exc).splitlines()[0]}") from None
     raise AssertionError("unreachable")
+
+
+def _sampler(search: SearchConfig) -> optuna.samplers.BaseSampler:
+    import optuna
+
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=search.sampler_seed)
+    return optuna.samplers.TPESampler(seed=search.sampler_seed)
+
+
+def _pruner(search: SearchConfig) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if search.pruner.kind == "none":
+        return optuna.pruners.NopPruner()
+    # Steps are 1-based epochs; Optuna spares the steps below n_warmup_steps.
+    return optuna.pruners.MedianPruner(n_startup_trials=search.pruner.startup_trials,
+                                       n_warmup_steps=search.pruner.warmup_epochs + 1)
 
 
 def sample(trial: optuna.Trial, search: SearchConfig) -> list[Override]:
@@ -156,7 +173,8 @@ class EpochWatcher:
         self.pruned = False
 
     def on_line(self, line: str) -> None:
-        if not line.startswith("epoch ") or self.pruned:
+        match = _EPOCH_LINE.match(line)
+        if match is None or self.pruned:
             return
         value, epoch = epoch_metric(self.run_dir / "metrics.csv", self.metric)
         self.last_epoch = epoch
@@ -164,7 +182,8 @@ class EpochWatcher:
             return
         self.best = value if self.best is None else max(self.best, value)
         self.trial.report(value, epoch)
-        if self.trial.should_prune():
+        last = match.group(1) == match.group(2)  # nothing left to save: the trial completes
+        if not last and self.trial.should_prune():
             self.pruned = True
             self.children.interrupt()  # this worker's one child: it checkpoints and exits
 

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from builder.lang.errors import BuilderError, Document, Loc, SpecError, format_path, validate
+from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecError, format_path, validate
 from builder.lang.loading import load_spec, parse_path
 from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel, rule_error
 from builder.lang.yaml_io import load_document, parse_scalar
@@ -44,7 +44,9 @@ if TYPE_CHECKING:
 Log = Callable[[str], None]
 RECORD = "variant.json"  # what the sweep knows about a run directory: its overrides, status, reason
 LOG = "train.log"  # the child's stdout and stderr
-INTERRUPTED = (130, 143)  # 128 + SIGINT, 128 + SIGTERM: the trainer checkpointed and stopped
+# 128 + SIGINT or SIGTERM: the trainer checkpointed and stopped; killed by one of them (before the trainer
+# handles signals, or after it is done): whatever checkpoint there is stands.
+INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)
 
 # --- the sweep file ---------------------------------------------------------------------------------
 
@@ -616,10 +618,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         flag = "--storage" if args.storage is not None else "--trials"
         raise SpecError.at(Loc(flag), "needs a sweep file with a search: section")
     if plan.search is not None:
+        _check_search_flags(args)
         from builder.tools.search import run_search
 
         return run_search(plan, plan.search, storage=args.storage, trials=args.trials, log=_print)
     return run_grid(plan, _print)
+
+
+def _check_search_flags(args: argparse.Namespace) -> None:
+    """Grid flags mean nothing to a search: say so instead of ignoring them."""
+    wrong = [("--grid", bool(args.grid), "a search samples its own variants"),
+             ("--seeds", (args.seeds or 1) > 1, "a search trains each trial once"),
+             ("--jobs", (args.jobs or 1) > 1, "a worker trains one trial at a time; start several workers")]
+    found = [Diagnostic(Loc(flag), (), why) for flag, bad, why in wrong if bad]
+    if found:
+        raise SpecError(found)
 
 
 def _print(line: str) -> None:
