@@ -131,3 +131,17 @@ def test_meta_build_has_no_storage() -> None:
     with torch.device("meta"):
         model = build_model(load_spec(SPECS / "alexnet.yaml"))
     assert all(p.is_meta for p in model.parameters())
+
+
+def test_summary_build_skips_random_weight_init_only() -> None:
+    from torch import nn
+
+    from builder.model.summary import SkipInit
+
+    state = torch.get_rng_state()
+    with SkipInit():
+        conv, norm = nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8)
+    assert torch.equal(torch.get_rng_state(), state)  # no random number was drawn
+    assert conv.weight.shape == (8, 3, 3, 3) and torch.equal(norm.weight, torch.ones(8))  # non-random fills still run
+    nn.Linear(4, 4)
+    assert not torch.equal(torch.get_rng_state(), state)  # outside it, init draws as usual

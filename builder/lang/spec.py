@@ -12,7 +12,11 @@ The docstring under each field is its description in the JSON Schema (editor hov
 
 from __future__ import annotations
 
+import ast
+import inspect
+import sys
 from collections.abc import Iterator
+from functools import cache
 from math import lcm
 from typing import Annotated, Any, Literal, Union
 
@@ -32,10 +36,38 @@ def rule_error(field: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("spec_rule", message.replace("{", "{{").replace("}", "}}"), {"field": field})
 
 
+def field_docs(schema: dict[str, Any], cls: type[BaseModel]) -> None:
+    """json_schema_extra: each field's attribute docstring as its description in the JSON Schema.
+
+    Read from the source only when a schema is made: pydantic's use_attribute_docstrings, which
+    gives the same descriptions, parses each model's source at import, about half of the start-up
+    of `validate`. A field's docstring is the one in the class that declares the field."""
+    properties = schema.get("properties", {})
+    for name, info in cls.model_fields.items():
+        owner = next(c for c in cls.__mro__ if name in vars(c).get("__annotations__", {}))
+        doc = _attribute_docs(owner.__module__).get((owner.__qualname__, name))
+        if doc and info.description is None and name in properties:
+            properties[name]["description"] = doc
+
+
+@cache
+def _attribute_docs(module: str) -> dict[tuple[str, str], str]:
+    """{(class name, field): docstring} of every top-level class of `module`, from one parse of its source."""
+    docs: dict[tuple[str, str], str] = {}
+    for node in ast.parse(inspect.getsource(sys.modules[module])).body:
+        if isinstance(node, ast.ClassDef):
+            for field, text in zip(node.body, node.body[1:], strict=False):
+                if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)
+                        and isinstance(text, ast.Expr) and isinstance(text.value, ast.Constant)
+                        and isinstance(text.value.value, str)):
+                    docs[(node.name, field.target.id)] = inspect.cleandoc(text.value.value)
+    return docs
+
+
 class StrictModel(BaseModel):
     """Base of every spec model: no unknown keys, no coercion, immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra=field_docs, defer_build=True)
 
 
 class InputSpec(StrictModel):

@@ -13,10 +13,12 @@ the totals and the shape check are stable and are what the golden test compares.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torchinfo
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from torchinfo.model_statistics import ModelStatistics
 
 from builder.lang.errors import BuilderError
@@ -99,8 +101,26 @@ def summarize(spec: Spec, *, device: str = "auto", batch_size: int = 1, depth: i
     return Summary(spec, shapes, stats, _mismatches(model, stats, shapes), layers, device)
 
 
+# nn.init's random fills (and the Tensor methods they use): what a summary's build skips
+INIT_FILLS = frozenset({
+    nn.init.kaiming_uniform_, nn.init.kaiming_normal_, nn.init.xavier_uniform_, nn.init.xavier_normal_,
+    nn.init.uniform_, nn.init.normal_, nn.init.trunc_normal_, torch.Tensor.uniform_, torch.Tensor.normal_,
+})
+
+
+class SkipInit(TorchFunctionMode):
+    """Within it, the random fills of nn.init do nothing and weights keep whatever their memory
+    held: a summary needs shapes, never values, and drawing AlexNet's 58 M random weights is most
+    of the time of its CPU build."""
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
+        if func in INIT_FILLS:
+            return args[0] if args else kwargs["tensor"]  # the tensor to fill, untouched (every fill returns it)
+        return func(*args, **(kwargs or {}))
+
+
 def _run_torchinfo(spec: Spec, device: str, batch_size: int, depth: int) -> tuple[nn.Module, ModelStatistics]:
-    with torch.device(device):
+    with torch.device(device), SkipInit():
         model = build_model(spec)
     size = (batch_size, spec.input.channels, spec.input.height, spec.input.width)
     try:
