@@ -139,7 +139,8 @@ def test_two_workers_share_one_sqlite_study_and_its_budget(sweep_file: Path, tmp
         run = out / f"trial-{t.number:04d}"
         with (run / "metrics.csv").open(newline="") as f:
             last = list(csv.DictReader(f))[-1]
-        assert t.value == float(last["test_acc"])  # the study's value is the run's metrics.csv, exactly
+        column = "val_acc" if last.get("val_acc") else "test_acc"  # the search's metric, as epoch_metric reads it
+        assert t.value == float(last[column])  # the study's value is the run's metrics.csv, exactly
         record = json.loads((run / "variant.json").read_text())
         assert record["status"] == "done" and f"blocks[0].out_channels={t.params['blocks[0].out_channels']}" in (
             record["overrides"])

@@ -59,6 +59,8 @@ class TrainFlags(StrictModel):
     lr: Annotated[float, Field(gt=0)] | None = None
     seed: NonNegativeInt | None = None
     device: str | None = None
+    threads: PositiveInt | None = None  # CPU threads of each variant (default: the CPUs divided by --jobs)
+    init: str | None = None  # .safetensors weights every variant starts from, as `--init`
     data: str | None = None  # KIND[:ROOT], as `--data`
 
 
