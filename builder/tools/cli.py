@@ -153,7 +153,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _giga(n: int) -> str:
-    return f"{n / 1e9:.3f} G"
+    """Mult-adds as torchvision quotes them (G, 3 decimals), in M below 0.01 G so LeNet is not 0.000 G."""
+    return f"{n / 1e9:.3f} G" if n >= 1e7 else f"{n / 1e6:.3f} M"
 
 
 EXAMPLES = {  # shown at the end of each command's --help
