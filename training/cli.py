@@ -39,6 +39,8 @@ def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser]
     p = sub.add_parser(
         "train", help="train a spec on real data",
         description="Train a spec with its training: section (see the README), overridden by these flags.",
+        epilog="examples: python -m builder train arch_specs/alexnet_digits.yaml --epochs 4; "
+               "python -m builder train --resume runs/alexnet_digits-20250101-120000",
     )
     add_spec_args(p)
     # SPEC may be left out with --resume: the run's own resolved spec.yaml is used.
