@@ -200,3 +200,32 @@ def test_precision_auto_follows_the_native_bf16_rule(monkeypatch: pytest.MonkeyP
     assert precision.resolve_precision(auto, cpu).precision == "fp32"
     assert precision.resolve_precision(TrainingConfig(precision="bf16"), cpu).precision == "bf16"  # never overridden
     assert precision.native_bf16(torch.device("mps")) is False
+
+
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"batch_size": 10**30}, "batch_size"),
+        ({"epochs": int("9" * 400)}, "epochs"),
+        ({"schedule": {"kind": "cosine", "warmup_epochs": float("inf")}}, "warmup_epochs"),
+        ({"optimizer": {"lr": float("nan")}}, "lr"),
+        ({"dataset": {"kind": "digits", "split_seed": 2**32}}, "split_seed"),
+        ({"dataset": {"kind": "digits", "test_fraction": 0.999}}, "test_fraction"),
+        ({"dataset": {"kind": "digits", "val_fraction": 0.9}}, "val_fraction"),
+        ({"threads": 0}, "threads"),
+    ],
+)
+def test_numbers_outside_their_bounds_are_refused(changes: dict[str, object], where: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as exc:
+        TrainingConfig.model_validate(changes)
+    assert where in str(exc.value)
+
+
+def test_the_largest_allowed_values_validate() -> None:
+    config = TrainingConfig.model_validate({
+        "batch_size": 10**9, "epochs": 10**9, "threads": 1024,
+        "dataset": {"kind": "digits", "split_seed": 2**31 - 1, "test_fraction": 0.5, "val_fraction": 0.5},
+    })
+    assert config.batch_size == 10**9 and config.dataset.split_seed == 2**31 - 1  # type: ignore[union-attr]

@@ -55,6 +55,10 @@ class NonFiniteLoss(BuilderError):
     exit_code = 1
 
 
+class DistEnvError(BuilderError):
+    """A launcher variable (WORLD_SIZE, RANK, LOCAL_RANK, BUILDER_DIST_TIMEOUT) that is malformed."""
+
+
 class TrainingFailed(BuilderError):
     """The run cannot go on (under torchrun: another process of the job died or went silent)."""
 
