@@ -27,7 +27,7 @@ from builder.lang.errors import BuilderError, suggest
 from builder.lang.spec import Spec
 from builder.model.build import build_model
 from training.config import TrainingConfig
-from training.files import write_text
+from training.files import WriteError, write_text
 from training.step import TrainStep, make_step
 
 OPTIONS = ("fp32", "channels_last", "bf16", "fp16", "compile")
@@ -323,7 +323,7 @@ def write_json(result: BenchResult, path: str | os.PathLike[str]) -> str:
     """Write result.to_dict() to path; a failure is a one-line error."""
     try:
         write_text(Path(path), json.dumps(result.to_dict(), indent=2) + "\n")
-    except OSError as exc:
-        raise BenchError(f"--json {path}: cannot write: {exc.strerror}") from None
+    except WriteError as exc:
+        raise BenchError(f"--json {path}: {exc}") from None
     return str(path)
 
