@@ -193,17 +193,7 @@ class Trainer:
         self.dist = dist or Dist()
         # Only rank 0 prints and writes; the other ranks train silently.
         self.run_dir, self.quiet, self.log = run_dir, quiet or not self.dist.main, log if self.dist.main else silent
-        seed_everything(config.seed)
-        self.model = build_model(spec)
-        if config.init is not None and saved is None:  # a resumed run has its weights in its checkpoint
-            from training.init import init_from
-
-            self.log(init_from(self.model, config.init))
-        elif config.init is not None:
-            from training.init import freeze
-
-            freeze(self.model, config.init.freeze)
-        self.model.to(device)
+        self.model = self.build(resumed=saved is not None).to(device)
         self.steps = len(self.epoch_order(0))
         self.pos = Position(segment=new_segment(saved, config))
         self.step = make_step(self.model, config, device, self.steps, wrap=self.wrap, segment=self.pos.segment)
@@ -214,6 +204,21 @@ class Trainer:
         self.resumed = saved is not None
         if saved is not None:
             self.restore(saved)
+
+    def build(self, resumed: bool) -> nn.Module:
+        """The model from the seed, then its `init` weights (a resumed run's come from its
+        checkpoint) and frozen parts."""
+        seed_everything(self.config.seed)
+        model, init = build_model(self.spec), self.config.init
+        if init is not None and not resumed:
+            from training.init import init_from
+
+            self.log(init_from(model, init))
+        elif init is not None:
+            from training.init import freeze
+
+            freeze(model, init.freeze)
+        return model
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """What the forward pass runs: the model, in DDP under torchrun."""
