@@ -86,6 +86,9 @@ def test_data_flag_keeps_options_of_the_same_kind_and_replaces_another(write_spe
     assert loaded(path, data="fake").dataset == FakeData(kind="fake", train_size=10)
     assert loaded(path, data="digits").dataset == DigitsData(kind="digits")
     assert loaded(path, data="image_folder:some/dir").dataset == ImageFolderData(kind="image_folder", root="some/dir")
+    # --set training.dataset.* applies to the dataset --data names, not dropped by it
+    with_set = loaded(path, "training.dataset.train_size=32", "training.dataset.val_fraction=0", data="digits")
+    assert with_set.dataset == DigitsData(kind="digits", train_size=32, val_fraction=0)
 
 
 def test_a_variant_inherits_and_patches_the_training_section(write_spec: Callable[..., Path]) -> None:
