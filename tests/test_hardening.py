@@ -268,3 +268,24 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_checkpoi
     )
     assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["position"]["epoch"] == 1
     assert not [p for p in (tmp_path / "r").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("spec.yaml", None), "train: spec must be a Spec (builder.load_spec(path)), not str"),
+        ((None, {"epochs": 1}),
+         "train: config must be a TrainingConfig (TrainingConfig.model_validate(mapping)), not dict"),
+    ],
+)
+def test_the_python_api_checks_its_arguments(spec_path: Path, args: tuple[object, object], message: str) -> None:
+    from training.config import TrainingConfig
+    from training.errors import ApiError
+
+    spec, cfg = args
+    with pytest.raises(ApiError) as exc:
+        train(spec if spec is not None else load_spec(spec_path),  # type: ignore[arg-type]
+              cfg if cfg is not None else TrainingConfig())  # type: ignore[arg-type]
+    assert str(exc.value) == message
+    with pytest.raises(ApiError, match="train: out must be a non-empty path"):
+        train(load_spec(spec_path), TrainingConfig(), out="")

@@ -32,6 +32,10 @@ class RunDirError(BuilderError):
     """The output directory cannot be used (it holds another run, or cannot be created)."""
 
 
+class ApiError(BuilderError):
+    """A Python API call with an argument of the wrong type or value."""
+
+
 class TrainUsageError(BuilderError):
     """A command line that cannot name a run (no SPEC and no --resume)."""
 
