@@ -289,3 +289,11 @@ def test_the_python_api_checks_its_arguments(spec_path: Path, args: tuple[object
     assert str(exc.value) == message
     with pytest.raises(ApiError, match="train: out must be a non-empty path"):
         train(load_spec(spec_path), TrainingConfig(), out="")
+
+
+def test_an_unusable_out_is_one_line(spec_path: Path, tmp_path: Path, cli: Cli) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, stderr = cli("train", spec_path, "--out", tmp_path / "file" / "run", "--epochs", "1")
+    assert code == 2 and stderr.strip().startswith(f"error: cannot create the output directory {tmp_path}/file/run:")
+    code, _, stderr = cli("train", spec_path, "--out", tmp_path / "file", "--epochs", "1")
+    assert code == 2 and stderr.strip() == f"error: --out {tmp_path / 'file'} is a file, not a directory"
