@@ -70,7 +70,9 @@ def cached_splits(config: ImageFolderData, root: Path, splits: Sequence[NamedSpl
     if found is not None:
         return found
     total = sum(len(s) for _, s in splits)
-    with tqdm(total=total, desc=f"decoding {root} (cached in {path.parent})", unit="img", leave=False) as bar:
+    # disable=None: shown on a terminal only, so logs stay clean
+    with tqdm(total=total, desc=f"decoding {root} (cached in {path.parent})", unit="img", leave=False,
+              disable=None) as bar:
         decoded = tuple(decode_split(split, bar) for _, split in splits)
     write_cache(path, [name for name, _ in splits], decoded, key)
     return decoded
