@@ -44,6 +44,8 @@ def bench_config(spec: Spec, data: str, train_size: int, test_size: int) -> Trai
     recipe.update(epochs=1, schedule={"kind": "constant"})
     if data == "fake":
         recipe.update(dataset={"kind": "fake", "train_size": train_size, "test_size": test_size}, workers=0)
+    # No validation split: both loops train on the same images and evaluate the test split once.
+    recipe["dataset"] = {**recipe.get("dataset", {"kind": "digits"}), "val_fraction": 0}
     config = TrainingConfig.model_validate(recipe)
     return resolve_precision(config, torch.device("cpu"))
 

@@ -108,6 +108,8 @@ def test_cli_prints_the_table_and_writes_json(
                                      "compile or all; did you mean 'bf16'?"),
         (("--batch-size", "0"), "error: --batch-size must be >= 1, got 0"),
         (("--repeats", "0"), "error: --repeats must be >= 1, got 0"),
+        (("--batch-size", str(10**12)), "error: --batch-size must be <= 100,000, got 1,000,000,000,000"),
+        (("--steps", "100001"), "error: --steps must be <= 100,000, got 100,001"),
         (("--device", "nonsense"), "error: --device: unknown device 'nonsense'; expected auto, cpu, cuda, cuda:N "
                                    "or mps"),
     ],

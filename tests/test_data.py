@@ -418,3 +418,37 @@ def test_image_folder_val_is_validation_and_test_is_test(tmp_path: Path, spec_of
     data = load_data(config.model_copy(update={"root": str(carved)}), spec_of(classes=2))  # type: ignore[arg-type]
     assert data.val is not None and (len(data.train), len(data.val)) == (18, 2)
     assert sorted(data.val.targets.tolist()) == [0, 1]  # stratified: one of each class
+
+
+def test_image_folder_scan_matches_torchvision_and_refuses_loops_and_dangling_links(
+    tmp_path: Path, spec_of: Callable[..., object]
+) -> None:
+    from torchvision.datasets import ImageFolder
+
+    from training.data.image_folder import image_folder
+
+    root = make_tree(tmp_path / "t", {"train": {"cat": 2, "dog": 2}, "test": {"cat": 1, "dog": 1}})
+    (root / "train" / "cat" / "a-b").mkdir()
+    (root / "train" / "cat" / "a").mkdir()
+    (root / "train" / "cat" / "a" / "x.png").write_bytes((root / "train" / "cat" / "0.png").read_bytes())
+    (root / "train" / "cat" / "a-b" / "y.PNG").write_bytes((root / "train" / "cat" / "0.png").read_bytes())
+    ours, theirs = image_folder(root / "train"), ImageFolder(str(root / "train"))
+    assert ours.classes == theirs.classes and ours.samples == theirs.samples
+    config = ImageFolderData(kind="image_folder", root=str(root), in_memory=False)
+    (root / "train" / "dog" / "loop").symlink_to(root / "train" / "dog")
+    with pytest.raises(ConfigProblems, match="reached twice through symlinks"):
+        load_data(config, spec_of(classes=2))  # type: ignore[arg-type]
+    (root / "train" / "dog" / "loop").unlink()
+    (root / "train" / "dog" / "gone.png").symlink_to(tmp_path / "missing.png")
+    with pytest.raises(ConfigProblems, match=r"gone\.png is a dangling symlink"):
+        load_data(config, spec_of(classes=2))  # type: ignore[arg-type]
+
+
+def test_a_cifar10_label_out_of_range_is_refused(tmp_path: Path, spec_of: Callable[..., object]) -> None:
+    root = write_cifar(tmp_path / "cifar")
+    batch = root / CIFAR_DIR / "data_batch_3"
+    data = pickle.loads(batch.read_bytes(), encoding="bytes")
+    data[b"labels"][1] = 10
+    batch.write_bytes(pickle.dumps(data, protocol=2))
+    with pytest.raises(ConfigProblems, match=r"data_batch_3 is not a CIFAR-10 batch .* 'labels' 0\.\.9"):
+        load_data(Cifar10Data(kind="cifar10", root=str(root)), spec_of(h=32, w=32))  # type: ignore[arg-type]

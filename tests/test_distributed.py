@@ -122,3 +122,38 @@ def test_collectives_run_on_the_training_gpu_under_nccl_and_on_the_cpu_under_glo
     distributed.total(meta, 1.0, 2.0)
     distributed.total_of(meta, torch.zeros(4))
     assert seen == [torch.device("meta")] * 3
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"WORLD_SIZE": "2"}, "WORLD_SIZE is set but RANK is not"),
+        ({"WORLD_SIZE": "two", "RANK": "0"}, "WORLD_SIZE='two' is not an integer"),
+        ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK 5 is not below WORLD_SIZE 2"),
+        ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "-1"}, "LOCAL_RANK=-1 is out of range"),
+    ],
+)
+def test_malformed_launcher_variables_are_one_clear_error(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    from training.errors import DistEnvError
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(DistEnvError, match=message) as exc:
+        Dist.from_env()
+    assert exc.value.exit_code == 2
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "1e99"])
+def test_a_bad_timeout_variable_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from training.distributed import timeout
+    from training.errors import DistEnvError
+
+    monkeypatch.setenv("BUILDER_DIST_TIMEOUT", value)
+    with pytest.raises(DistEnvError, match="must be a number of seconds"):
+        timeout()
+    monkeypatch.setenv("BUILDER_DIST_TIMEOUT", "12.5")
+    assert timeout().total_seconds() == 12.5

@@ -11,6 +11,7 @@ import torch
 from conftest import SPECS
 from test_trainer import DIGITS_SPEC
 
+from builder.lang.errors import SpecError
 from builder.lang.loading import load_spec
 from builder.model.build import build_model
 from training.export import ONNX_TOLERANCE, export
@@ -23,7 +24,10 @@ SHIPPED = sorted(p.name for p in SPECS.glob("*.yaml"))
 @pytest.mark.parametrize("name", SHIPPED)
 def test_onnx_matches_pytorch_on_every_shipped_spec(name: str, tmp_path: Path) -> None:
     # Narrow hidden layers keep the files small; every conv, pool and LRN layer is as shipped.
-    spec = load_spec(SPECS / name, ["classifier.hidden=[64, 64]"])
+    try:
+        spec = load_spec(SPECS / name, ["classifier.hidden=[64, 64]"])
+    except SpecError:  # a spec whose classifier has no such field: as shipped
+        spec = load_spec(SPECS / name)
     torch.manual_seed(0)
     difference = export(build_model(spec), spec, "onnx", tmp_path / "m.onnx")
     assert difference is not None and difference <= ONNX_TOLERANCE

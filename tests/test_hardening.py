@@ -242,3 +242,58 @@ def test_one_host_synchronization_per_training_step(
     monkeypatch.setattr(torch.Tensor, "item", item)
     train(load_spec(spec_path), config(spec_path, epochs=1), out=tmp_path / "r", quiet=True, log=print)
     assert reads[0] == 11 and synced == []  # 11 steps: one combined read each, no .item() in the step
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_checkpoint(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cli: Cli
+) -> None:
+    import errno
+
+    from training import files
+    from training.checkpoint import CHECKPOINT, load_checkpoint
+
+    real, calls = files.os.replace, {"n": 0}
+
+    def full(src: str, dst: str) -> None:
+        if str(dst).endswith(CHECKPOINT):
+            calls["n"] += 1
+            if calls["n"] == 2:  # the checkpoint after epoch 2
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real(src, dst)
+
+    monkeypatch.setattr(files.os, "replace", full)
+    code, _, stderr = cli("train", spec_path, "--epochs", "3", "--out", tmp_path / "r", "--quiet")
+    assert code == 2 and stderr.strip() == (
+        f"error: cannot write {tmp_path / 'r' / CHECKPOINT}: No space left on device; the previous version is intact"
+    )
+    assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["position"]["epoch"] == 1
+    assert not [p for p in (tmp_path / "r").iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("spec.yaml", None), "train: spec must be a Spec (builder.load_spec(path)), not str"),
+        ((None, {"epochs": 1}),
+         "train: config must be a TrainingConfig (TrainingConfig.model_validate(mapping)), not dict"),
+    ],
+)
+def test_the_python_api_checks_its_arguments(spec_path: Path, args: tuple[object, object], message: str) -> None:
+    from training.config import TrainingConfig
+    from training.errors import ApiError
+
+    spec, cfg = args
+    with pytest.raises(ApiError) as exc:
+        train(spec if spec is not None else load_spec(spec_path),  # type: ignore[arg-type]
+              cfg if cfg is not None else TrainingConfig())  # type: ignore[arg-type]
+    assert str(exc.value) == message
+    with pytest.raises(ApiError, match="train: out must be a non-empty path"):
+        train(load_spec(spec_path), TrainingConfig(), out="")
+
+
+def test_an_unusable_out_is_one_line(spec_path: Path, tmp_path: Path, cli: Cli) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, stderr = cli("train", spec_path, "--out", tmp_path / "file" / "run", "--epochs", "1")
+    assert code == 2 and stderr.strip().startswith(f"error: cannot create the output directory {tmp_path}/file/run:")
+    code, _, stderr = cli("train", spec_path, "--out", tmp_path / "file", "--epochs", "1")
+    assert code == 2 and stderr.strip() == f"error: --out {tmp_path / 'file'} is a file, not a directory"

@@ -63,24 +63,29 @@ def test_validation_metrics_every_epoch_and_never_the_test_split(spec_path: Path
 
 def test_best_weights_are_the_weights_of_the_best_validation_epoch(spec_path: Path, tmp_path: Path) -> None:
     spec, cfg = load_spec(spec_path), config(spec_path, epochs=3, monitor="val_loss")
-    result = train(spec, cfg, out=tmp_path / "straight", quiet=True, log=print)
-    best = result.best_epoch
-    losses = [m.val_loss or 0.0 for m in result.history]
-    assert best == losses.index(min(losses)) + 1
+    at_epoch: dict[int, dict[str, torch.Tensor]] = {}
 
-    def stop_after_best(line: str) -> None:  # SIGTERM after the best epoch: its checkpoint holds its weights
-        if line.startswith(f"epoch {best}/"):
+    def keep_weights(line: str) -> None:  # each epoch's line follows its checkpoint
+        if line.startswith("epoch "):
+            epoch = int(line.split()[1].split("/")[0])
+            at_epoch[epoch] = load_checkpoint(tmp_path / "straight" / CHECKPOINT)["model"]
+
+    result = train(spec, cfg, out=tmp_path / "straight", quiet=True, log=keep_weights)
+    losses = [m.val_loss or 0.0 for m in result.history]
+    assert result.best_epoch == losses.index(min(losses)) + 1
+    kept = load_weights(tmp_path / "straight" / BEST)
+    at_best = at_epoch[result.best_epoch]
+    assert kept.keys() == at_best.keys() and all(torch.equal(kept[k], at_best[k]) for k in kept)
+
+    def stop_after_1(line: str) -> None:
+        if line.startswith("epoch 1/"):
             signal.raise_signal(signal.SIGTERM)
 
-    with pytest.raises(TrainingInterrupted):
-        train(spec, cfg, out=tmp_path / "stopped", quiet=True, log=stop_after_best)
-    at_best = load_checkpoint(tmp_path / "stopped" / CHECKPOINT)["model"]
-    kept = load_weights(tmp_path / "straight" / BEST)
-    assert kept.keys() == at_best.keys() and all(torch.equal(kept[k], at_best[k]) for k in kept)
-    if best < 3:  # resumed after the best epoch, the run keeps the same best weights and count
-        train(spec, cfg, resume=tmp_path / "stopped", quiet=True, log=print)
-        again = load_weights(tmp_path / "stopped" / BEST)
-        assert all(torch.equal(kept[k], again[k]) for k in kept)
+    with pytest.raises(TrainingInterrupted):  # stopped and resumed: the same best weights and epoch
+        train(spec, cfg, out=tmp_path / "split", quiet=True, log=stop_after_1)
+    resumed = train(spec, cfg, resume=tmp_path / "split", quiet=True, log=print)
+    again = load_weights(tmp_path / "split" / BEST)
+    assert resumed.best_epoch == result.best_epoch and all(torch.equal(kept[k], again[k]) for k in kept)
 
 
 def expected_stop(values: list[float], patience: int, min_delta: float, higher: bool) -> int:

@@ -12,7 +12,7 @@ import pytest
 from conftest import SPECS
 
 from builder.lang.errors import SpecError
-from training.cli import load_training
+from training.cli import FLAGS, load_training
 from training.config import (
     AdamWConfig,
     CosineSchedule,
@@ -37,7 +37,7 @@ Cli = Callable[..., tuple[int, str, str]]
 
 
 def args(spec: Path, *overrides: str, **flags: str) -> argparse.Namespace:
-    values = {"epochs": None, "batch_size": None, "lr": None, "seed": None, "device": None, "data": None}
+    values = {**{dest: None for dest, *_ in FLAGS}, "data": None, "resume": None}
     return argparse.Namespace(spec=str(spec), overrides=list(overrides), **{**values, **flags})
 
 
@@ -86,6 +86,9 @@ def test_data_flag_keeps_options_of_the_same_kind_and_replaces_another(write_spe
     assert loaded(path, data="fake").dataset == FakeData(kind="fake", train_size=10)
     assert loaded(path, data="digits").dataset == DigitsData(kind="digits")
     assert loaded(path, data="image_folder:some/dir").dataset == ImageFolderData(kind="image_folder", root="some/dir")
+    # --set training.dataset.* applies to the dataset --data names, not dropped by it
+    with_set = loaded(path, "training.dataset.train_size=32", "training.dataset.val_fraction=0", data="digits")
+    assert with_set.dataset == DigitsData(kind="digits", train_size=32, val_fraction=0)
 
 
 def test_a_variant_inherits_and_patches_the_training_section(write_spec: Callable[..., Path]) -> None:
@@ -170,7 +173,7 @@ def test_validate_and_the_train_parser_stay_torch_free(write_spec: Callable[...,
     code = (
         "import sys; from builder.tools.cli import main, build_parser; build_parser();"
         f"main(['validate', {str(path)!r}]);"
-        "from training.cli import load_training; import training;"
+        "from training.cli import FLAGS, load_training; import training;"
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -200,3 +203,32 @@ def test_precision_auto_follows_the_native_bf16_rule(monkeypatch: pytest.MonkeyP
     assert precision.resolve_precision(auto, cpu).precision == "fp32"
     assert precision.resolve_precision(TrainingConfig(precision="bf16"), cpu).precision == "bf16"  # never overridden
     assert precision.native_bf16(torch.device("mps")) is False
+
+
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"batch_size": 10**30}, "batch_size"),
+        ({"epochs": int("9" * 400)}, "epochs"),
+        ({"schedule": {"kind": "cosine", "warmup_epochs": float("inf")}}, "warmup_epochs"),
+        ({"optimizer": {"lr": float("nan")}}, "lr"),
+        ({"dataset": {"kind": "digits", "split_seed": 2**32}}, "split_seed"),
+        ({"dataset": {"kind": "digits", "test_fraction": 0.999}}, "test_fraction"),
+        ({"dataset": {"kind": "digits", "val_fraction": 0.9}}, "val_fraction"),
+        ({"threads": 0}, "threads"),
+    ],
+)
+def test_numbers_outside_their_bounds_are_refused(changes: dict[str, object], where: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as exc:
+        TrainingConfig.model_validate(changes)
+    assert where in str(exc.value)
+
+
+def test_the_largest_allowed_values_validate() -> None:
+    config = TrainingConfig.model_validate({
+        "batch_size": 10**9, "epochs": 10**9, "threads": 1024,
+        "dataset": {"kind": "digits", "split_seed": 2**31 - 1, "test_fraction": 0.5, "val_fraction": 0.5},
+    })
+    assert config.batch_size == 10**9 and config.dataset.split_seed == 2**31 - 1  # type: ignore[union-attr]

@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING, Any
 from training.config import TrainingConfig
 
 if TYPE_CHECKING:
+    from training.runinfo import load_run
     from training.trainer import TrainResult, train
 
-__all__ = ["TrainResult", "TrainingConfig", "train"]
+__all__ = ["TrainResult", "TrainingConfig", "load_run", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from training import trainer
 
         return getattr(trainer, name)
+    if name == "load_run":
+        from training import runinfo
+
+        return runinfo.load_run
     raise AttributeError(f"module 'training' has no attribute {name!r}")

@@ -39,6 +39,8 @@ def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser]
     p = sub.add_parser(
         "train", help="train a spec on real data",
         description="Train a spec with its training: section (see the README), overridden by these flags.",
+        epilog="examples: python -m builder train arch_specs/alexnet_digits.yaml --epochs 4; "
+               "python -m builder train --resume runs/alexnet_digits-20250101-120000",
     )
     add_spec_args(p)
     # SPEC may be left out with --resume: the run's own resolved spec.yaml is used.
@@ -58,15 +60,17 @@ def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser]
 
 def load_training(args: argparse.Namespace) -> tuple[Document, Spec, TrainingConfig]:
     """The spec and its training config from SPEC, `--set` and the trainer flags (located errors)."""
-    doc = resolve_document(spec_path(args), args.overrides)
+    doc = resolve_document(spec_path(args))
     if doc.data.get("training") is None:
         doc.data["training"] = {}
+    if args.data is not None:  # first, so `--set training.dataset.X=...` applies to the dataset it names
+        apply_data_flag(doc, args.data)
+    for override in args.overrides:
+        apply_override(doc, override)
     for dest, flag, path, _, _ in FLAGS:
         value = getattr(args, dest)
         if value is not None:
             apply_override(doc, f"{path}={value}", source=f"{flag} {value}")
-    if args.data is not None:
-        apply_data_flag(doc, args.data)
     spec = spec_from_document(doc)
     return doc, spec, validate(TrainingConfig, doc, prefix=("training",))
 

@@ -20,7 +20,8 @@ class UsageError(BuilderError):
 def add_commands(sub: Any) -> None:
     """Register evaluate, predict and export on the builder CLI's subparsers."""
     p = sub.add_parser("evaluate", help="a run's top-1/top-5, per-class metrics, confusion matrix, worst errors",
-                       description="Evaluate a run's weights on its test split (or --data), as the trainer does.")
+                       description="Evaluate a run's weights on its test split (or --data), as the trainer does.",
+                       epilog="example: python -m builder evaluate runs/alexnet_digits-20250101-120000 --weights final")
     p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
     p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
     p.add_argument("--data", metavar="KIND[:ROOT]", help="another dataset: digits, fake, cifar10[:ROOT], "
@@ -30,7 +31,9 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files or folders with a run's model",
-                       description="Classify images (jpg, png, bmp, webp; folders searched recursively).")
+                       description="Classify images (jpg, png, bmp, webp; folders searched recursively).",
+                       epilog="example: python -m builder predict runs/alexnet_digits-20250101-120000 photos/ "
+                              "-o preds.csv")
     p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
     p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
@@ -41,7 +44,8 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a run's (or a spec's) model as ONNX, TorchScript or pt2",
-                       description="Export with a dynamic batch dimension; ONNX is checked with onnxruntime.")
+                       description="Export with a dynamic batch dimension; ONNX is checked with onnxruntime.",
+                       epilog="example: python -m builder export runs/alexnet_digits-20250101-120000 --format onnx")
     p.add_argument("source", metavar="RUN_DIR|SPEC", help="a run directory, or a spec (random weights, seed 0)")
     p.add_argument("--format", required=True, help="onnx, torchscript or pt2")
     p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)

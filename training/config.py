@@ -12,11 +12,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel  # the same strictness as specs
+from builder.lang.spec import StrictModel  # the same strictness as specs
 
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegativeFloat = Annotated[float, Field(ge=0)]
-Fraction = Annotated[float, Field(ge=0, lt=1)]
+# Finite numbers only: `.inf` and `.nan` are refused where a number is a size, a rate or a count.
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Count = Annotated[int, Field(gt=0, le=10**9)]  # epochs, batch sizes, image counts: bounded, so nothing overflows
+Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 Betas = Annotated[list[Fraction], Field(min_length=2, max_length=2)]
 
 
@@ -44,8 +46,8 @@ class _Splits(StrictModel):
 
     # A seeded, stratified subset of the training (test) images; None: all of them. Validation
     # is carved from the training subset.
-    train_size: PositiveInt | None = None
-    test_size: PositiveInt | None = None
+    train_size: Count | None = None
+    test_size: Count | None = None
     # The stratified share of the training images held out for validation (model selection and
     # early stopping) when the dataset ships no validation split; 0: no validation.
     val_fraction: Annotated[float, Field(ge=0, le=0.5)] = 0.1
@@ -56,7 +58,7 @@ class DigitsData(_Splits):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes); no download."""
 
     kind: Literal["digits"]
-    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.2
+    test_fraction: Annotated[float, Field(gt=0, le=0.5)] = 0.2  # at most half: both splits keep every class
     augment: DigitsAugment = DigitsAugment()
 
 
@@ -93,9 +95,9 @@ class FakeData(_Splits):
     """torchvision's FakeData: random images and labels at the spec's input size (smoke tests)."""
 
     kind: Literal["fake"]
-    train_size: PositiveInt = 256  # images generated (validation is carved from them)
-    test_size: PositiveInt = 64
-    num_classes: PositiveInt | None = None  # None: the spec's num_classes
+    train_size: Count = 256  # images generated (validation is carved from them)
+    test_size: Count = 64
+    num_classes: Count | None = None  # None: the spec's num_classes
     augment: Augment = Augment()
 
 
@@ -158,7 +160,7 @@ class StepSchedule(StrictModel):
     """lr * gamma ** (epochs since warmup // step_size)."""
 
     kind: Literal["step"]
-    step_size: PositiveInt = 30
+    step_size: Count = 30
     gamma: Annotated[float, Field(gt=0, le=1)] = 0.1
     warmup_epochs: NonNegativeFloat = 0.0
 
@@ -176,8 +178,8 @@ class OneCycleSchedule(StrictModel):
 
     kind: Literal["one_cycle"]
     pct_start: Annotated[float, Field(gt=0, lt=1)] = 0.3
-    div_factor: Annotated[float, Field(ge=1)] = 25.0
-    final_div_factor: Annotated[float, Field(ge=1)] = 1e4
+    div_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 25.0
+    final_div_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1e4
 
 
 ScheduleConfig = Annotated[
@@ -188,7 +190,7 @@ class EarlyStopping(StrictModel):
     """Stop when `metric` has not improved by more than `min_delta` for `patience` epochs."""
 
     metric: Literal["val_acc", "val_loss"] = "val_acc"
-    patience: PositiveInt = 5
+    patience: Count = 5
     min_delta: NonNegativeFloat = 0.0
 
 
@@ -210,19 +212,19 @@ class TrainingConfig(StrictModel):
     """How to train a spec. Every field has a default, so `training:` may be left out."""
 
     dataset: DatasetConfig = DigitsData(kind="digits")
-    epochs: PositiveInt = 10
-    batch_size: PositiveInt = 128
+    epochs: Count = 10
+    batch_size: Count = 128
     optimizer: OptimizerConfig = SGDConfig(kind="sgd")
     schedule: ScheduleConfig = CosineSchedule(kind="cosine")
     label_smoothing: Fraction = 0.0
     grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients; None: no clipping
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
-    eval_every: PositiveInt = 1  # evaluate on the test split every N epochs (and after the last)
+    eval_every: Count = 1  # evaluate on the test split every N epochs (and after the last)
     # The validation metric that picks best.safetensors (never the test split).
     monitor: Literal["val_acc", "val_loss"] = "val_acc"
     early_stopping: EarlyStopping | None = None  # None: train all epochs
     init: InitConfig | None = None  # None: random initial weights from `seed`
-    workers: NonNegativeInt = 0  # data-loader processes decoding image_folder images
+    workers: Annotated[int, Field(ge=0, le=1024)] = 0  # data-loader processes decoding image_folder images
     # torch's CPU threads for the run; None: torch's default (one per core). On a CPU shared with
     # other work, fewer threads than cores avoids oversubscription; CPU results are bit-exact only
     # for a fixed thread count.

@@ -24,11 +24,10 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
-from training.errors import ConfigProblems, TrainingFailed
+from training.errors import ConfigProblems, DistEnvError, TrainingFailed
 
 CPU = torch.device("cpu")
-# How long a collective may wait for a silent peer before the job fails instead of hanging.
-TIMEOUT = timedelta(seconds=float(os.environ.get("BUILDER_DIST_TIMEOUT", "300")))
+TIMEOUT_ENV = "BUILDER_DIST_TIMEOUT"  # seconds a collective may wait for a silent peer (default 300)
 
 
 @dataclass(frozen=True)
@@ -59,10 +58,39 @@ class Dist:
     @classmethod
     def from_env(cls) -> Dist:
         """The ranks torchrun (or any launcher using its variables) gave this process."""
-        world = int(os.environ.get("WORLD_SIZE", "1"))
+        world = _env_int("WORLD_SIZE", "1", 1)
         if world <= 1:
             return cls()
-        return cls(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+        if "RANK" not in os.environ:
+            raise DistEnvError("WORLD_SIZE is set but RANK is not: start distributed runs with torchrun")
+        rank, local = _env_int("RANK", None, 0), _env_int("LOCAL_RANK", "0", 0)
+        if rank >= world:
+            raise DistEnvError(f"RANK {rank} is not below WORLD_SIZE {world}")
+        return cls(rank, world, local)
+
+
+def _env_int(name: str, default: str | None, least: int) -> int:
+    """An integer environment variable of the launcher, or one clear error (exit 2)."""
+    text = os.environ.get(name, default or "")
+    try:
+        value = int(text)
+    except ValueError:
+        raise DistEnvError(f"{name}={text!r} is not an integer") from None
+    if not least <= value < 2**31:
+        raise DistEnvError(f"{name}={value} is out of range (at least {least})")
+    return value
+
+
+def timeout() -> timedelta:
+    """How long a collective may wait for a silent peer before the job fails instead of hanging."""
+    text = os.environ.get(TIMEOUT_ENV, "300")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 7 * 24 * 3600:
+        raise DistEnvError(f"{TIMEOUT_ENV}={text!r} must be a number of seconds between 0 and 604800")
+    return timedelta(seconds=seconds)
 
 
 def device_for(d: Dist, device: torch.device) -> torch.device:
@@ -88,7 +116,7 @@ def process_group(d: Dist, device: torch.device, backend: str) -> Iterator[None]
     if device.type == "cuda":
         torch.cuda.set_device(device)
     try:
-        dist.init_process_group(backend_for(device, backend), timeout=TIMEOUT)
+        dist.init_process_group(backend_for(device, backend), timeout=timeout())
     except (RuntimeError, ValueError) as exc:
         raise TrainingFailed(f"rank {d.rank}: cannot join the process group: {_first_line(exc)}") from None
     try:
@@ -175,7 +203,7 @@ def _peer_failure(exc: BaseException) -> str | None:
     """What a collective's error says happened to the other processes, if it is about them."""
     text = str(exc).lower()
     if "timed out" in text or "timeout" in text:
-        return f"went silent for {TIMEOUT.total_seconds():.0f} s (BUILDER_DIST_TIMEOUT)"
+        return f"went silent for {timeout().total_seconds():.0f} s ({TIMEOUT_ENV})"
     if any(s in text for s in ("connection closed", "connection reset", "broken pipe", "by peer")):
         return "stopped or died (its connection closed)"
     return None

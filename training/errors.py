@@ -32,6 +32,10 @@ class RunDirError(BuilderError):
     """The output directory cannot be used (it holds another run, or cannot be created)."""
 
 
+class ApiError(BuilderError):
+    """A Python API call with an argument of the wrong type or value."""
+
+
 class TrainUsageError(BuilderError):
     """A command line that cannot name a run (no SPEC and no --resume)."""
 
@@ -53,6 +57,10 @@ class NonFiniteLoss(BuilderError):
     """The loss became nan or inf: the run stops, keeping the last good checkpoint."""
 
     exit_code = 1
+
+
+class DistEnvError(BuilderError):
+    """A launcher variable (WORLD_SIZE, RANK, LOCAL_RANK, BUILDER_DIST_TIMEOUT) that is malformed."""
 
 
 class TrainingFailed(BuilderError):

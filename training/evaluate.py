@@ -24,7 +24,7 @@ from training.config import TrainingConfig
 from training.data import Split, load_data
 from training.device import autocast
 from training.distributed import Dist, eval_indices
-from training.files import write_text
+from training.files import WriteError, write_text
 from training.runinfo import LoadedRun, Weights, load_run
 
 WRONG_GRID = 16  # images in wrong.png
@@ -105,7 +105,10 @@ def evaluate_run(
                     torch.device(device))
     result = {**summary(out, run.classes), "weights": weights, "run": str(run_dir)}
     matrix = confusion(out, len(run.classes))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WriteError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
     write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
     rows = per_class(matrix, run.classes)
     write_table(out_dir / "per_class.csv", list(rows[0]), [list(r.values()) for r in rows])

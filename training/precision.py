@@ -4,8 +4,10 @@
 (Zen 4, AVX512-BF16) with torch 2.14: bf16 autocast ran 1.57x (alexnet_cifar.yaml) and 1.71x
 (alexnet.yaml) the images/s of fp32. bf16 pays off where the hardware computes it natively and
 costs time where it is emulated, so auto takes bf16 on a CPU with AVX512-BF16 or AMX and on a
-CUDA GPU that supports bf16, and fp32 everywhere else. Measure a spec with
-`python -m builder bench SPEC --options fp32,bf16` to check the rule on another machine.
+CUDA GPU that supports bf16, and fp32 everywhere else. Those figures were taken when bench timed
+its own copy of a training step; bench now times the trainer's step itself (training.step), so
+`python -m builder bench SPEC --options fp32,bf16` checks the rule for exactly what `train` runs,
+on any machine.
 """
 
 from __future__ import annotations

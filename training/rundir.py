@@ -74,6 +74,7 @@ def locked(path: Path, created: bool = False) -> Iterator[None]:
     failure before anything was written, a directory created for this run is removed again."""
     if not path.is_dir():
         raise RunDirError(f"{path} is not a directory")
+    had_lock = (path / LOCK).exists()
     try:
         fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
     except OSError as exc:
@@ -90,9 +91,10 @@ def locked(path: Path, created: bool = False) -> Iterator[None]:
         yield
         ok = True
     finally:
-        if not ok and created and [e.name for e in path.iterdir()] == [LOCK]:
+        if not ok and not had_lock and [e.name for e in path.iterdir()] == [LOCK]:  # nothing else was written
             (path / LOCK).unlink()
-            path.rmdir()
+            if created:
+                path.rmdir()
         os.close(fd)
 
 

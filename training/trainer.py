@@ -17,6 +17,7 @@ loggers (log lines, TensorBoard), metrics (metrics.csv, curves.png).
 from __future__ import annotations
 
 import math
+import os
 import signal
 import time
 from contextlib import nullcontext
@@ -47,7 +48,7 @@ from training.distributed import (
     total,
     total_of,
 )
-from training.errors import NonFiniteLoss, TrainingInterrupted
+from training.errors import ApiError, NonFiniteLoss, TrainingInterrupted
 from training.files import write_text
 from training.loggers import Board, Log, print_line, silent
 from training.metrics import EpochMetrics, epoch_line, plot_curves, write_csv
@@ -86,6 +87,7 @@ def train(
 
     Under torchrun every process calls this; they train data-parallel and rank 0 alone writes.
     """
+    check_arguments(spec, config, out=out, resume=resume)
     d = Dist.from_env()
     device = device_for(d, select_device(config))
     d = d.on(device, config.dist_backend)  # collectives on the GPU under NCCL
@@ -101,6 +103,18 @@ def train(
         with handling(stop_at_once(starting_up)):  # nothing to checkpoint yet: a stop signal stops at once
             run_dir = resume_target(resume, out) if resume is not None else broadcast_path(d, claim)
             return _run(spec, config, d, device, run_dir, created[0], resume, out, quiet, log)
+
+
+def check_arguments(spec: object, config: object, **paths: object) -> None:
+    """train()'s arguments, checked at the boundary with one clear message each."""
+    if not isinstance(spec, Spec):
+        raise ApiError(f"train: spec must be a Spec (builder.load_spec(path)), not {type(spec).__name__}")
+    if not isinstance(config, TrainingConfig):
+        raise ApiError(f"train: config must be a TrainingConfig (TrainingConfig.model_validate(mapping)), "
+                       f"not {type(config).__name__}")
+    for name, value in paths.items():
+        if value is not None and (not isinstance(value, (str, os.PathLike)) or str(value) == ""):
+            raise ApiError(f"train: {name} must be a non-empty path (str or Path), not {value!r}")
 
 
 def starting_up(signum: int) -> TrainingInterrupted:
@@ -193,17 +207,7 @@ class Trainer:
         self.dist = dist or Dist()
         # Only rank 0 prints and writes; the other ranks train silently.
         self.run_dir, self.quiet, self.log = run_dir, quiet or not self.dist.main, log if self.dist.main else silent
-        seed_everything(config.seed)
-        self.model = build_model(spec)
-        if config.init is not None and saved is None:  # a resumed run has its weights in its checkpoint
-            from training.init import init_from
-
-            self.log(init_from(self.model, config.init))
-        elif config.init is not None:
-            from training.init import freeze
-
-            freeze(self.model, config.init.freeze)
-        self.model.to(device)
+        self.model = self.build(resumed=saved is not None).to(device)
         self.steps = len(self.epoch_order(0))
         self.pos = Position(segment=new_segment(saved, config))
         self.step = make_step(self.model, config, device, self.steps, wrap=self.wrap, segment=self.pos.segment)
@@ -214,6 +218,21 @@ class Trainer:
         self.resumed = saved is not None
         if saved is not None:
             self.restore(saved)
+
+    def build(self, resumed: bool) -> nn.Module:
+        """The model from the seed, then its `init` weights (a resumed run's come from its
+        checkpoint) and frozen parts."""
+        seed_everything(self.config.seed)
+        model, init = build_model(self.spec), self.config.init
+        if init is not None and not resumed:
+            from training.init import init_from
+
+            self.log(init_from(model, init))
+        elif init is not None:
+            from training.init import freeze
+
+            freeze(model, init.freeze)
+        return model
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """What the forward pass runs: the model, in DDP under torchrun."""

@@ -27,7 +27,7 @@ from builder.lang.errors import BuilderError, suggest
 from builder.lang.spec import Spec
 from builder.model.build import build_model
 from training.config import TrainingConfig
-from training.files import write_text
+from training.files import WriteError, write_text
 from training.step import TrainStep, make_step
 
 OPTIONS = ("fp32", "channels_last", "bf16", "fp16", "compile")
@@ -155,7 +155,12 @@ def resolve_device(name: str) -> torch.device:
     present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
     if not present.get(device.type, False):
         raise BenchError(f"--device {name}: no such device on this machine")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise BenchError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
     return device
+
+
+MAX_COUNT = 100_000  # a bound on each count: beyond it a benchmark would not end (or not fit) anyway
 
 
 def _check_counts(batch_size: int, steps: int, warmup: int, repeats: int) -> None:
@@ -163,6 +168,8 @@ def _check_counts(batch_size: int, steps: int, warmup: int, repeats: int) -> Non
                                ("--warmup", warmup, 0), ("--repeats", repeats, 1)):
         if value < least:
             raise BenchError(f"{flag} must be >= {least}, got {value}")
+        if value > MAX_COUNT:
+            raise BenchError(f"{flag} must be <= {MAX_COUNT:,}, got {value:,}")
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -323,7 +330,7 @@ def write_json(result: BenchResult, path: str | os.PathLike[str]) -> str:
     """Write result.to_dict() to path; a failure is a one-line error."""
     try:
         write_text(Path(path), json.dumps(result.to_dict(), indent=2) + "\n")
-    except OSError as exc:
-        raise BenchError(f"--json {path}: cannot write: {exc.strerror}") from None
+    except WriteError as exc:
+        raise BenchError(f"--json {path}: {exc}") from None
     return str(path)
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from builder.model.build import available_memory
 from training.config import ImageFolderData
 from training.data.splits import DecodedImages, FolderSplit, TensorSplit, ignore_sigint
-from training.files import write_bytes
+from training.files import WriteError, write_bytes
 
 IN_MEMORY_FRACTION = 0.25  # `in_memory: auto` keeps a folder whose decoded bytes fit in this share of free memory
 CACHE_ENV = "CNN_SPEC_BUILDER_CACHE"  # overrides the default cache directory
@@ -70,7 +70,9 @@ def cached_splits(config: ImageFolderData, root: Path, splits: Sequence[NamedSpl
     if found is not None:
         return found
     total = sum(len(s) for _, s in splits)
-    with tqdm(total=total, desc=f"decoding {root} (cached in {path.parent})", unit="img", leave=False) as bar:
+    # disable=None: shown on a terminal only, so logs stay clean
+    with tqdm(total=total, desc=f"decoding {root} (cached in {path.parent})", unit="img", leave=False,
+              disable=None) as bar:
         decoded = tuple(decode_split(split, bar) for _, split in splits)
     write_cache(path, [name for name, _ in splits], decoded, key)
     return decoded
@@ -124,5 +126,5 @@ def write_cache(path: Path, names: Sequence[str], splits: Sequence[TensorSplit],
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_bytes(path, save(tensors, metadata={"key": key}))
-    except OSError as exc:
+    except (OSError, WriteError) as exc:
         warnings.warn(f"cannot write the image cache {path}: {exc}; the images stay in memory", stacklevel=2)

@@ -107,6 +107,8 @@ def read_cifar_batch(path: Path) -> dict[str, Any]:
     if not (
         isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072
         and isinstance(labels, list) and len(labels) == len(data)
+        and all(type(label) is int and 0 <= label < len(CLASSES) for label in labels)
     ):
-        raise ConfigProblems.at(ROOT, f"{path} is not a CIFAR-10 batch (a dict of 'data' uint8 Nx3072 and 'labels')")
+        what = "a dict of 'data' uint8 Nx3072 and 'labels' 0..9"
+        raise ConfigProblems.at(ROOT, f"{path} is not a CIFAR-10 batch ({what})")
     return {"data": np.ascontiguousarray(data), "labels": labels}

@@ -7,8 +7,9 @@ them once into memory (cached on disk) when they fit.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from builder.lang.spec import Spec
 from training.config import ImageFolderData
@@ -39,13 +40,42 @@ def load(config: ImageFolderData, spec: Spec, workers: int = 0) -> Source:
     return Source("image_folder", splits["train"], splits.get("val"), splits.get("test"), tuple(classes))
 
 
-def image_folder(path: Path) -> Any:
-    from torchvision.datasets import ImageFolder
+@dataclass(frozen=True)
+class Folder:
+    """A split folder's classes (sorted) and (path, label) samples, in torchvision ImageFolder's order."""
 
-    try:
-        return ImageFolder(str(path))
-    except OSError as exc:  # no class folder, or no image in them
-        raise ConfigProblems.at(ROOT, str(exc)) from None
+    classes: list[str]
+    samples: list[tuple[str, int]]
+
+
+def image_folder(path: Path) -> Folder:
+    """Scan PATH/<class>/**/<image> like torchvision's ImageFolder (symlinks followed), but refuse
+    a directory symlink loop (it would repeat images without end) and a dangling image link."""
+    classes = sorted(e.name for e in os.scandir(path) if e.is_dir())
+    if not classes:
+        raise ConfigProblems.at(ROOT, f"Couldn't find any class folder in {path}.")
+    samples = [(file, label) for label, name in enumerate(classes) for file in class_files(path / name)]
+    if not samples:
+        raise ConfigProblems.at(ROOT, f"Found no valid file for the classes of {path}; "
+                                      f"supported extensions are: {', '.join(EXTENSIONS)}")
+    return Folder(classes, samples)
+
+
+def class_files(folder: Path) -> list[str]:
+    """The image files under one class folder, sorted by directory then name."""
+    found, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen or any(os.path.realpath(os.path.join(root, d)) == real for d in dirs):
+            raise ConfigProblems.at(ROOT, f"{root} is a folder reached twice through symlinks (a loop, or a second "
+                                          "link to it): its images would repeat; remove the link")
+        seen.add(real)
+        images = [f for f in files if f.lower().endswith(EXTENSIONS)]
+        for name in images:
+            if not os.path.exists(os.path.join(root, name)):
+                raise ConfigProblems.at(ROOT, f"{os.path.join(root, name)} is a dangling symlink; remove it")
+        found.append((root, sorted(images)))
+    return [os.path.join(root, name) for root, names in sorted(found) for name in names]
 
 
 def materialize(config: ImageFolderData, splits: dict[str, Split | None]) -> dict[str, Split | None]:
