@@ -222,7 +222,8 @@ def profiled_trainer(spec: Spec, args: argparse.Namespace, device: torch.device)
     fake = argparse.Namespace(**{**vars(args), "data": "fake"})
     config = recipe(spec, fake, None, epochs=1, schedule={"kind": "constant"}, workers=0)
     if not args.quick:
-        config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"train_size": 6_400})})
+        config = config.model_copy(update={"dataset": config.dataset.model_copy(update={"train_size": 6_400,
+                                                                                   "test_size": 64})})
     data = on_device(load_data(config.dataset, spec, 0), device)
     run = Path(tempfile.mkdtemp(prefix="bench_gpu_"))
     trainer = Trainer(spec, config, data, device, run, True, lambda _: None)
@@ -245,9 +246,13 @@ def time_to_accuracy_row(spec: Spec, args: argparse.Namespace, device: torch.dev
     config = recipe(spec, args, root, **({"epochs": 1} if args.quick else {}))
     stamps: list[float] = []
     start = time.perf_counter()
+
+    def log(line: str) -> None:  # printed as it comes: a run cut short by a timeout still shows its epochs
+        stamps.append(time.perf_counter() - start)
+        print(f"[{stamps[-1]:.0f} s] {line}", flush=True)
+
     with tempfile.TemporaryDirectory() as tmp:
-        result = train(spec, config, out=Path(tmp) / "run", quiet=True,
-                       log=lambda line: stamps.append(time.perf_counter() - start))
+        result = train(spec, config, out=Path(tmp) / "run", quiet=True, log=log)
     total = time.perf_counter() - start
     walls, startup = stamps[1 : 1 + len(result.history)], stamps[0]
     return Row(
