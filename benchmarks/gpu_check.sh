@@ -14,7 +14,8 @@
 #
 # Environment: PYTHON (default python3), WHEELS (default shared/wheels: the project's non-torch
 # dependencies as wheels, for a machine without a registry), CIFAR (CIFAR-10 as
-# ROOT/{train,test}/<class>/*.jpg; default: bench_gpu.py looks in the shared datasets, else fake data).
+# ROOT/{train,test}/<class>/*.jpg; default: bench_gpu.py looks in the shared datasets, else fake data),
+# GPU_CHECK_ONLY (a subset of "tests bench tta": rerun only those steps).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 2
@@ -75,6 +76,7 @@ step() {
     (( rc == 124 || rc == 137 )) && echo "TIMED OUT after ${limit} s" | tee -a "$RESULTS"
     { echo '```'; echo; echo "$name: exit $rc in $((SECONDS - start)) s"; } | tee -a "$RESULTS"
     STATUS+=("$name: exit $rc in $((SECONDS - start)) s")
+    (( rc == 0 )) || FAILED=1
 }
 
 describe() {
@@ -112,25 +114,32 @@ install() {
     "$PY" -c 'import torchvision' 2> /dev/null || echo "torchvision is missing: install the one matching torch"
 }
 
+# GPU_CHECK_ONLY="tests bench tta" (any of them) runs only those steps, e.g. a rerun of one cut short.
+wanted() {
+    [[ -z ${GPU_CHECK_ONLY:-} || " $GPU_CHECK_ONLY " == *" $1 "* ]]
+}
+
 main() {
     local bench_args=(--device "$MODE") tests=(tests/test_cuda.py)
     [[ $MODE == cpu ]] && bench_args+=(--quick --repeats 1 --data fake)
     [[ -n ${CIFAR:-} ]] && bench_args+=(--data-root "$CIFAR")
     mkdir -p "$RESULTS_DIR" || exit 2
     echo "# GPU check ($(date -u +%FT%TZ))" > "$RESULTS"
-    STATUS=()
+    STATUS=() FAILED=0
     step "machine" 30 bash "$SELF" _describe
     if [[ $MODE == cuda ]] && ! "$PY" -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
         echo "no CUDA GPU visible to $PY: nothing to check (GPU_CHECK_DEVICE=cpu checks the script)" | tee -a "$RESULTS"
         exit 1
     fi
     step "install (torch untouched)" 120 bash "$SELF" _install
-    step "CUDA tests" 200 "$PY" -m pytest -q -p no:cacheprovider --durations=10 "${tests[@]}"
-    step "GPU benchmarks" 200 "$PY" benchmarks/bench_gpu.py "${bench_args[@]}" --json "$RESULTS_DIR/bench_gpu.json"
-    step "time to 80%" 300 "$PY" benchmarks/bench_gpu.py "${bench_args[@]}" --only time_to_accuracy \
+    wanted tests && step "CUDA tests" 220 "$PY" -m pytest -q -p no:cacheprovider --durations=10 "${tests[@]}"
+    wanted bench && step "GPU benchmarks" 200 "$PY" benchmarks/bench_gpu.py "${bench_args[@]}" \
+        --json "$RESULTS_DIR/bench_gpu.json"
+    wanted tta && step "time to 80%" 300 "$PY" benchmarks/bench_gpu.py "${bench_args[@]}" --only time_to_accuracy \
         --json "$RESULTS_DIR/bench_gpu_tta.json"
     { echo; echo "## summary"; echo; printf -- '- %s\n' "${STATUS[@]}"; } | tee -a "$RESULTS"
     echo "results: $RESULTS"
+    return "$FAILED"  # 1 when any step failed or was cut short
 }
 
 case ${1:-} in
