@@ -201,6 +201,8 @@ def test_precision_auto_follows_the_native_bf16_rule(monkeypatch: pytest.MonkeyP
     assert precision.resolve_precision(auto, cpu).precision == "bf16"
     monkeypatch.setattr(precision, "native_bf16", lambda device: False)
     assert precision.resolve_precision(auto, cpu).precision == "fp32"
+    # a GPU without bf16 still runs half precision on its tensor cores: fp16, with the scaler
+    assert precision.resolve_precision(auto, torch.device("cuda")).precision == "fp16"
     assert precision.resolve_precision(TrainingConfig(precision="bf16"), cpu).precision == "bf16"  # never overridden
     assert precision.native_bf16(torch.device("mps")) is False
 

@@ -4,7 +4,8 @@
 (Zen 4, AVX512-BF16) with torch 2.14: bf16 autocast ran 1.57x (alexnet_cifar.yaml) and 1.71x
 (alexnet.yaml) the images/s of fp32. bf16 pays off where the hardware computes it natively and
 costs time where it is emulated, so auto takes bf16 on a CPU with AVX512-BF16 or AMX and on a
-CUDA GPU that supports bf16, and fp32 everywhere else. Those figures were taken when bench timed
+CUDA GPU that supports bf16, fp16 (with its gradient scaler) on a CUDA GPU without bf16, where
+half precision still runs on tensor cores, and fp32 everywhere else. Those figures were taken when bench timed
 its own copy of a training step; bench now times the trainer's step itself (training.step), so
 `python -m builder bench SPEC --options fp32,bf16` checks the rule for exactly what `train` runs,
 on any machine.
@@ -29,7 +30,14 @@ def native_bf16(device: torch.device) -> bool:
 
 
 def resolve_precision(config: TrainingConfig, device: torch.device) -> TrainingConfig:
-    """`config` with precision auto replaced by bf16 or fp32 for `device`; others unchanged."""
+    """`config` with precision auto replaced by bf16, fp16 or fp32 for `device`; others unchanged."""
     if config.precision != "auto":
         return config
-    return config.model_copy(update={"precision": "bf16" if native_bf16(device) else "fp32"})
+    return config.model_copy(update={"precision": auto_precision(device)})
+
+
+def auto_precision(device: torch.device) -> str:
+    """What `precision: auto` means on `device` (the rule in this module's docstring)."""
+    if native_bf16(device):
+        return "bf16"
+    return "fp16" if device.type == "cuda" else "fp32"

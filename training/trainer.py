@@ -91,7 +91,7 @@ def train(
     d = Dist.from_env()
     device = device_for(d, select_device(config))
     d = d.on(device, config.dist_backend)  # collectives on the GPU under NCCL
-    config = resolve_precision(config, device)  # precision auto -> bf16 or fp32 (training/precision.py)
+    config = resolve_precision(config, device)  # precision auto -> bf16, fp16 or fp32 (training/precision.py)
     check_batch_size(d, config.batch_size)
     with process_group(d, device, config.dist_backend):
         created = [False]  # rank 0: whether the run directory was made for this run
@@ -310,7 +310,7 @@ class Trainer:
                        f"{c.schedule.kind} schedule from lr {self.step.optimizer.defaults['lr']:g}")
         return (
             f"{start} {self.spec.name} on {d.name} ({sizes}, {d.num_classes} classes) for "
-            f"{_count(c.epochs, 'epoch')} of {_count(self.steps, 'step')} on {self.device}; "
+            f"{_count(c.epochs, 'epoch')} of {_count(self.steps, 'step')} on {self.device} in {c.precision}; "
             f"outputs in {self.run_dir}{segment}"
         )
 
