@@ -74,13 +74,18 @@ def compare(name: str, args: argparse.Namespace) -> Row:
                f"--threads {torch.get_num_threads()} --steps {args.steps} --repeats {args.repeats}")
     return Row(
         f"built {name} vs torchvision {name}, training throughput (3x{args.size}x{args.size}, batch "
-        f"{args.batch_size}, fp32, NCHW, {torch.get_num_threads()} threads)",
+        f"{args.batch_size}, fp32, NCHW, {_threads()})",
         f"{ratio:.3f}x ({median(runs['built']):.1f} vs {median(runs['torchvision']):.1f} images/s; "
         f"per CPU-second {cpu_ratio:.3f}x)", ">= 0.98x", ratio >= 0.98, command,
         f"images/s built: {spread(runs['built'])}; torchvision: {spread(runs['torchvision'])}; images per "
         f"CPU-second built: {spread(cpu['built'])}; torchvision: {spread(cpu['torchvision'])}; "
         f"{args.repeats} rounds of {args.steps} steps",
     )
+
+
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} thread{'s' if n > 1 else ''}"
 
 
 def main() -> None:
