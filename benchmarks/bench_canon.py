@@ -1,7 +1,8 @@
 """Built canon models vs torchvision's own: training throughput (goal >= 0.98x).
 
 resnet18.yaml and mobilenet_v2.yaml built by the builder against torchvision's `resnet18` and
-`mobilenet_v2` (weights=None, same parameter count, asserted). Both contenders of a pair train
+`mobilenet_v2` (weights=None), the built model holding torchvision's weights (ported, every
+shape checked), so both compute on the same values. Both contenders of a pair train
 (forward, cross-entropy backward, SGD step) on the same in-memory float32 batch, contiguous
 (NCHW) memory format for both; they alternate round-robin, each round timing `--steps` steps
 after warm-up; figures are medians of images/s and the ratio of the medians. The ratio of the
@@ -33,8 +34,8 @@ MODELS = ("resnet18", "mobilenet_v2")  # spec name = torchvision name
 
 def pair(name: str) -> tuple[nn.Module, nn.Module]:
     """(built, torchvision), both in training mode, with the same weights: the built model gets
-    torchvision's (ported), since speed on a CPU depends on the values too (denormals), and the
-    two initializations differ."""
+    torchvision's (ported), since the two initializations differ and CPU speed can depend on the
+    values (a quick run with each model's own init gave a 5x gap at 3x32x32)."""
     built, reference = build_model(load_spec(SPECS / f"{name}.yaml")), torchvision.models.get_model(name, weights=None)
     port_weights(built, reference.state_dict())  # checks every shape, in order
     return built.train(), reference.train()
@@ -74,13 +75,18 @@ def compare(name: str, args: argparse.Namespace) -> Row:
                f"--threads {torch.get_num_threads()} --steps {args.steps} --repeats {args.repeats}")
     return Row(
         f"built {name} vs torchvision {name}, training throughput (3x{args.size}x{args.size}, batch "
-        f"{args.batch_size}, fp32, NCHW, {torch.get_num_threads()} threads)",
+        f"{args.batch_size}, fp32, NCHW, {_threads()})",
         f"{ratio:.3f}x ({median(runs['built']):.1f} vs {median(runs['torchvision']):.1f} images/s; "
         f"per CPU-second {cpu_ratio:.3f}x)", ">= 0.98x", ratio >= 0.98, command,
         f"images/s built: {spread(runs['built'])}; torchvision: {spread(runs['torchvision'])}; images per "
         f"CPU-second built: {spread(cpu['built'])}; torchvision: {spread(cpu['torchvision'])}; "
         f"{args.repeats} rounds of {args.steps} steps",
     )
+
+
+def _threads() -> str:
+    n = torch.get_num_threads()
+    return f"{n} thread{'s' if n > 1 else ''}"
 
 
 def main() -> None:
