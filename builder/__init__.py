@@ -32,12 +32,12 @@ def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
     return build(spec, check_memory=check_memory)
 
 
-def summarize(spec: Spec, *, device: str = "meta", batch_size: int = 1, depth: int = 3) -> Summary:
+def summarize(spec: Spec, *, device: str = "auto", batch_size: int = 1, depth: int = 3) -> Summary:
     """torchinfo's table of the built spec, checked against the static shapes; see builder.model.summary."""
     from builder.model.summary import summarize as run  # torch, on first use only
 
     _check("summarize", "spec", spec, Spec, "a Spec (from load_spec)")
-    _check("summarize", "device", device, str, "a device name such as 'meta' or 'cpu'")
+    _check("summarize", "device", device, str, "a device name such as 'auto', 'meta' or 'cpu'")
     for name, value, least in (("batch_size", batch_size, 1), ("depth", depth, 0)):
         _check("summarize", name, value, int, f"an integer >= {least}")
         if value < least:
