@@ -110,8 +110,8 @@ def test_cli_prints_the_table_and_writes_json(
         (("--repeats", "0"), "error: --repeats must be >= 1, got 0"),
         (("--batch-size", str(10**12)), "error: --batch-size must be <= 100,000, got 1,000,000,000,000"),
         (("--steps", "100001"), "error: --steps must be <= 100,000, got 100,001"),
-        (("--device", "nonsense"), "error: --device: unknown device 'nonsense'; expected auto, cpu, cuda, cuda:N "
-                                   "or mps"),
+        (("--device", "nonsense"), "error: --device nonsense: unknown device 'nonsense'; expected auto, cpu, cuda, "
+         "cuda:N or mps"),
     ],
 )
 def test_cli_bad_flags_exit_2_one_line(

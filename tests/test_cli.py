@@ -124,3 +124,24 @@ def test_every_command_has_an_example_and_every_option_a_help_line() -> None:
         assert command.format_help().rstrip().endswith(EXAMPLES[name]), name
         silent = [a.dest for a in command._actions if a.help in (None, "") and a.dest != "help"]
         assert silent == [], f"{name}: options without help: {silent}"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("summarize", "lenet5", "--device", "foo"),
+     "error: unknown device 'foo'; expected auto, cpu, cuda, cuda:N or mps"),
+    (("draw", "lenet5", "-o", "/dev/null/x.png"), "error: cannot write /dev/null/x.png: "),
+])
+def test_impossible_device_or_output_is_one_line(
+    args: tuple[str, ...], message: str, cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    code, _, err = cli(*args)
+    assert code == 2 and err.startswith(message) and len(err.strip().splitlines()) == 1
+
+
+def test_an_absent_device_is_one_line(cli: Callable[..., tuple[int, str, str]]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = cli("summarize", "lenet5", "--device", "cuda")
+    assert code == 2 and err.strip() == "error: cuda is not available here; use auto or cpu"

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from builder.model.device import DeviceError, find_device
 from training.config import TrainingConfig
 from training.errors import ConfigProblems
 
@@ -17,15 +18,11 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def select_device(config: TrainingConfig) -> torch.device:
-    """cuda, then mps, then cpu for `auto`; a forced device must exist."""
-    if config.device == "auto":
-        name = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-        device = torch.device(name)
-    else:
-        device = torch.device(config.device)
-    cuda_ok = torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()
-    if (device.type == "cuda" and not cuda_ok) or (device.type == "mps" and not torch.backends.mps.is_available()):
-        raise ConfigProblems.at(("training", "device"), f"{config.device} is not available here; use auto or cpu")
+    """The run's device (find_device); fp16 needs a GPU."""
+    try:
+        device = find_device(config.device)
+    except DeviceError as exc:
+        raise ConfigProblems.at(("training", "device"), str(exc)) from None
     if config.precision == "fp16" and device.type == "cpu":
         raise ConfigProblems.at(("training", "precision"), "fp16 needs a GPU; use bf16 on the CPU")
     return device

@@ -53,7 +53,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any unreadable or unsafe file: refuse, never execute it
-        raise BuilderError(f"{path}: cannot load weights safely: {str(exc).splitlines()[0]}") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]  # a zero-byte file raises with no message
+        raise BuilderError(f"{path}: cannot load weights safely: {reason}") from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise BuilderError(f"{path}: not a state dict of tensors")
     return dict(state)

@@ -25,6 +25,7 @@ from builder.lang.errors import BuilderError
 from builder.lang.shapes import ShapeReport, infer
 from builder.lang.spec import Spec
 from builder.model.build import BYTES_PER_PARAM, available_memory, build_model
+from builder.model.device import find_device
 
 AUTO_MAX_PARAMS = 150_000_000  # 600 MB as float32: allocated and initialized in well under a second
 AUTO_MAX_MULT_ADDS = 5 * 10**9  # per forward (batch included): a fraction of a second on 2 CPU cores
@@ -137,7 +138,7 @@ def pick_device(device: str, shapes: ShapeReport, batch_size: int) -> str:
     """`device` itself, or for "auto": "cpu" when the model is small enough to allocate and run
     at once (by its static parameter count and mult-adds, and the free memory), else "meta"."""
     if device != "auto":
-        return device
+        return str(find_device(device))  # an unknown or absent device is one line, not a traceback
     weights = shapes.total_params * BYTES_PER_PARAM
     small = shapes.total_params <= AUTO_MAX_PARAMS and shapes.mult_adds * batch_size <= AUTO_MAX_MULT_ADDS
     return "cpu" if small and 2 * weights < available_memory() else "meta"

@@ -26,6 +26,7 @@ from torch import nn
 from builder.lang.errors import BuilderError, suggest
 from builder.lang.spec import Spec
 from builder.model.build import build_model
+from builder.model.device import DeviceError, find_device
 from training.config import TrainingConfig
 from training.files import WriteError, write_text
 from training.step import TrainStep, make_step
@@ -143,21 +144,11 @@ def parse_options(text: str | Sequence[str]) -> list[str]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; anything else must parse and be present."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
+    """The device to measure on, chosen as `train` chooses it (builder.model.device.find_device)."""
     try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise BenchError(f"--device: unknown device '{name}'; expected auto, cpu, cuda, cuda:N or mps") from None
-    present = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if not present.get(device.type, False):
-        raise BenchError(f"--device {name}: no such device on this machine")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise BenchError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices")
-    return device
+        return find_device(name)
+    except DeviceError as exc:
+        raise BenchError(f"--device {name}: {exc}") from None
 
 
 MAX_COUNT = 100_000  # a bound on each count: beyond it a benchmark would not end (or not fit) anyway

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from builder.lang.errors import BuilderError
 from builder.lang.shapes import BlockShape, ShapeReport, body_stride, infer, shortcut_kind
 from builder.lang.spec import ResidualBlock, Spec, child_lists, default_name, walk_blocks
+from training.files import atomic_write  # torch-free
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -116,8 +117,12 @@ def draw(spec: Spec, path: str | Path) -> Path:
         raise BuilderError(f"cannot draw {spec.name}: {problem}")
     items = _items(spec, report, report.flatten)
     fig = _figure(spec, report, items)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format=suffix[1:], dpi=DPI, facecolor="white")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuilderError(f"cannot write {path}: {exc.strerror or exc}") from None
+    # the one atomic write of the program: a picture is whole or the old one stays
+    atomic_write(path, lambda f: fig.savefig(f, format=suffix[1:], dpi=DPI, facecolor="white"))
     return path
 
 
