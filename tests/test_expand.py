@@ -123,3 +123,13 @@ def test_the_cli_exits_2_with_the_located_line(
     code, out, err = cli("validate", path)
     assert code == 2 and out == ""
     assert err.strip() == f"{path}:6:5: error: blocks[0]: residual add of 8x16x16 and 3x16x16"
+
+
+def test_validating_a_composite_canon_spec_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; from builder.tools.cli import main; rc = main(['validate', 'resnet50']);"
+            "assert rc == 0 and 'torch' not in sys.modules, 'torch was imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
