@@ -185,7 +185,13 @@ def _add_examples(sub: argparse._SubParsersAction) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m builder", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m builder", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="CNNs as YAML specs: check, summarize, draw, train, use and compare them "
+                    "(the installed cnn-builder command is the same program).",
+        epilog="a spec is a path or a shipped spec's name (see `list`); each command's --help has an example:\n"
+               "  python -m builder summarize resnet18 --help",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a spec and its static shapes (no torch import)")
