@@ -24,6 +24,25 @@ classifier: {hidden: [16], dropout: 0.1}
 """
 
 
+# No batchnorm, dropout or augmentation, a constant lr: two ranks of half batches take one's steps.
+DDP_SPEC = """\
+name: ddp_tiny
+input: {channels: 3, height: 12, width: 12}
+num_classes: 4
+blocks:
+  - {out_channels: 6, kernel_size: 3, padding: 1, pool: {kind: max, kernel_size: 2, stride: 2}}
+  - {out_channels: 8, kernel_size: 3, padding: 1}
+classifier: {hidden: [16], dropout: 0.0}
+training:
+  dataset: {kind: fake, train_size: 64, test_size: 30, augment: {crop_padding: 0.0, hflip: false}}
+  epochs: 2
+  batch_size: 16
+  optimizer: {kind: sgd, lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0}
+  schedule: {kind: constant}
+  seed: 3
+"""
+
+
 @pytest.fixture
 def write_spec(tmp_path: Path) -> Callable[..., Path]:
     """Write dedented YAML text to tmp_path/NAME and return its path."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import DDP_SPEC
 from safetensors.torch import load_file
 
 from builder.lang.loading import load_spec
@@ -17,23 +18,6 @@ from training.distributed import Dist, check_batch_size, epoch_batches, eval_ind
 from training.errors import ConfigProblems
 from training.metrics import read_csv
 from training.trainer import train
-
-SPEC = """\
-name: ddp_tiny
-input: {channels: 3, height: 12, width: 12}
-num_classes: 4
-blocks:
-  - {out_channels: 6, kernel_size: 3, padding: 1, pool: {kind: max, kernel_size: 2, stride: 2}}
-  - {out_channels: 8, kernel_size: 3, padding: 1}
-classifier: {hidden: [16], dropout: 0.0}
-training:
-  dataset: {kind: fake, train_size: 64, test_size: 30, augment: {crop_padding: 0.0, hflip: false}}
-  epochs: 2
-  batch_size: 16
-  optimizer: {kind: sgd, lr: 0.05, momentum: 0.9, nesterov: false, weight_decay: 0.0}
-  schedule: {kind: constant}
-  seed: 3
-"""
 
 
 @pytest.mark.parametrize("world", [2, 4])
@@ -74,7 +58,7 @@ def test_global_batch_must_divide_by_the_processes() -> None:
 
 def test_two_processes_train_like_one(tmp_path: Path) -> None:
     spec_path = tmp_path / "ddp_tiny.yaml"
-    spec_path.write_text(SPEC)
+    spec_path.write_text(DDP_SPEC)
     spec = load_spec(spec_path)
     single = train(spec, TrainingConfig.model_validate(spec.training), out=tmp_path / "single", quiet=True)
 

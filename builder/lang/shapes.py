@@ -33,6 +33,7 @@ from builder.lang.spec import (
     SequenceBlock,
     Spec,
     WindowPoolSpec,
+    child_lists,
     conv_block_layers,
     default_name,
 )
@@ -150,8 +151,8 @@ class _At:
 _Result = tuple[Shape | None, int, int, tuple[str, ...]]
 
 
-def _walk_block(walk: _Walk, block: Any, at: _At, shape: Shape) -> Shape | None:
-    """Infer one block (any kind), record it, and return its output shape (None: stop)."""
+def _walk_block(walk: _Walk, block: Any, at: _At, shape: Shape) -> BlockShape | None:
+    """Infer one block (any kind), record it and return the record (None: its output collapsed)."""
     index = len(walk.shapes)
     walk.shapes.append(BlockShape(at.name, shape, shape, 0, (), 0, block.kind, at.depth))  # placeholder
     out, params, macs, layers = KINDS[type(block)](walk, block, at, shape)
@@ -162,28 +163,24 @@ def _walk_block(walk: _Walk, block: Any, at: _At, shape: Shape) -> Shape | None:
     expect = getattr(block, "expect", None)
     if expect is not None and tuple(expect) != out:
         walk.problem((*at.where, "expect"), f"{at.name} outputs {_fmt(out)}, not {_fmt(expect)}")
-    return out
+    return walk.shapes[index]
 
 
-def _walk_list(walk: _Walk, blocks: list[Any], parent: _At | None, where: Path, shape: Shape) -> Shape | None:
-    """Infer a list of blocks in order; the output of the last, or None when one collapses."""
+def _walk_list(walk: _Walk, blocks: list[Any], parent: _At | None, where: Path, shape: Shape) -> _Result:
+    """Infer a list of blocks in order: the output of the last (None when one collapses) and the
+    list's parameters and mult-adds, which a composite block adds up from its lists."""
     current, seen = shape, {default_name(b, i): i for i, b in reversed(list(enumerate(blocks)))}
+    params = macs = 0
     for i, block in enumerate(blocks):
         name, here = default_name(block, i), (*where, i)
         if seen[name] != i:  # two modules of one name: torch would silently keep only the last
             walk.problem((*here, "name"), f"'{name}' is already the name of {format_path((*where, seen[name]))}")
         at = _At(name, here, 0) if parent is None else parent.child(name, here)
-        out = _walk_block(walk, block, at, current)
-        if out is None:
-            return None
-        current = out
-    return current
-
-
-def _children(walk: _Walk, block: Any, at: _At) -> tuple[int, int]:
-    """Params and mult-adds of the blocks recorded below `at` (its direct children)."""
-    kids = [s for s in walk.shapes if s.depth == at.depth + 1 and s.name.startswith(at.name + ".")]
-    return sum(s.params for s in kids), sum(s.mult_adds for s in kids)
+        done = _walk_block(walk, block, at, current)
+        if done is None:
+            return None, 0, 0, ()
+        current, params, macs = done.out_shape, params + done.params, macs + done.mult_adds
+    return current, params, macs, ()
 
 
 def _conv(walk: _Walk, block: BlockSpec, at: _At, shape: Shape) -> _Result:
@@ -245,17 +242,15 @@ def _dropout(walk: _Walk, block: DropoutBlock, at: _At, shape: Shape) -> _Result
 
 
 def _sequence(walk: _Walk, block: SequenceBlock, at: _At, shape: Shape) -> _Result:
-    out = _walk_list(walk, block.blocks, at, (*at.where, "blocks"), shape)
-    params, macs = _children(walk, block, at)
+    out, params, macs, _ = _walk_list(walk, block.blocks, at, (*at.where, "blocks"), shape)
     return out, params, macs, (f"sequence of {len(block.blocks)}",)
 
 
 def _residual(walk: _Walk, block: ResidualBlock, at: _At, shape: Shape) -> _Result:
     body_at = _At(f"{at.name}.body", at.where, at.depth)  # body blocks are named <name>.body.<child>
-    out = _walk_list(walk, block.body, body_at, (*at.where, "body"), shape)
+    out, params, macs, _ = _walk_list(walk, block.body, body_at, (*at.where, "body"), shape)
     if out is None:
         return None, 0, 0, ()
-    params, macs = _children(walk, block, body_at)
     kind = shortcut_kind(block, shape, out)
     if kind == "projection":
         stride = body_stride(walk.spec, block.body)
@@ -289,25 +284,21 @@ def body_stride(spec: Spec, blocks: list[Any]) -> int:
             stride *= block.stride * math.prod(p.stride for role, p in layers if role == "pool")
         elif isinstance(block, PoolBlock):
             stride *= block.stride
-        elif isinstance(block, SequenceBlock):
-            stride *= body_stride(spec, block.blocks)
-        elif isinstance(block, ResidualBlock):
-            stride *= body_stride(spec, block.body)
-        elif isinstance(block, ParallelBlock) and block.branches[0]:
-            stride *= body_stride(spec, block.branches[0])
+        else:  # a composite: its (first) list of blocks is on the main path
+            stride *= next((body_stride(spec, kids) for _, _, kids in child_lists(block)), 1)
     return stride
 
 
 def _parallel(walk: _Walk, block: ParallelBlock, at: _At, shape: Shape) -> _Result:
     outs: list[Shape] = []
+    params = macs = 0
     for k, branch in enumerate(block.branches):
         branch_at = at.child(f"branch{k + 1}", (*at.where, "branches", k))
-        out = _walk_list(walk, branch, branch_at, (*at.where, "branches", k), shape)
+        out, branch_params, branch_macs, _ = _walk_list(walk, branch, branch_at, (*at.where, "branches", k), shape)
         if out is None:
             return None, 0, 0, ()
         outs.append(out)
-    params = sum(_children(walk, block, at.child(f"branch{k + 1}", ()))[0] for k in range(len(outs)))
-    macs = sum(_children(walk, block, at.child(f"branch{k + 1}", ()))[1] for k in range(len(outs)))
+        params, macs = params + branch_params, macs + branch_macs
     return _merge(walk, block, at, outs), params, macs, (f"{block.merge} of {len(outs)} branches",)
 
 
@@ -359,7 +350,7 @@ def infer(spec: Spec) -> ShapeReport:
     """Static shapes of every block (at every depth) and of the flatten, with every problem found."""
     walk = _Walk(spec)
     shape: Shape = (spec.input.channels, spec.input.height, spec.input.width)
-    last = _walk_list(walk, spec.blocks, None, ("blocks",), shape)
+    last = _walk_list(walk, spec.blocks, None, ("blocks",), shape)[0]
     top = [s for s in walk.shapes if s.depth == 0]
     if last is None:
         return ShapeReport(top, None, 0, walk.problems, 0, walk.shapes)
