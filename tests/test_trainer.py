@@ -310,3 +310,13 @@ def test_tensorboard_event_file_holds_per_step_and_per_epoch_scalars(spec_path: 
     assert val_acc == pytest.approx([float(r["val_acc"]) for r in rows], abs=1e-5)
     lrs = [e.value for e in board.Scalars("train/lr")]
     assert lrs[0] > lrs[-1] > 0  # cosine, read back per step
+
+
+def test_a_checkpoint_position_from_before_the_task_seam_still_loads() -> None:
+    """Checkpoints once kept classification's correct count as `correct`; it becomes the task's tally."""
+    old = {**Position(epoch=1, step=3, loss_sum=6.0, seen=12).state(), "correct": 7}
+    del old["tally"]
+    pos = Position.from_state(old)
+    assert (pos.step, pos.tally, pos.seen) == (3, [7.0], 12)
+    pos.add(3, 1.0, [2.0], 4, 1.0)
+    assert pos.tally == [9.0] and pos.seen == 16

@@ -118,6 +118,24 @@ def test_errors_in_the_file_are_located(write_spec: Callable[..., Path]) -> None
     ]
 
 
+def test_monitor_and_early_stopping_take_the_tasks_metrics(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE + "training:\n  monitor: val_loss\n  early_stopping: {patience: 2}\n")
+    config = loaded(path)
+    assert config.monitor == "val_loss" and config.early_stopping is not None
+    assert config.early_stopping.metric == "val_acc"  # the task's headline, as it always was
+    assert loaded(write_spec(BASE)).monitor == "val_acc"
+
+
+def test_an_unknown_metric_is_located_with_a_suggestion(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE + "training:\n  monitor: val_accuracy\n  early_stopping: {metric: val_los}\n")
+    known = "the classification task logs val_loss, val_acc"
+    assert errors(path) == [
+        f"{path}:8:12: error: training.monitor: unknown metric 'val_accuracy': {known}; did you mean 'val_acc'?",
+        f"{path}:9:28: error: training.early_stopping.metric: unknown metric 'val_los': {known}; "
+        "did you mean 'val_loss'?",
+    ]
+
+
 @pytest.mark.parametrize(
     ("flags", "expected"),
     [

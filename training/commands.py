@@ -62,11 +62,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else unique_dir(run_dir / f"evaluate-{args.weights}")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} is not empty; evaluate never overwrites files: choose a new directory")
-    result = evaluate_run(run_dir, out, weights=args.weights, config=config, device=args.device)
-    top5 = f"  top-5 {100 * result['top5']:.2f}%" if result["top5"] is not None else ""
-    print(f"{run_dir} ({args.weights} weights) on {result['num_samples']:,} images: top-1 "
-          f"{100 * result['top1']:.2f}%{top5}  loss {result['loss']:.4f}")
-    print(f"wrote {out}: metrics.json, per_class.csv, confusion.csv, confusion.png, wrong.png")
+    done = evaluate_run(run_dir, out, weights=args.weights, config=config, device=args.device)
+    print(f"{run_dir} ({args.weights} weights) {done.line}")
+    print(f"wrote {out}: {', '.join(done.files)}")
     return 0
 
 
@@ -85,8 +83,9 @@ def data_config(run_dir: Path, data: str) -> Any:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from training.predict import find_images, predict, rows
+    from training.predict import find_images
     from training.runinfo import load_run
+    from training.tasks import PredictRequest, run_task
 
     if args.topk < 1:
         raise UsageError(f"--topk must be >= 1, got {args.topk}")
@@ -94,27 +93,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = find_images(args.paths)
     if not files:
         raise UsageError(f"no images (jpg, png, bmp, webp) in {' '.join(args.paths)}")
-    found, errors = predict(run, files, args.topk, args.workers, args.device)
+    task = run_task(run)
+    output = Path(args.output) if args.output else None
+    lines, errors = task.predict(run, PredictRequest(files, output, args.topk, args.workers, args.device))
     for line in errors:
         print(f"skipped: {line}", file=sys.stderr)
-    header, table = rows(found, min(args.topk, len(run.classes)))
-    if args.output:
-        from training.evaluate import write_table
-
-        write_table(Path(args.output), header, table)
-    print_table(header, table, limit=20 if args.output else None)
-    if args.output:
-        print(f"wrote {args.output} ({len(table):,} predictions)")
+    for line in lines:
+        print(line)
     return 1 if errors else 0
-
-
-def print_table(header: list[str], table: list[list[object]], limit: int | None) -> None:
-    shown: list[list[str]] = [header, *([str(c) for c in r] for r in (table if limit is None else table[:limit]))]
-    widths = [max(len(r[i]) for r in shown if i < len(r)) for i in range(len(header))]
-    for r in shown:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    if limit is not None and len(table) > limit:
-        print(f"... {len(table) - limit:,} more")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -8,11 +8,13 @@ kind (digits, sgd, cosine), so `--lr 0.1` alone works on a spec without an optim
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from builder.lang.spec import StrictModel  # the same strictness as specs
+from builder.lang.errors import suggest
+from builder.lang.spec import StrictModel, rule_error  # the same strictness as specs
+from training.tasks import task_kind
 
 # Finite numbers only: `.inf` and `.nan` are refused where a number is a size, a rate or a count.
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
@@ -43,6 +45,8 @@ class DigitsAugment(Augment):
 
 class _Splits(StrictModel):
     """What every dataset kind accepts: subsets for small first runs and the validation split."""
+
+    task: ClassVar[str] = "classification"  # what the dataset's targets are for (training/tasks)
 
     # A seeded, stratified subset of the training (test) images; None: all of them. Validation
     # is carved from the training subset.
@@ -189,7 +193,8 @@ ScheduleConfig = Annotated[
 class EarlyStopping(StrictModel):
     """Stop when `metric` has not improved by more than `min_delta` for `patience` epochs."""
 
-    metric: Literal["val_acc", "val_loss"] = "val_acc"
+    # A validation metric of the task (val_loss, val_acc; ...); None: the task's headline (val_acc).
+    metric: str | None = None
     patience: Count = 5
     min_delta: NonNegativeFloat = 0.0
 
@@ -220,8 +225,9 @@ class TrainingConfig(StrictModel):
     grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients; None: no clipping
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     eval_every: Count = 1  # evaluate on the test split every N epochs (and after the last)
-    # The validation metric that picks best.safetensors (never the test split).
-    monitor: Literal["val_acc", "val_loss"] = "val_acc"
+    # The validation metric that picks best.safetensors (never the test split): val_loss or one the
+    # task logs (classification: val_acc); None: the task's headline metric (val_acc).
+    monitor: Annotated[str | None, Field(validate_default=True)] = None
     early_stopping: EarlyStopping | None = None  # None: train all epochs
     init: InitConfig | None = None  # None: random initial weights from `seed`
     workers: Annotated[int, Field(ge=0, le=1024)] = 0  # data-loader processes decoding image_folder images
@@ -243,6 +249,32 @@ class TrainingConfig(StrictModel):
             raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
         return device
 
+    @field_validator("monitor")
+    @classmethod
+    def _monitored_metric(cls, monitor: str | None, info: ValidationInfo) -> str | None:
+        dataset = info.data.get("dataset")
+        if dataset is None:  # the dataset is wrong: that is the error reported
+            return monitor
+        kind = task_kind(dataset.task)
+        if monitor is None:
+            return kind.default_monitor
+        if monitor not in kind.monitorable:
+            raise ValueError(unknown_metric(monitor, kind.name, kind.monitorable))
+        return monitor
+
+    @field_validator("early_stopping")
+    @classmethod
+    def _watched_metric(cls, es: EarlyStopping | None, info: ValidationInfo) -> EarlyStopping | None:
+        dataset = info.data.get("dataset")
+        if es is None or dataset is None:
+            return es
+        kind = task_kind(dataset.task)
+        if es.metric is None:
+            return es.model_copy(update={"metric": kind.default_monitor})
+        if es.metric not in kind.monitorable:
+            raise rule_error("metric", unknown_metric(es.metric, kind.name, kind.monitorable))
+        return es
+
     @model_validator(mode="before")
     @classmethod
     def _default_kinds(cls, data: Any) -> Any:
@@ -254,6 +286,10 @@ class TrainingConfig(StrictModel):
             if isinstance(out.get(name), dict) and "kind" not in out[name]:
                 out[name] = {"kind": kind, **out[name]}
         return out
+
+
+def unknown_metric(name: str, task: str, known: tuple[str, ...]) -> str:
+    return f"unknown metric '{name}': the {task} task logs {', '.join(known)}" + suggest(name, known)
 
 
 # Fields a resumed run may change without breaking its recipe (the rest must match the run).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ class Board:
     def epoch(self, m: EpochMetrics, images_per_s: float) -> None:
         if self.writer is None:
             return
-        for name, value in asdict(m).items():
+        for name, value in m.as_dict().items():
             if name != "epoch" and value is not None:
                 self.writer.add_scalar(scalar_name(name), value, m.epoch)
         self.writer.add_scalar("images_per_s", images_per_s, m.epoch)

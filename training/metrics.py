@@ -5,46 +5,76 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from training.files import write_bytes
+from training.tasks import ACCURACY, Metric, columns
 
-# val_* came last, so readers of the first columns by position still work.
-COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds", "val_loss", "val_acc")
+# Classification's columns; a task's are training.tasks.columns(its metrics).
+COLUMNS = columns((ACCURACY,))
 
 
 @dataclass(frozen=True)
 class EpochMetrics:
-    """One epoch. Accuracies are fractions; test_* are None on epochs without evaluation.
-    train_loss is the training objective (with label smoothing); test_loss is cross-entropy."""
+    """One epoch: its row of metrics.csv, column -> value, in column order (training.tasks.columns):
+    epoch, train_loss, train_acc, test_loss, test_acc, lr, seconds, val_loss, val_acc for
+    classification. Accuracies are fractions; test_* are None on epochs without evaluation,
+    val_* without a validation split. train_loss is the training objective (with label
+    smoothing); test_loss is the task's evaluation loss. Columns read as attributes (m.val_acc)."""
 
-    epoch: int
-    train_loss: float
-    train_acc: float
-    test_loss: float | None
-    test_acc: float | None
-    lr: float  # at the epoch's last step
-    seconds: float  # wall time of the epoch: training and evaluation
-    val_loss: float | None = None  # None: no validation split
-    val_acc: float | None = None
+    row: dict[str, Any]
+
+    @classmethod
+    def of(cls, names: Sequence[str], **values: Any) -> EpochMetrics:
+        """The row of `names` (None where no value is given)."""
+        return cls({name: values.get(name) for name in names})
+
+    def __getattr__(self, name: str) -> Any:
+        row = self.__dict__.get("row", {})
+        if name not in row:
+            raise AttributeError(f"{type(self).__name__} has no column {name!r}")
+        return row[name]
+
+    @property
+    def epoch(self) -> int:
+        return int(self.row["epoch"])
+
+    @property
+    def lr(self) -> float:
+        return float(self.row["lr"])
+
+    @property
+    def seconds(self) -> float:
+        return float(self.row["seconds"])
+
+    @property
+    def train_loss(self) -> float:
+        return float(self.row["train_loss"])
+
+    def get(self, column: str) -> Any:
+        """A column's value; None where it was not evaluated (or the task has no such column)."""
+        return self.row.get(column)
+
+    def updated(self, **values: Any) -> EpochMetrics:
+        return EpochMetrics({**self.row, **values})
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(self.row)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochMetrics:
-        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+        return cls(dict(data))
 
 
-def write_csv(path: Path, history: Sequence[EpochMetrics]) -> None:
+def write_csv(path: Path, history: Sequence[EpochMetrics], names: Sequence[str] = COLUMNS) -> None:
     """Rewrite metrics.csv from the whole history (so a resumed run's file is whole too)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(names)
     for m in history:
-        writer.writerow(["" if getattr(m, c) is None else _cell(getattr(m, c)) for c in COLUMNS])
+        writer.writerow(["" if m.get(c) is None else _cell(m.get(c)) for c in names])
     write_bytes(path, buffer.getvalue().encode())
 
 
@@ -58,9 +88,9 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 
 
 def plot_curves(path: Path, history: Sequence[EpochMetrics], title: str = "",
-                step_losses: Sequence[float] = (), steps_per_epoch: int = 1) -> None:
+                step_losses: Sequence[float] = (), steps_per_epoch: int = 1, metric: Metric = ACCURACY) -> None:
     """Per-step training loss (raw and smoothed, so one epoch already shows a curve), then loss
-    and accuracy per epoch for train, validation and test, side by side."""
+    and the task's headline `metric` per epoch for train, validation and test, side by side."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -71,11 +101,12 @@ def plot_curves(path: Path, history: Sequence[EpochMetrics], title: str = "",
     step_ax.plot(x, step_losses, lw=0.6, alpha=0.35, label="per step")
     step_ax.plot(x, smoothed(step_losses), lw=1.5, label="smoothed")
     for name, style in (("train", "o-"), ("val", "^-"), ("test", "s-")):
-        rows = [m for m in history if getattr(m, f"{name}_loss") is not None]
+        rows = [m for m in history if m.get(f"{name}_loss") is not None]
         epochs = [m.epoch for m in rows]
-        loss_ax.plot(epochs, [getattr(m, f"{name}_loss") for m in rows], style, ms=3, label=name)
-        acc_ax.plot(epochs, [100 * getattr(m, f"{name}_acc") for m in rows], style, ms=3, label=name)
-    for ax, label in ((step_ax, "training loss"), (loss_ax, "loss"), (acc_ax, "top-1 accuracy (%)")):
+        scale = 100 if metric.percent else 1
+        loss_ax.plot(epochs, [m.get(f"{name}_loss") for m in rows], style, ms=3, label=name)
+        acc_ax.plot(epochs, [scale * m.get(f"{name}_{metric.name}") for m in rows], style, ms=3, label=name)
+    for ax, label in ((step_ax, "training loss"), (loss_ax, "loss"), (acc_ax, metric.axis)):
         ax.set_xlabel("epoch")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
@@ -96,12 +127,18 @@ def smoothed(values: Sequence[float], weight: float = 0.9) -> list[float]:
     return out
 
 
-def epoch_line(m: EpochMetrics, epochs: int, images: int) -> str:
+def epoch_line(m: EpochMetrics, epochs: int, images: int, metrics: Sequence[Metric] = (ACCURACY,)) -> str:
     """`epoch 3/10  train loss 0.412 acc 87.1%  val loss 0.33 acc 90.1%  test loss 0.301 acc 91.2%  lr 0.0412
     12.3s (1,160 img/s)` on one line; val and test parts only where they were evaluated."""
-    val = f"val loss {m.val_loss:.4f} acc {100 * m.val_acc:.2f}%  " if m.val_acc is not None else ""
-    test = f"test loss {m.test_loss:.4f} acc {100 * m.test_acc:.2f}%" if m.test_acc is not None else "test -"
+    val = f"val {_split_part(m, 'val', metrics)}  " if m.get("val_loss") is not None else ""
+    test = f"test {_split_part(m, 'test', metrics)}" if m.get("test_loss") is not None else "test -"
     return (
-        f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f} acc {100 * m.train_acc:.2f}%  {val}{test}  "
+        f"epoch {m.epoch}/{epochs}  train {_split_part(m, 'train', metrics)}  {val}{test}  "
         f"lr {m.lr:.4g}  {m.seconds:.1f}s ({images / max(m.seconds, 1e-9):,.0f} img/s)"
     )
+
+
+def _split_part(m: EpochMetrics, split: str, metrics: Sequence[Metric]) -> str:
+    """`loss 0.4120 acc 87.10%`: a split's loss and metrics."""
+    shown = "".join(f" {x.name} {x.format(m.get(f'{split}_{x.name}'))}" for x in metrics)
+    return f"loss {m.get(f'{split}_loss'):.4f}{shown}"

@@ -13,7 +13,7 @@ from training.files import write_bytes
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from training.evaluate import Outputs
+    from training.tasks.classification import Outputs
 
 
 def _figure(width: float, height: float) -> Any:

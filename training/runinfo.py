@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from torch import Tensor, nn
 
     from training.data import Data
+    from training.tasks import Task
 
 SPEC_FILE = "spec.yaml"  # the resolved spec with its full training section, as last trained
 RUN_INFO = "run.json"
@@ -33,11 +34,12 @@ WEIGHT_FILES = {"final": "model.safetensors", "best": BEST}
 Weights = Literal["best", "final"]
 
 
-def run_info(spec: Spec, data: Data) -> dict[str, Any]:
-    """The plain data of run.json for a spec trained on `data`."""
+def run_info(spec: Spec, data: Data, task: Task | None = None) -> dict[str, Any]:
+    """The plain data of run.json for a spec trained on `data` (the description of the outputs is
+    the task's; a classification run's is its class names alone, as before there were tasks)."""
+    outputs = task.describe() if task is not None else {"classes": list(data.classes)}
     return {
-        "format": FORMAT, "version": 1, "spec": spec.name, "dataset": data.name,
-        "classes": list(data.classes),
+        "format": FORMAT, "version": 1, "spec": spec.name, "dataset": data.name, **outputs,
         "input": {"channels": spec.input.channels, "height": spec.input.height, "width": spec.input.width},
         "preprocess": {
             "mode": "L" if spec.input.channels == 1 else "RGB",  # PIL convert() of every image
@@ -48,8 +50,8 @@ def run_info(spec: Spec, data: Data) -> dict[str, Any]:
     }
 
 
-def write_run_info(run_dir: Path, spec: Spec, data: Data) -> None:
-    write_text(run_dir / RUN_INFO, json.dumps(run_info(spec, data), indent=2) + "\n")
+def write_run_info(run_dir: Path, spec: Spec, data: Data, task: Task | None = None) -> None:
+    write_text(run_dir / RUN_INFO, json.dumps(run_info(spec, data, task), indent=2) + "\n")
 
 
 def read_run_info(run_dir: Path) -> dict[str, Any]:
@@ -121,6 +123,11 @@ class LoadedRun:
     classes: tuple[str, ...]
     spec: Spec
     info: dict[str, Any]
+
+    @property
+    def task(self) -> str:
+        """The task the run trained for (run.json's `task`; classification before there were others)."""
+        return str(self.info.get("task", "classification"))
 
 
 def load_run(run_dir: str | Path, weights: Weights = "best", device: str = "cpu") -> LoadedRun:

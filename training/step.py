@@ -1,6 +1,7 @@
 """The training step, one definition: `train` runs it and `bench` times it.
 
-A step is forward (under autocast for bf16/fp16), cross-entropy, an optional check of the loss
+A step is forward (under autocast for bf16/fp16), the task's loss (cross-entropy unless a
+`criterion` is given), an optional check of the loss
 before any weight is touched, backward through the grad scaler, optional clipping, the
 optimizer step and the scheduler step.
 """
@@ -33,18 +34,23 @@ class TrainStep:
     label_smoothing: float = 0.0
     grad_clip: float | None = None
     channels_last: bool = False
+    # (outputs, targets) -> the batch's mean loss (float32); None: cross-entropy with label_smoothing
+    criterion: Callable[[Tensor, Tensor], Tensor] | None = None
 
     def __call__(self, inputs: Tensor, labels: Tensor, check: Callable[[Tensor, Tensor], None] | None = None) -> tuple[
             Tensor, Tensor]:
         """One step on a preprocessed batch; returns its mean loss (a 0-d tensor on the device) and
-        the logits (N, classes). `check(loss, logits)` runs before backward and may raise to leave
-        the weights untouched; nothing here waits for the device."""
+        the model's outputs (logits (N, classes) for classification). `check(loss, logits)` runs
+        before backward and may raise to leave the weights untouched; nothing here waits for the device."""
         if self.channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         self.model.train()
         with autocast(self.precision, inputs.device.type):
             logits = self.forward(inputs)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        if self.criterion is not None:
+            loss = self.criterion(logits, labels)
+        else:
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
         if check is not None:
             check(loss, logits)
         self.optimizer.zero_grad(set_to_none=True)
@@ -67,9 +73,11 @@ class TrainStep:
 def make_step(
     model: nn.Module, config: TrainingConfig, device: torch.device, steps_per_epoch: int, *,
     wrap: Callable[[nn.Module], nn.Module] | None = None, segment: int = 0,
+    criterion: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> TrainStep:
     """The step of `config` for `model` (already on `device`): channels_last, the optimizer, the
-    schedule, fp16's scaler, and `forward` = wrap(model) (DDP) compiled if config.compile."""
+    schedule, fp16's scaler, and `forward` = wrap(model) (DDP) compiled if config.compile;
+    `criterion` is the task's loss (None: classification's cross-entropy)."""
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     forward = wrap(model) if wrap is not None else model
@@ -79,5 +87,5 @@ def make_step(
     return TrainStep(
         model, forward, optimizer, make_scheduler(config, optimizer, steps_per_epoch, segment),
         torch.amp.GradScaler(device.type, enabled=config.precision == "fp16"), config.precision,
-        config.label_smoothing, config.grad_clip, config.channels_last,
+        config.label_smoothing, config.grad_clip, config.channels_last, criterion,
     )

@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -43,9 +42,7 @@ from training.distributed import (
     check_batch_size,
     device_for,
     epoch_batches,
-    eval_indices,
     process_group,
-    total,
     total_of,
 )
 from training.errors import ApiError, NonFiniteLoss, TrainingInterrupted
@@ -57,6 +54,8 @@ from training.rundir import claim_run_dir, locked, resume_target, resumed_state,
 from training.runinfo import BEST, RESULTS, write_run_info
 from training.signals import StopFlag, handling, stop_at_once, stop_on_signals
 from training.step import make_step
+from training.tasks import Task, make_task
+from training.tasks.base import split_columns
 
 __all__ = ["Position", "TrainResult", "Trainer", "train"]
 
@@ -64,18 +63,28 @@ __all__ = ["Position", "TrainResult", "Trainer", "train"]
 @dataclass(frozen=True)
 class TrainResult:
     """The final metrics of a run (accuracies are fractions) and where its outputs are.
-    best_* are of the epoch the validation split picked (the final epoch without validation)."""
+    best_* are of the epoch the validation split picked (the final epoch without validation).
+
+    The final epoch's columns read as attributes (train_loss, train_acc, test_loss, test_acc;
+    test_miou, ...) and the best weights' test metrics as best_test_acc, best_test_loss, ...:
+    0.0 where there was no test split."""
 
     run_dir: Path
     epoch: int
-    train_loss: float
-    train_acc: float
-    test_loss: float
-    test_acc: float
-    best_test_acc: float
+    final: EpochMetrics  # the last epoch's metrics, its test split evaluated
     best_epoch: int
+    best_test: dict[str, float | None]  # test_loss, test_acc, ... of the best weights
     history: tuple[EpochMetrics, ...]
     stopped_early: bool = False
+
+    def __getattr__(self, name: str) -> float:
+        fields = self.__dict__
+        best = name.startswith("best_test_")
+        found = fields.get("best_test", {}) if best else fields["final"].as_dict() if "final" in fields else {}
+        key = name.removeprefix("best_")
+        if key not in found:
+            raise AttributeError(f"{type(self).__name__} has no metric {name!r}")
+        return float(found[key] or 0.0)
 
 
 def train(
@@ -133,7 +142,7 @@ def _run(
         if d.main:  # once everything is checked; the summary builds a model, so the RNGs are kept
             with torch.random.fork_rng(devices=[]):
                 write_run_files(run_dir, spec, config)
-                write_run_info(run_dir, spec, data)
+                write_run_info(run_dir, spec, data, trainer.task)
         return trainer.run()
 
 
@@ -145,7 +154,7 @@ class Position:
     epoch: int = 0
     step: int = 0
     loss_sum: float = 0.0
-    correct: int = 0
+    tally: list[float] = field(default_factory=list)  # the task's tally summed over the steps (empty: none yet)
     seen: int = 0
     seconds: float = 0.0
     lr: float = 0.0  # of the last step taken
@@ -162,17 +171,25 @@ class Position:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Position:
+        state = dict(state)
+        if "correct" in state:  # a checkpoint from before the task seam: classification's correct count
+            state["tally"] = [float(state.pop("correct"))]
         return cls(**{**state, "history": [EpochMetrics.from_dict(m) for m in state["history"]]})
 
-    def add(self, step: int, loss_sum: float, correct: int, n: int, seconds: float) -> None:
-        """Count step `step` (0-based) of the current epoch: its summed loss over n images."""
-        self.loss_sum, self.correct, self.seen = self.loss_sum + loss_sum, self.correct + correct, self.seen + n
+    def add(self, step: int, loss_sum: float, tally: list[float], n: int, seconds: float) -> None:
+        """Count step `step` (0-based) of the current epoch: its summed loss and tally over n images."""
+        self.loss_sum, self.seen = self.loss_sum + loss_sum, self.seen + n
+        self.tally = [a + b for a, b in zip(self.tally, tally)] if self.tally else list(tally)
         self.step, self.seconds = step + 1, seconds
 
-    def postfix(self) -> dict[str, str]:
+    def train_metrics(self, task: Task) -> dict[str, float]:
+        return task.summarize(self.tally or [0.0] * task.tally_size, self.seen)
+
+    def postfix(self, task: Task) -> dict[str, str]:
         seen = max(1, self.seen)
+        found = self.train_metrics(task)
         return {
-            "loss": f"{self.loss_sum / seen:.4f}", "acc": f"{self.correct / seen:.2%}",
+            "loss": f"{self.loss_sum / seen:.4f}", **{m.name: m.format(found[m.name]) for m in task.kind.metrics},
             "img_s": f"{self.seen / max(self.seconds, 1e-9):,.0f}",
         }
 
@@ -207,10 +224,12 @@ class Trainer:
         self.dist = dist or Dist()
         # Only rank 0 prints and writes; the other ranks train silently.
         self.run_dir, self.quiet, self.log = run_dir, quiet or not self.dist.main, log if self.dist.main else silent
+        self.task: Task = make_task(config, data.classes)
         self.model = self.build(resumed=saved is not None).to(device)
         self.steps = len(self.epoch_order(0))
         self.pos = Position(segment=new_segment(saved, config))
-        self.step = make_step(self.model, config, device, self.steps, wrap=self.wrap, segment=self.pos.segment)
+        self.step = make_step(self.model, config, device, self.steps, wrap=self.wrap, segment=self.pos.segment,
+                              criterion=self.task.loss)
         size = (spec.input.height, spec.input.width)
         self.preprocess = preprocess_for(data.mean, data.std, size, config.dataset.augment, device,
                                          config.channels_last)
@@ -326,12 +345,12 @@ class Trainer:
         with bar:
             for step, (images, labels) in enumerate(self.data.train.batches(order[pos.step :]), start=pos.step):
                 pos.lr = self.step.lr
-                loss_sum, hits, n, stops = self.train_step(images, labels, epoch, step, stop.signal is not None)
-                pos.add(step, loss_sum, int(hits), int(n), before + time.perf_counter() - started)
+                loss_sum, *tally, n, stops = self.train_step(images, labels, epoch, step, stop.signal is not None)
+                pos.add(step, loss_sum, tally, int(n), before + time.perf_counter() - started)
                 pos.step_losses.append(loss_sum / max(n, 1))
                 board.step(epoch * self.steps + step + 1, pos.step_losses[-1], pos.lr)
                 bar.update()
-                bar.set_postfix(pos.postfix(), refresh=False)
+                bar.set_postfix(pos.postfix(self.task), refresh=False)
                 # Distributed: stop only as agreed, or the others would wait for us at the next step.
                 stopping = bool(stops) if self.dist.enabled else stop.signal is not None
                 if stopping and pos.step < len(order):
@@ -339,7 +358,7 @@ class Trainer:
                     raise self.interrupted(stop.signal or signal.SIGTERM)
 
     def train_step(self, images: Tensor, labels: Tensor, epoch: int, step: int, stopping: bool) -> list[float]:
-        """One optimizer step; returns its summed loss, correct count, images and stop requests,
+        """One optimizer step; returns its summed loss, the task's tally, images and stop requests,
         over all processes. Those are reduced and read in one go before backward: the step's
         single host synchronization, which also checks the loss before any weight is touched."""
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
@@ -347,64 +366,62 @@ class Trainer:
         inputs = self.preprocess(images, generator(self.config.seed, epoch, step, *rank))
         found: list[float] = []
 
-        def check(loss: Tensor, logits: Tensor) -> None:
+        def check(loss: Tensor, outputs: Tensor) -> None:
             n = float(len(labels))
-            hits = (logits.detach().argmax(1) == labels).sum()
+            tally = self.task.tally(outputs.detach(), labels).float()  # float32: exact below 2**24 per step
             flags = torch.tensor([n, float(stopping)], device=loss.device)
-            found.extend(total_of(self.dist, torch.cat([(loss.detach() * n).view(1), hits.view(1), flags])))
+            found.extend(total_of(self.dist, torch.cat([(loss.detach() * n).view(1), tally, flags])))
             if not math.isfinite(found[0]):  # the same sum on every rank: all stop together
-                raise self.diverged(found[0] / max(found[2], 1.0), epoch, step)
+                raise self.diverged(found[0] / max(found[-2], 1.0), epoch, step)
 
         self.step(inputs, labels, check)
         return found
 
-    @torch.inference_mode()
-    def evaluate(self, split: Split | None) -> tuple[float | None, float | None]:
-        """Cross-entropy and top-1 accuracy on a whole split (no augmentation); None without it."""
+    def evaluate(self, split: Split | None) -> tuple[float | None, dict[str, float]]:
+        """The task's loss and metrics on a whole split (no augmentation); (None, {}) without it."""
+        from training.evaluation import evaluate_split
+
         if split is None or len(split) == 0:
-            return None, None
+            return None, {}
         self.model.eval()
-        loss_sum, correct = 0.0, 0
-        for images, labels in split.batches(eval_indices(self.dist, len(split), self.config.batch_size)):
-            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            with self.autocast():
-                logits = self.step.forward(self.preprocess(images))
-            loss_sum += F.cross_entropy(logits.float(), labels, reduction="sum").item()
-            correct += int((logits.argmax(1) == labels).sum().item())
-        loss_sum, hits = total(self.dist, loss_sum, correct)  # each process saw its share of the split
-        return loss_sum / len(split), hits / len(split)
+        return evaluate_split(self.step.forward, self.preprocess, split, self.task, batch_size=self.config.batch_size,
+                              precision=self.config.precision, device=self.device, dist=self.dist)
 
-    def autocast(self) -> Any:
-        from training.device import autocast
-
-        return autocast(self.config.precision, self.device.type)
+    def split_values(self, split: str, loss: float | None, metrics: dict[str, float]) -> dict[str, float | None]:
+        """{SPLIT_loss: loss, SPLIT_NAME: value, ...} for the task's metrics (None: not evaluated)."""
+        names = split_columns(split, self.task.kind.metrics)
+        return {names[0]: loss, **{f"{split}_{m.name}": metrics.get(m.name) for m in self.task.kind.metrics}}
 
     def finish_epoch(self, board: Board) -> None:
         """Validate, test if due, record the epoch, keep the best weights, checkpoint, write files."""
         pos, epoch = self.pos, self.pos.epoch + 1
         started = time.perf_counter()
-        val_loss, val_acc = self.evaluate(self.data.val)
+        val = self.evaluate(self.data.val)
         due = epoch % self.config.eval_every == 0 or epoch == self.config.epochs
-        test_loss, test_acc = self.evaluate(self.data.test) if due else (None, None)
+        test = self.evaluate(self.data.test) if due else (None, {})
         seen = max(1, pos.seen)
-        metrics = EpochMetrics(
-            epoch, pos.loss_sum / seen, pos.correct / seen, test_loss, test_acc, pos.lr,
-            pos.seconds + time.perf_counter() - started, val_loss, val_acc,
+        metrics = EpochMetrics.of(
+            self.task.kind.columns, epoch=epoch, **self.split_values("train", pos.loss_sum / seen,
+                                                                     pos.train_metrics(self.task)),
+            **self.split_values("test", *test), lr=pos.lr, seconds=pos.seconds + time.perf_counter() - started,
+            **self.split_values("val", *val),
         )
         self.check_finite(metrics)
         self.pos = pos.next_epoch(metrics)
         self.track_best(metrics)
         self.save()
         if self.dist.main:
-            write_csv(self.run_dir / "metrics.csv", self.pos.history)
+            write_csv(self.run_dir / "metrics.csv", self.pos.history, self.task.kind.columns)
             title = f"{self.spec.name} on {self.data.name} ({len(self.data.train):,} training images)"
-            plot_curves(self.run_dir / "curves.png", self.pos.history, title, self.pos.step_losses, self.steps)
+            plot_curves(self.run_dir / "curves.png", self.pos.history, title, self.pos.step_losses, self.steps,
+                        self.task.kind.metrics[0])
             board.epoch(metrics, seen / max(pos.seconds, 1e-9))
-        self.log(epoch_line(metrics, self.config.epochs, seen))
+        self.log(epoch_line(metrics, self.config.epochs, seen, self.task.kind.metrics))
 
     def check_finite(self, m: EpochMetrics) -> None:
         """Stop (exit 1) before a checkpoint or best weights keep non-finite weights or evaluations."""
-        bad = [f"the {name} loss is {value}" for name, value in (("validation", m.val_loss), ("test", m.test_loss))
+        bad = [f"the {name} loss is {value}" for name, value in (("validation", m.get("val_loss")),
+                                                                 ("test", m.get("test_loss")))
                if value is not None and not math.isfinite(value)]
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             bad.append("some weights are not finite")
@@ -418,17 +435,17 @@ class Trainer:
 
     def track_best(self, m: EpochMetrics) -> None:
         """best.safetensors when the monitored validation metric improves; the early-stopping count."""
-        pos, c = self.pos, self.config
-        value = getattr(m, c.monitor)
-        if value is not None and (pos.best_value is None or better(c.monitor, value, pos.best_value, 0.0)):
+        pos, c, higher = self.pos, self.config, self.task.kind.higher_is_better
+        value = m.get(str(c.monitor))
+        if value is not None and (pos.best_value is None or better(higher(str(c.monitor)), value, pos.best_value, 0.0)):
             pos.best_epoch, pos.best_value = m.epoch, value
             if self.dist.main:
                 save_weights(self.model, self.run_dir / BEST, {"spec": self.spec.name, "epoch": str(m.epoch)})
         es = c.early_stopping
-        watched = getattr(m, es.metric) if es is not None else None
+        watched = m.get(str(es.metric)) if es is not None else None
         if es is None or watched is None:
             return
-        if pos.stall_value is None or better(es.metric, watched, pos.stall_value, es.min_delta):
+        if pos.stall_value is None or better(higher(str(es.metric)), watched, pos.stall_value, es.min_delta):
             pos.stall_value, pos.stall = watched, 0
         else:
             pos.stall += 1
@@ -459,37 +476,32 @@ class Trainer:
         """The final metrics, with the test split evaluated for the final and the best weights."""
         history = tuple(self.pos.history)
         last = history[-1]
-        if last.test_acc is None and self.data.test is not None:  # stopped early before its test epoch
-            test_loss, test_acc = self.evaluate(self.data.test)
-            last = EpochMetrics(**{**last.as_dict(), "test_loss": test_loss, "test_acc": test_acc})
+        if last.get("test_loss") is None and self.data.test is not None:  # stopped early before its test epoch
+            last = last.updated(**self.split_values("test", *self.evaluate(self.data.test)))
             history = (*history[:-1], last)
         best_epoch, best_test = self.best_test(last)
         results = {
             "final": {**last.as_dict()},
-            "best": {"epoch": best_epoch, "monitor": self.config.monitor, "value": self.pos.best_value,
-                     "test_loss": best_test[0], "test_acc": best_test[1]},
+            "best": {"epoch": best_epoch, "monitor": self.config.monitor, "value": self.pos.best_value, **best_test},
             "stopped_early": self.stopping_early(),
         }
         if self.dist.main:
             import json
 
             write_text(self.run_dir / RESULTS, json.dumps(results, indent=2) + "\n")
-        return TrainResult(
-            self.run_dir, last.epoch, last.train_loss, last.train_acc, last.test_loss or 0.0, last.test_acc or 0.0,
-            best_test[1] or 0.0, best_epoch, history, self.stopping_early(),
-        )
+        return TrainResult(self.run_dir, last.epoch, last, best_epoch, best_test, history, self.stopping_early())
 
-    def best_test(self, last: EpochMetrics) -> tuple[int, tuple[float | None, float | None]]:
-        """(epoch, test loss and accuracy) of the best weights; the final ones when they are the best."""
+    def best_test(self, last: EpochMetrics) -> tuple[int, dict[str, float | None]]:
+        """(epoch, test loss and metrics) of the best weights; the final ones when they are the best."""
         best = self.pos.best_epoch
         if not best or best == last.epoch or self.data.test is None:
-            return (best or last.epoch), (last.test_loss, last.test_acc)
+            return (best or last.epoch), {c: last.get(c) for c in split_columns("test", self.task.kind.metrics)}
         from training.checkpoint import load_weights
 
         final = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(load_weights(self.run_dir / BEST))
         try:
-            return best, self.evaluate(self.data.test)
+            return best, self.split_values("test", *self.evaluate(self.data.test))
         finally:
             self.model.load_state_dict(final)
 
@@ -497,15 +509,17 @@ class Trainer:
         files = ", ".join([WEIGHTS, BEST, CHECKPOINT, "metrics.csv", "curves.png", "spec.yaml", "run.json",
                            RESULTS, "summary.txt", "tensorboard/"])
         early = f"stopped early after epoch {r.epoch}; " if r.stopped_early else ""
+        m = self.task.kind.metrics[0]
+        best, final = (float(v or 0.0) for v in (r.best_test.get(f"test_{m.name}"), r.final.get(f"test_{m.name}")))
         return (
-            f"{early}best validation epoch {r.best_epoch}: test accuracy {100 * r.best_test_acc:.2f}%; "
-            f"final (epoch {r.epoch}) {100 * r.test_acc:.2f}%\noutputs in {self.run_dir}: {files}"
+            f"{early}best validation epoch {r.best_epoch}: test {m.title} {m.format(best)}; "
+            f"final (epoch {r.epoch}) {m.format(final)}\noutputs in {self.run_dir}: {files}"
         )
 
 
-def better(metric: str, value: float, than: float, min_delta: float) -> bool:
-    """Is `value` better than `than` by more than min_delta (higher accuracy, lower loss)?"""
-    return value > than + min_delta if metric.endswith("acc") else value < than - min_delta
+def better(higher: bool, value: float, than: float, min_delta: float) -> bool:
+    """Is `value` better than `than` by more than min_delta (higher when `higher`, else lower)?"""
+    return value > than + min_delta if higher else value < than - min_delta
 
 
 def _size(split: Split | None) -> str:
