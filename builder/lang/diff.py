@@ -4,25 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from builder.lang.registry import kind_def, walk_blocks
 from builder.lang.shapes import BlockShape, ShapeReport, infer
-from builder.lang.spec import BlockSpec, Spec, block_activation, block_norm, block_pool, walk_blocks
+from builder.lang.spec import Spec
 
 
 def effective_block(spec: Spec, block: Any) -> dict[str, Any]:
-    """A block's fields with defaults applied: what it really builds (child blocks left out)."""
-    if not isinstance(block, BlockSpec):
-        return _flatten(block.model_dump(exclude={"blocks", "body", "branches", "name"}))
-    fields = block.model_dump(exclude={"pool_and_norm", "norm", "pool", "activation", "name"})
-    fields["activation"] = block_activation(spec, block)
-    fields["norm"] = _compact(block_norm(spec, block).model_dump())
-    fields["pool"] = _compact(block_pool(spec, block).model_dump())
-    return fields
-
-
-def _compact(layer: dict[str, Any]) -> str:
-    """{'kind': 'lrn', 'size': 5} -> 'lrn(size=5)'."""
-    kind = layer.pop("kind")
-    return f"{kind}({', '.join(f'{k}={v}' for k, v in layer.items())})" if layer else kind
+    """A block's fields with defaults applied: what it really builds (child blocks left out; its kind says)."""
+    return kind_def(block).fields(spec, block)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -242,7 +242,8 @@ def _unwrap(tp: Any, data: Any) -> Any:
     while True:
         origin = get_origin(tp)
         if origin is Annotated:
-            tp = get_args(tp)[0]
+            chooser = next((m for m in tp.__metadata__ if hasattr(m, "member_for")), None)
+            tp = get_args(tp)[0] if chooser is None else chooser.member_for(data)  # a registry union
         elif origin in (Union, types.UnionType):
             members = [m for m in get_args(tp) if m is not type(None)]
             tp = next((m for m in members if _tag_matches(m, data)), members[0])

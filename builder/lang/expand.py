@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from builder.lang.errors import Diagnostic, Document, Loc, Path, SpecError, format_path, suggest
+from builder.lang.registry import ChildField, kinds
 
 MAX_BLOCKS = 10_000  # an expanded spec larger than this is refused (a repeat of a repeat of ...)
 
@@ -213,13 +214,17 @@ def _expand_block(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _No
         return _use(state, node, stack)
     if kind == "repeat":
         return _repeat(state, node, stack)
-    for key in ("blocks", "body"):
-        if key in node.value:
-            node.value[key].value = _expand_list(state, node.value[key].value, stack)
-    if "branches" in node.value:
-        for branch in node.value["branches"].value:
-            branch.value = _expand_list(state, branch.value, stack)
+    for child in _child_fields(kind):  # the kind's child lists, as the registry declares them
+        if child.field in node.value:
+            lists = node.value[child.field].value if child.many else [node.value[child.field]]
+            for item in lists:
+                item.value = _expand_list(state, item.value, stack)
     return node
+
+
+def _child_fields(kind: Any) -> tuple[ChildField, ...]:
+    found = kinds().get(kind) if isinstance(kind, str) else None
+    return found.children if found is not None else ()
 
 
 # What expansion itself reads, with the type it needs. The spec as written was validated before
@@ -231,15 +236,19 @@ _NEEDS: dict[str, dict[str, tuple[type, str]]] = {
         "first": (dict, "a mapping"),
     },
     "use": {"template": (str, "a string"), "args": (dict, "a mapping")},
-    "sequence": {"blocks": (list, "a list")},
-    "residual": {"body": (list, "a list")},
-    "parallel": {"branches": (list, "a list")},
 }
+
+
+def _needs(kind: Any) -> dict[str, tuple[type, str]]:
+    """What expansion reads of a block of `kind`: a macro's fields, or a kind's child lists."""
+    if not isinstance(kind, str):
+        return {}
+    return _NEEDS.get(kind) or {c.field: (list, "a list") for c in _child_fields(kind)}
 
 
 def _well_formed(state: _Expansion, node: _Node, kind: Any) -> bool:
     ok = True
-    for key, (kind_of, text) in _NEEDS.get(kind, {}).items() if isinstance(kind, str) else ():
+    for key, (kind_of, text) in _needs(kind).items():
         value = node.value.get(key)
         if value is None and key in ("first", "args"):
             continue  # optional
@@ -249,9 +258,10 @@ def _well_formed(state: _Expansion, node: _Node, kind: Any) -> bool:
         if bad:
             state.error(value or node, f"{key}: must be {text}" + (f", got {_plain(value)!r}" if value else ""))
             ok = False
-    if kind == "parallel" and ok and not all(isinstance(b.value, list) for b in node.value["branches"].value):
-        state.error(node.value["branches"], "branches: each branch must be a list of blocks")
-        ok = False
+    for child in _child_fields(kind) if ok else ():
+        if child.many and not all(isinstance(b.value, list) for b in node.value[child.field].value):
+            state.error(node.value[child.field], f"{child.field}: each item must be a list of blocks")
+            ok = False
     return ok
 
 

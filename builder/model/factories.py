@@ -1,0 +1,98 @@
+"""The torch factories of the built-in block kinds: (ctx, block, shape) -> nn.Module.
+
+Each kind's KindDef (builder.lang.kinds) names its factory here as "builder.model.factories:NAME";
+builder.model.build resolves every registered kind's factory when it is imported, so a kind
+without one fails at once. `ctx` is a builder.model.build.BuildContext: it builds child lists
+with the names static inference gave them, and knows every block's static shape.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from builder.lang.kinds.activation import ActivationBlock
+from builder.lang.kinds.adaptive_avgpool import AdaptiveAvgPoolBlock
+from builder.lang.kinds.batchnorm import BatchNormBlock
+from builder.lang.kinds.conv import BlockSpec, conv_block_layers, conv_groups
+from builder.lang.kinds.dropout import DropoutBlock
+from builder.lang.kinds.parallel import ParallelBlock
+from builder.lang.kinds.pool import PoolBlock
+from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
+from builder.lang.kinds.sequence import SequenceBlock
+from builder.lang.walk import BlockShape, body_stride
+from builder.model import layers
+from builder.model.blocks import Parallel, Residual
+
+if TYPE_CHECKING:
+    from builder.model.build import BuildContext
+
+
+def conv(ctx: BuildContext, block: BlockSpec, shape: BlockShape) -> nn.Module:
+    """conv -> [norm] -> activation -> [norm] -> [pool], in the order conv_block_layers gives."""
+    in_ch = shape.in_shape[0]
+    made_conv = nn.Conv2d(
+        in_ch, block.out_channels, block.kernel_size, stride=block.stride, padding=block.padding,
+        groups=conv_groups(block, in_ch), bias=block.bias,
+    )
+    made: dict[str, Callable[[Any], Any]] = {  # each present layer makes a module (never None)
+        "conv": lambda _: made_conv, "act": layers.activation, "pool": layers.pool,
+        "norm": lambda norm: layers.norm(norm, block.out_channels),
+    }
+    return nn.Sequential(OrderedDict((role, made[role](layer)) for role, layer in conv_block_layers(ctx.spec, block)))
+
+
+def sequence(ctx: BuildContext, block: SequenceBlock, shape: BlockShape) -> nn.Module:
+    return ctx.children(block, shape)[0]
+
+
+def residual(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.Module:
+    body = ctx.children(block, shape)[0]
+    kind = shortcut_kind(block, shape.in_shape, shape.out_shape)
+    shortcut: nn.Module | None = None
+    if kind == "identity":
+        shortcut = nn.Identity()
+    elif kind == "projection":
+        shortcut = _projection(ctx, block, shape)
+    return Residual(body, shortcut, layers.activation(block.activation))
+
+
+def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.Module:
+    """1x1 conv with the body's stride, then BatchNorm (ResNet's downsample)."""
+    c_in, c_out = shape.in_shape[0], shape.out_shape[0]
+    made = nn.Conv2d(c_in, c_out, 1, stride=body_stride(ctx.spec, block.body), bias=False)
+    if block.shortcut_norm == "none":
+        return nn.Sequential(OrderedDict(conv=made))
+    return nn.Sequential(OrderedDict(conv=made, norm=nn.BatchNorm2d(c_out)))
+
+
+def parallel(ctx: BuildContext, block: ParallelBlock, shape: BlockShape) -> nn.Module:
+    return Parallel(ctx.children(block, shape), block.merge)
+
+
+def pool(ctx: BuildContext, block: PoolBlock, shape: BlockShape) -> nn.Module:
+    made = layers.pool(block.window())
+    assert made is not None
+    return made
+
+
+def adaptive_avgpool(ctx: BuildContext, block: AdaptiveAvgPoolBlock, shape: BlockShape) -> nn.Module:
+    return nn.AdaptiveAvgPool2d((block.output_size[0], block.output_size[1]))
+
+
+def batchnorm(ctx: BuildContext, block: BatchNormBlock, shape: BlockShape) -> nn.Module:
+    return nn.BatchNorm2d(shape.in_shape[0], eps=block.eps, momentum=block.momentum)
+
+
+def activation(ctx: BuildContext, block: ActivationBlock, shape: BlockShape) -> nn.Module:
+    # not in place: a standalone activation may open a branch or a residual body, whose input
+    # the other branches or the shortcut still need
+    made = layers.activation(block.fn, inplace=False)
+    return made if made is not None else nn.Identity()
+
+
+def dropout(ctx: BuildContext, block: DropoutBlock, shape: BlockShape) -> nn.Module:
+    return nn.Dropout(block.p)
