@@ -11,14 +11,18 @@ from builder.lang.kinds import (
     adaptive_avgpool,
     batchnorm,
     conv,
+    conv_transpose,
     dropout,
     parallel,
     pool,
     residual,
     sequence,
+    skip,
+    upsample,
 )
 from builder.lang.registry import KindDef
 
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
+    conv_transpose, upsample, skip,
 ))
