@@ -234,7 +234,9 @@ def _fields_at(model: type[BaseModel], data: Any, path: Path) -> list[str]:
             return []
         data = data[seg] if _has(data, seg) else None
     tp = _unwrap(tp, data)
-    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return []
+    return [info.alias or name for name, info in tp.model_fields.items()]  # as a spec spells them
 
 
 def _unwrap(tp: Any, data: Any) -> Any:
