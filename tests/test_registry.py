@@ -41,6 +41,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "batchnorm": {"kind": "batchnorm"},
     "activation": {"kind": "activation", "fn": "gelu"},
     "dropout": {"kind": "dropout", "p": 0.2},
+    "gate": {"kind": "gate", "squeeze_channels": 2, "activation": "hardswish", "gate": "hardsigmoid", "channels": 4},
 }
 
 

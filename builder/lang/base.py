@@ -17,7 +17,9 @@ from pydantic_core import PydanticCustomError
 
 Path = tuple[str | int, ...]  # a place in the data, as in builder.lang.errors
 
-Activation = Literal["relu", "relu6", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "elu", "none"]
+Activation = Literal[
+    "relu", "relu6", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "elu", "hardswish", "hardsigmoid", "none",
+]
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]

@@ -150,6 +150,8 @@ def _data_path(data: Any, loc: Sequence[PathSeg]) -> Path:
     """Drop pydantic's union-tag segments ('lrn', 'function-after[...]') from an error loc."""
     path: list[PathSeg] = []
     for i, seg in enumerate(loc):
+        if i < len(loc) - 1 and isinstance(data, dict) and data.get("kind") == seg:
+            continue  # the tag of the block's kind, even where a field has its name (a gate's `gate`)
         if _has(data, seg):
             data = data[seg]
         elif i < len(loc) - 1:

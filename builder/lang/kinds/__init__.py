@@ -12,6 +12,7 @@ from builder.lang.kinds import (
     batchnorm,
     conv,
     dropout,
+    gate,
     parallel,
     pool,
     residual,
@@ -21,4 +22,5 @@ from builder.lang.registry import KindDef
 
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
+    gate,
 ))
