@@ -41,6 +41,7 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "batchnorm": {"kind": "batchnorm"},
     "activation": {"kind": "activation", "fn": "gelu"},
     "dropout": {"kind": "dropout", "p": 0.2},
+    "gate": {"kind": "gate", "squeeze_channels": 2, "activation": "hardswish", "gate": "hardsigmoid", "channels": 4},
     "conv_transpose": {"kind": "conv_transpose", "out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1,
                        "output_padding": 1, "norm": {"kind": "batchnorm"}, "activation": "relu"},
     "upsample": {"kind": "upsample", "scale_factor": 1.5, "mode": "bilinear", "align_corners": True},

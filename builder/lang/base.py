@@ -17,7 +17,9 @@ from pydantic_core import PydanticCustomError
 
 Path = tuple[str | int, ...]  # a place in the data, as in builder.lang.errors
 
-Activation = Literal["relu", "relu6", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "elu", "none"]
+Activation = Literal[
+    "relu", "relu6", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "elu", "hardswish", "hardsigmoid", "none",
+]
 
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
@@ -39,8 +41,9 @@ def field_docs(schema: dict[str, Any], cls: type[BaseModel]) -> None:
     for name, info in cls.model_fields.items():
         owner = next(c for c in cls.__mro__ if name in vars(c).get("__annotations__", {}))
         doc = _attribute_docs(owner.__module__).get((owner.__qualname__, name))
-        if doc and info.description is None and name in properties:
-            properties[name]["description"] = doc
+        key = info.alias or name  # the schema names a field by its alias
+        if doc and info.description is None and key in properties:
+            properties[key]["description"] = doc
 
 
 @cache

@@ -77,12 +77,20 @@ def _delta(a: int, b: int) -> str:
     return f"{a:,} -> {b:,} ({b - a:+,}{pct})"
 
 
+def _head_fields(spec: Spec) -> dict[str, Any]:
+    """The head's fields; its kind too, unless it is the classifier (which may be written without)."""
+    fields = _flatten(spec.the_head.model_dump())
+    if fields.get("kind", "classifier") == "classifier":
+        fields.pop("kind", None)
+    return fields
+
+
 def diff_specs(a: Spec, b: Spec) -> list[str]:
     """Lines describing B relative to A: top-level fields, each block, the classifier, totals."""
     ra, rb = infer(a), infer(b)
     top = _changes(
-        _flatten(a.model_dump(include={"name", "input", "num_classes"})),
-        _flatten(b.model_dump(include={"name", "input", "num_classes"})),
+        _flatten(a.model_dump(include={"name", "input", "classes"})),
+        _flatten(b.model_dump(include={"name", "input", "classes"})),
     )
     lines = _section("spec", top)
     ba, bb = _all_blocks(a, ra), _all_blocks(b, rb)
@@ -96,11 +104,12 @@ def diff_specs(a: Spec, b: Spec) -> list[str]:
             only.append(name)
         if "." not in name or block != [f"{name}: same"]:  # nested blocks only when they differ
             lines += block
-    head = _changes(_flatten(a.classifier.model_dump()), _flatten(b.classifier.model_dump()))
+    head = _changes(_head_fields(a), _head_fields(b))
     if ra.flatten != rb.flatten:
         head.append(f"flatten: {ra.flatten} -> {rb.flatten}")
     if ra.classifier_params != rb.classifier_params:
         head.append(f"parameters: {_delta(ra.classifier_params, rb.classifier_params)}")
-    lines += _section("classifier", head)
+    both = {getattr(s.the_head, "kind", "classifier") for s in (a, b)}
+    lines += _section("classifier" if both == {"classifier"} else "head", head)
     lines.append(f"total parameters: {_delta(ra.total_params, rb.total_params)}")
     return lines

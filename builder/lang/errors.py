@@ -150,6 +150,8 @@ def _data_path(data: Any, loc: Sequence[PathSeg]) -> Path:
     """Drop pydantic's union-tag segments ('lrn', 'function-after[...]') from an error loc."""
     path: list[PathSeg] = []
     for i, seg in enumerate(loc):
+        if i < len(loc) - 1 and isinstance(data, dict) and data.get("kind") == seg:
+            continue  # the tag of the block's kind, even where a field has its name (a gate's `gate`)
         if _has(data, seg):
             data = data[seg]
         elif i < len(loc) - 1:
@@ -234,7 +236,9 @@ def _fields_at(model: type[BaseModel], data: Any, path: Path) -> list[str]:
             return []
         data = data[seg] if _has(data, seg) else None
     tp = _unwrap(tp, data)
-    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return []
+    return [info.alias or name for name, info in tp.model_fields.items()]  # as a spec spells them
 
 
 def _unwrap(tp: Any, data: Any) -> Any:

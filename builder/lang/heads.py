@@ -123,9 +123,10 @@ def classifier_layers(head: ClassifierSpec, flat: int, classes: int) -> tuple[La
 def _conv(spec: Any, head: ConvHead, last: Shape) -> HeadShape:
     c, h, w = last
     k = spec.num_classes
-    labels = ((Label(f"dropout {head.dropout:g}", "dropout"),) if head.dropout else ()) + (
-        Label(f"conv {k} k1", "conv"),) + ((Label(head.activation, "activation"),) if head.activation != "none" else ()) + (
-        Label("adaptive avgpool 1x1", "pool"), Label(f"flatten {k:,}", "reshape"))
+    drop = (Label(f"dropout {head.dropout:g}", "dropout"),) if head.dropout else ()
+    act = (Label(head.activation, "activation"),) if head.activation != "none" else ()
+    labels = (*drop, Label(f"conv {k} k1", "conv"), *act, Label("adaptive avgpool 1x1", "pool"),
+              Label(f"flatten {k:,}", "reshape"))
     return HeadShape((k,), k, c * k + k, c * k * h * w, labels)
 
 

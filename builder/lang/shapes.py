@@ -13,24 +13,27 @@ lists is builder.lang.walk. Block names are module paths under `features` ("bloc
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from itertools import pairwise
 
 from builder.lang.errors import Problem
+from builder.lang.heads import HeadShape, head_def
 from builder.lang.kinds.conv import conv_groups, conv_params, describe_layers
 from builder.lang.kinds.residual import shortcut_kind
 from builder.lang.spec import Spec
 from builder.lang.walk import BlockShape, Shape, Walk, body_stride, walk_list, window_out
 
 __all__ = [
-    "BlockShape", "Shape", "ShapeReport", "body_stride", "classifier_params", "conv_groups", "conv_params",
-    "describe_layers", "flatten_size", "infer", "shortcut_kind", "window_out",
+    "BlockShape", "HeadShape", "Shape", "ShapeReport", "body_stride", "conv_groups", "conv_params",
+    "describe_layers", "infer", "shortcut_kind", "window_out",
 ]
 
 
 @dataclass(frozen=True)
 class ShapeReport:
-    """The whole network's static shapes. `flatten` is None when inference stopped early.
+    """The whole network's static shapes. `flatten` is None when inference stopped early; it is
+    the size of the head's flatten, or for a head without one, of its output (C*H*W for none).
+    `classifier_params` and `classifier_mult_adds` are the head's, whatever its kind.
 
     `blocks` are the top-level blocks; `all_blocks` every block at every depth, in forward order
     (a composite before its children).
@@ -42,6 +45,8 @@ class ShapeReport:
     problems: list[Problem] = field(default_factory=list)
     classifier_mult_adds: int = 0
     all_blocks: list[BlockShape] = field(default_factory=list)
+    head: HeadShape | None = None
+    """The head's output, parameters and labels (None when inference stopped early)."""
 
     @property
     def total_params(self) -> int:
@@ -53,27 +58,14 @@ class ShapeReport:
         return sum(b.mult_adds for b in self.blocks) + self.classifier_mult_adds
 
 
-def classifier_params(spec: Spec, flatten: int) -> int:
-    """Weights and biases of the hidden linears and the output linear."""
-    sizes = [flatten, *spec.classifier.hidden, spec.num_classes]
-    return sum(a * b + b for a, b in pairwise(sizes))
-
-
-def flatten_size(spec: Spec, last: Shape) -> int:
-    c, h, w = last
-    pool = spec.classifier.adaptive_pool
-    return c * pool[0] * pool[1] if pool else c * h * w
-
-
 def infer(spec: Spec) -> ShapeReport:
-    """Static shapes of every block (at every depth) and of the flatten, with every problem found."""
+    """Static shapes of every block (at every depth) and of the head, with every problem found."""
     walk = Walk(spec)
     shape: Shape = (spec.input.channels, spec.input.height, spec.input.width)
     done = walk_list(walk, spec.blocks, None, "", ("blocks",), shape)
     top = [s for s in walk.shapes if s.depth == 0]
     if done is None:
         return ShapeReport(top, None, 0, walk.problems, 0, walk.shapes)
-    flat = flatten_size(spec, done.out)
-    sizes = [flat, *spec.classifier.hidden, spec.num_classes]
-    head_macs = sum(a * b for a, b in pairwise(sizes))
-    return ShapeReport(top, flat, classifier_params(spec, flat), walk.problems, head_macs, walk.shapes)
+    head = head_def(spec.the_head).infer(spec, spec.the_head, done.out)
+    flat = head.flatten if head.flatten is not None else math.prod(head.out)
+    return ShapeReport(top, flat, head.params, walk.problems, head.mult_adds, walk.shapes, head)

@@ -70,6 +70,24 @@ class Parallel(nn.Module):
         return f"merge={self.merge}"
 
 
+class Gate(nn.Module):
+    """Squeeze-excitation, x * scale_activation(fc2(activation(fc1(avgpool(x))))): torchvision's
+    SqueezeExcitation, with its children's names and order (so port-weights lines up)."""
+
+    def __init__(self, channels: int, squeeze: int, act: nn.Module, scale_act: nn.Module) -> None:
+        super().__init__()
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.activation = act
+        self.scale_activation = scale_act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (N, C, H, W) -> (N, C, 1, 1) factors, broadcast over H and W
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x
+
+
 class Skip(nn.Module):
     """out = merge(x, body(x)) with the sizes fitted by `match` (builder.lang.kinds.skip)."""
 

@@ -1,5 +1,8 @@
 """Spec -> nn.Module. Module names are stable: features.block1.conv, classifier.fc1, ...
 
+Blocks are built by their kinds' factories (builder.model.factories), the head by its own
+(builder.model.heads).
+
 The result is float32 on the CPU (or on the device of an enclosing `torch.device(...)`
 context, which is how summaries build on "meta" without allocating weights).
 """
@@ -9,17 +12,17 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from itertools import pairwise
+from importlib import import_module
 from typing import Any
 
 import torch
 from torch import nn
 
 from builder.lang.errors import BuilderError
+from builder.lang.heads import head_def
 from builder.lang.registry import child_lists, child_path, default_name, kind_def, kinds, resolve_factory
-from builder.lang.shapes import BlockShape, infer
+from builder.lang.shapes import BlockShape, ShapeReport, infer
 from builder.lang.spec import Spec
-from builder.model import layers
 
 BYTES_PER_PARAM = 4  # float32
 
@@ -29,21 +32,31 @@ class ModelTooLargeError(BuilderError):
 
 
 def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
-    """Build the network of a validated spec: features -> [avgpool] -> flatten -> classifier."""
+    """Build the network of a validated spec: features, then its head's modules (the classifier
+    head's: [avgpool] -> flatten -> classifier)."""
     if check_memory and torch.get_default_device().type != "meta":
         ensure_fits_in_memory(spec)
-    parts: OrderedDict[str, nn.Module] = OrderedDict(features=build_features(spec))
-    if spec.classifier.adaptive_pool:
-        parts["avgpool"] = nn.AdaptiveAvgPool2d(tuple(spec.classifier.adaptive_pool))
-    parts["flatten"] = nn.Flatten(1)
-    parts["classifier"] = build_classifier(spec)
+    report = infer(spec)
+    assert report.flatten is not None, "build_model needs a spec that passed shape inference"
+    parts: OrderedDict[str, nn.Module] = OrderedDict(features=_features(spec, report))
+    head = spec.the_head
+    parts.update(_resolve(head_def(head).factory)(spec, head, report.blocks[-1].out_shape))
     return nn.Sequential(parts)
+
+
+def _resolve(factory: str) -> Any:
+    module, _, name = factory.partition(":")
+    return getattr(import_module(module), name)
 
 
 def build_features(spec: Spec) -> nn.Sequential:
     """Every block of the spec, named and shaped exactly as static inference names and shapes them."""
     report = infer(spec)
     assert report.flatten is not None, "build_model needs a spec that passed shape inference"
+    return _features(spec, report)
+
+
+def _features(spec: Spec, report: ShapeReport) -> nn.Sequential:
     check_factories()
     return BuildContext(spec, {s.name: s for s in report.all_blocks}).build_list(spec.blocks, "", "")
 
@@ -75,26 +88,6 @@ def check_factories() -> None:
     """Every registered kind's factory resolves (a kind without one fails here, not mid-build)."""
     for kind in kinds().values():
         resolve_factory(kind)
-
-
-def build_classifier(spec: Spec) -> nn.Sequential:
-    """Hidden linears fc1..fcN with activation and dropout, then the output linear."""
-    head = spec.classifier
-    flat = infer(spec).flatten
-    assert flat is not None, "build_model needs a spec that passed shape inference"
-    sizes = [flat, *head.hidden]
-    parts: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, (a, b) in enumerate(pairwise(sizes), start=1):
-        if head.dropout and head.dropout_position == "before":
-            parts[f"drop{i}"] = nn.Dropout(head.dropout)
-        parts[f"fc{i}"] = nn.Linear(a, b)
-        act = layers.activation(head.activation)
-        if act is not None:
-            parts[f"act{i}"] = act
-        if head.dropout and head.dropout_position == "after":
-            parts[f"drop{i}"] = nn.Dropout(head.dropout)
-    parts[f"fc{len(sizes)}"] = nn.Linear(sizes[-1], spec.num_classes)
-    return nn.Sequential(parts)
 
 
 def available_memory() -> int:

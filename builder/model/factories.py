@@ -20,6 +20,7 @@ from builder.lang.kinds.batchnorm import BatchNormBlock
 from builder.lang.kinds.conv import BlockSpec, conv_block_layers, conv_groups
 from builder.lang.kinds.conv_transpose import ConvTransposeBlock, transpose_layers
 from builder.lang.kinds.dropout import DropoutBlock
+from builder.lang.kinds.gate import GateBlock
 from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
 from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
@@ -28,7 +29,7 @@ from builder.lang.kinds.skip import SkipBlock
 from builder.lang.kinds.upsample import UpsampleBlock
 from builder.lang.walk import BlockShape, body_stride
 from builder.model import layers
-from builder.model.blocks import Parallel, Residual, Skip
+from builder.model.blocks import Gate, Parallel, Residual, Skip
 
 if TYPE_CHECKING:
     from builder.model.build import BuildContext
@@ -99,6 +100,14 @@ def activation(ctx: BuildContext, block: ActivationBlock, shape: BlockShape) -> 
 
 def dropout(ctx: BuildContext, block: DropoutBlock, shape: BlockShape) -> nn.Module:
     return nn.Dropout(block.p)
+
+
+def gate(ctx: BuildContext, block: GateBlock, shape: BlockShape) -> nn.Module:
+    """Squeeze-excitation (torchvision's SqueezeExcitation); activation `none` is an nn.Identity."""
+    act = layers.activation(block.activation) or nn.Identity()
+    scale_act = layers.activation(block.gate)
+    assert scale_act is not None
+    return Gate(shape.in_shape[0], block.squeeze_channels, act, scale_act)
 
 
 def conv_transpose(ctx: BuildContext, block: ConvTransposeBlock, shape: BlockShape) -> nn.Module:

@@ -27,6 +27,8 @@ ACTIVATIONS: MappingProxyType[str, Callable[[bool], nn.Module]] = MappingProxyTy
         "tanh": lambda inplace: nn.Tanh(),
         "sigmoid": lambda inplace: nn.Sigmoid(),
         "elu": lambda inplace: nn.ELU(inplace=inplace),
+        "hardswish": lambda inplace: nn.Hardswish(inplace=inplace),
+        "hardsigmoid": lambda inplace: nn.Hardsigmoid(inplace=inplace),
     }
 )
 if set(ACTIVATIONS) != set(get_args(Activation)) - {"none"}:  # the Literal and this table are one list

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecError, validate
 from builder.lang.loading import find_spec, load_spec, resolve_document, shipped_name, shipped_specs, spec_from_document
-from builder.lang.shapes import infer
+from builder.lang.shapes import ShapeReport, infer
 from builder.lang.spec import Spec
 
 
@@ -31,9 +31,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     last = report.blocks[-1].out_shape
     print(
         f"{args.spec}: OK: {spec.name}, {len(spec.blocks)} blocks, output {'x'.join(map(str, last))}, "
-        f"flatten {report.flatten}, {report.total_params:,} parameters"
+        f"{_head_text(report)}, {report.total_params:,} parameters"
     )
     return 0
+
+
+def _head_text(report: ShapeReport) -> str:
+    """'flatten 9216' for a head with a flatten; 'no head' for a spec that ends with its last block."""
+    head = report.head
+    return f"flatten {report.flatten}" if head is not None and head.flatten is not None else "no head"
 
 
 def _validate_all(doc: Document) -> Spec:
@@ -142,7 +148,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         report, shape = infer(spec), spec.input
         rows.append((shipped_name(path), spec.name, f"{shape.channels}x{shape.height}x{shape.width}",
-                     str(spec.num_classes), f"{report.total_params:,}", _giga(report.mult_adds), str(path)))
+                     str(spec.classes or "-"), f"{report.total_params:,}", _giga(report.mult_adds), str(path)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.rjust(w) if 3 <= i <= 5 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))

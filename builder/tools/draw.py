@@ -1,6 +1,6 @@
 """A picture of a spec's architecture, drawn from static shape inference (builder.lang.shapes).
 
-Data flows top to bottom: input -> blocks -> classifier, in columns that wrap left to right.
+Data flows top to bottom: input -> blocks -> head, in columns that wrap left to right.
 Every block is what `infer` reports, at every depth, so the picture cannot disagree with the model:
 
 - a leaf block (conv block, pool, batchnorm, activation, dropout) is a box with its module name,
@@ -24,11 +24,11 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError
+from builder.lang.heads import head_def
 from builder.lang.registry import FAMILIES as LABEL_FAMILIES
 from builder.lang.registry import Label, child_lists, default_name, kind_def, walk_blocks
 from builder.lang.shapes import BlockShape, ShapeReport, infer
@@ -119,7 +119,7 @@ def draw(spec: Spec, path: str | Path) -> Path:
     if report.flatten is None:
         problem = report.problems[-1].message if report.problems else "shape inference failed"
         raise BuilderError(f"cannot draw {spec.name}: {problem}")
-    items = _items(spec, report, report.flatten)
+    items = _items(spec, report)
     fig = _figure(spec, report, items)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,14 +133,14 @@ def draw(spec: Spec, path: str | Path) -> Path:
 # --- What to draw --------------------------------------------------------------------------
 
 
-def _items(spec: Spec, report: ShapeReport, flat: int) -> list[_Item]:
-    """Input, the top-level blocks (runs of copies folded), classifier, in forward order."""
+def _items(spec: Spec, report: ShapeReport) -> list[_Item]:
+    """Input, the top-level blocks (runs of copies folded), the head, in forward order."""
     net = _Net(spec, {s.name: s for s in report.all_blocks}, dict(walk_blocks(spec.blocks)),
                _subtrees(report.all_blocks), report.total_params)
     c, h, w = spec.input.channels, spec.input.height, spec.input.width
     first = _leaf("input", "input", _shape((c, h, w)), "", (Label("image", "reshape"),))
     names = [default_name(b, i) for i, b in enumerate(spec.blocks)]
-    return [first, *_list(net, names, ""), _head(spec, report, flat)]
+    return [first, *_list(net, names, ""), _head(spec, report)]
 
 
 def _subtrees(shapes: list[BlockShape]) -> dict[str, tuple[BlockShape, ...]]:
@@ -194,27 +194,20 @@ def _block(net: _Net, name: str, run: list[str], parent: str) -> _Item:
     return _frame(frame.style, title, shape, note, lists, len(run), frame.merge, frame.skip)
 
 
-def _head(spec: Spec, report: ShapeReport, flat: int) -> _Item:
-    """The classifier: [adaptive pool], flatten, then linears in build_classifier's order."""
-    pool = spec.classifier.adaptive_pool
-    layers = ((Label(f"adaptive avgpool {pool[0]}x{pool[1]}", "pool"),) if pool else ()) + (
-        Label(f"flatten {flat:,}", "reshape"),)
-    classes = f"{spec.num_classes} class{'es' * (spec.num_classes > 1)}"
+def _head(spec: Spec, report: ShapeReport) -> _Item:
+    """The head's box: its layers as static inference labels them (the builder's order)."""
+    assert report.head is not None
+    head = head_def(spec.the_head)
     note = _params_text(report.classifier_params, report.total_params)
-    return _leaf("head", "classifier", classes, note, layers + _classifier_layers(spec, flat))
+    return _leaf("head", head.title, _outputs(spec, report), note, report.head.labels)
 
 
-def _classifier_layers(spec: Spec, flat: int) -> tuple[Label, ...]:
-    """Layer labels in build_classifier's order: [dropout] linear act [dropout] ..., linear."""
-    head = spec.classifier
-    sizes = [flat, *head.hidden]
-    drop = [Label(f"dropout {head.dropout:g}", "dropout")] if head.dropout else []
-    act = [Label(head.activation, "activation")] if head.activation != "none" else []
-    layers: list[Label] = []
-    for a, b in pairwise(sizes):
-        before, after = (drop, []) if head.dropout_position == "before" else ([], drop)
-        layers += [*before, Label(f"linear {a:,} \u2192 {b:,}", "linear"), *act, *after]
-    return (*layers, Label(f"linear {sizes[-1]:,} \u2192 {spec.num_classes:,}", "linear"))
+def _outputs(spec: Spec, report: ShapeReport) -> str:
+    """'10 classes', or the feature map a spec without a classifying head ends with."""
+    if not head_def(spec.the_head).needs_classes:
+        assert report.head is not None
+        return _shape(report.head.out)
+    return f"{spec.num_classes} class{'es' * (spec.num_classes > 1)}"
 
 
 def _short(label: str) -> Label:
@@ -568,7 +561,7 @@ def _header_text(spec: Spec, report: ShapeReport) -> str:
     convs = sum(1 for s in report.all_blocks if s.kind == "conv")
     return (f"{report.total_params:,} parameters ({_bytes(report.total_params * 4)} as float32)"
             f"  \u00b7  input {i.channels} x {i.height} x {i.width}  \u00b7  {convs} conv block{'s' * (convs != 1)}"
-            f"  \u00b7  {spec.num_classes} class{'es' * (spec.num_classes > 1)}")
+            f"  \u00b7  {_outputs(spec, report)}")
 
 
 def _bytes(size: int) -> str:

@@ -13,6 +13,7 @@ from builder.lang.kinds import (
     conv,
     conv_transpose,
     dropout,
+    gate,
     parallel,
     pool,
     residual,
@@ -24,5 +25,5 @@ from builder.lang.registry import KindDef
 
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
-    conv_transpose, upsample, skip,
+    gate, conv_transpose, upsample, skip,
 ))

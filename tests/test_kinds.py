@@ -1,0 +1,83 @@
+"""The modern kinds (gate, layernorm/groupnorm, stochastic depth, layer scale): torchvision's
+modules exactly, and one located line with exit 2 for each bad use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torchvision.ops import SqueezeExcitation
+
+from builder.lang.shapes import infer
+from builder.lang.spec import Spec, apply_width
+from builder.model.build import build_model
+from builder.model.port import port_weights
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+def _spec(blocks: list[dict[str, Any]], channels: int = 8, width: float = 1.0) -> Spec:
+    return Spec.model_validate({
+        "name": "k", "input": {"channels": channels, "height": 6, "width": 6}, "num_classes": 3, "width": width,
+        "blocks": blocks, "classifier": {"hidden": [], "adaptive_pool": [1, 1]},
+    })
+
+
+def _same_output(ours: torch.nn.Module, theirs: torch.nn.Module, x: torch.Tensor) -> float:
+    port_weights(ours, theirs.state_dict())
+    with torch.no_grad():
+        return float((ours.eval()(x) - theirs.eval()(x)).abs().max())
+
+
+@pytest.mark.parametrize(("act", "gate", "torch_act", "torch_gate"), [
+    ("relu", "hardsigmoid", torch.nn.ReLU, torch.nn.Hardsigmoid),
+    ("silu", "sigmoid", torch.nn.SiLU, torch.nn.Sigmoid),
+])
+def test_a_gate_is_torchvisions_squeeze_excitation(act: str, gate: str, torch_act: Any, torch_gate: Any) -> None:
+    spec = _spec([{"kind": "gate", "squeeze_channels": 3, "activation": act, "gate": gate}])
+    ours = build_model(spec).features.block1
+    theirs = SqueezeExcitation(8, 3, torch_act, torch_gate)
+    assert [n for n, _ in ours.named_parameters()] == [n for n, _ in theirs.named_parameters()]
+    assert _same_output(ours, theirs, torch.randn(2, 8, 5, 7)) == 0.0
+    assert infer(spec).blocks[0].params == sum(p.numel() for p in theirs.parameters())
+
+
+def test_width_scales_a_gates_channels() -> None:
+    gate = {"kind": "gate", "squeeze_channels": 8, "channels": 16}
+    wide = apply_width(_spec([{"out_channels": 16, "kernel_size": 1}, gate], width=0.5))
+    assert (wide.blocks[1].squeeze_channels, wide.blocks[1].channels) == (4, 8)
+    assert not infer(wide).problems
+
+
+@pytest.mark.parametrize("name", ["hardswish", "hardsigmoid"])
+def test_hard_activations_build_everywhere(name: str) -> None:
+    spec = _spec([{"out_channels": 4, "kernel_size": 1, "activation": name}, {"kind": "activation", "fn": name}])
+    model = build_model(spec)
+    expected = {"hardswish": torch.nn.Hardswish, "hardsigmoid": torch.nn.Hardsigmoid}[name]
+    assert isinstance(model.features.block1.act, expected) and isinstance(model.features.block2, expected)
+
+
+HEAD = """\
+name: bad
+input: {channels: 8, height: 8, width: 8}
+num_classes: 3
+classifier: {hidden: [], adaptive_pool: [1, 1]}
+blocks:
+"""
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ("{kind: gate, squeeze_channels: 2, channels: 16}",
+     "7:49: error: blocks[1].channels: block2: the gate expects 16 input channels, its input has 4"),
+    ("{kind: gate, squeeze_channels: 2, gate: relu}",
+     "7:45: error: blocks[1].gate: must be one of sigmoid, hardsigmoid; got 'relu'"),
+])
+def test_a_bad_block_is_one_located_line(block: str, message: str, cli: Cli,
+                                         write_spec: Callable[..., Path]) -> None:
+    path = write_spec(HEAD + "  - {out_channels: 4, kernel_size: 1}\n  - " + block + "\n")
+    code, _, err = cli("validate", path)
+    assert code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [f"{path}:{message}"]
