@@ -218,3 +218,36 @@ def test_the_dense_kinds_are_in_the_schema() -> None:
 
     text = yaml.safe_dump(spec_schema())
     assert all(kind in text for kind in ("conv_transpose", "upsample", "skip"))
+
+
+DENSE = """\
+name: seg
+input: {channels: 3, height: 16, width: 16}
+num_classes: 5
+blocks:
+  - {out_channels: 8, kernel_size: 3, stride: 2, padding: 1}
+  - {kind: upsample, scale_factor: 2, mode: bilinear}
+head: {kind: dense}
+"""
+
+
+def test_a_dense_head_is_a_1x1_conv_at_every_pixel(write_spec: Callable[..., Path], tmp_path: Path) -> None:
+    spec = load_spec(write_spec(DENSE))
+    report = infer(spec)
+    model = build_model(spec).eval()
+    assert [n for n, _ in model.named_children()] == ["features", "head"]
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 5, 16, 16)
+    assert report.head is not None and report.head.out == (5, 16, 16) and report.head.flatten is None
+    assert report.classifier_params == 8 * 5 + 5 and report.classifier_mult_adds == 8 * 5 * 16 * 16
+    assert report.total_params == sum(p.numel() for p in model.parameters())
+
+
+def test_a_dense_head_must_predict_every_input_pixel(write_spec: Callable[..., Path], cli: Cli) -> None:
+    path = write_spec(DENSE.replace("  - {kind: upsample, scale_factor: 2, mode: bilinear}\n", ""))
+    code, out, err = cli("validate", path)
+    assert code == 2 and out == ""
+    assert err.strip() == (f"{path}:6:7: error: head: a dense head predicts every input pixel, but the last block "
+                           "outputs 8x8x8, not 16x16; end the blocks at the input's size (an upsample, or a skip "
+                           "with match: resize)")
+    code, _, err = cli("validate", path, "--set", "num_classes=null")
+    assert code == 2 and "num_classes" in err
