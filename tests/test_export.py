@@ -21,6 +21,7 @@ Cli = Callable[..., tuple[int, str, str]]
 SHIPPED = sorted(p.name for p in SPECS.glob("*.yaml"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_onnx_matches_pytorch_on_every_shipped_spec(name: str, tmp_path: Path) -> None:
     # Narrow hidden layers keep the files small; every conv, pool and LRN layer is as shipped.

@@ -147,6 +147,7 @@ def test_a_bad_grid_value_or_flag_is_located_at_the_argument(tiny: Path, tmp_pat
 # --- running: failures, leaderboard, skip ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failing_variant_is_recorded_and_the_sweep_goes_on_then_finished_ones_are_skipped(
     tiny: Path, tmp_path: Path, cli: Cli
 ) -> None:
@@ -182,6 +183,7 @@ def test_a_failing_variant_is_recorded_and_the_sweep_goes_on_then_finished_ones_
     )
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_its_variant_exactly(tiny: Path, tmp_path: Path, cli: Cli) -> None:
     """Ctrl-C reaches the sweep, which passes it on; the same command later ends where one run would."""
     out = tmp_path / "sweep"
