@@ -25,7 +25,7 @@ $(STAMP):
 demo: setup
 	@mkdir -p runs
 	$(PY) -m builder summarize $(SPEC)
-	$(PY) -m builder draw $(SPEC) -o runs/alexnet_digits.png
+	$(PY) -m builder draw $(SPEC) -o runs/alexnet_digits.png --force
 	$(PY) -m builder train $(SPEC) $(ARGS)
 	@echo "demo done: the drawing is runs/alexnet_digits.png; the run (summary.txt, metrics.csv, curves.png, model.safetensors) is the newest runs/alexnet_digits-* directory named above"
 

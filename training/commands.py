@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.lang.errors import BuilderError
+from training.outputs import add_force_flag, check_output
 
 WEIGHTS_HELP = "best (the best validation epoch; default) or final (the last epoch)"
 
@@ -41,6 +42,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("-o", "--output", metavar="CSV", help="write the predictions as CSV (path,pred,prob,top2,...)")
     p.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: CPUs - 1, at most 8)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps")
+    add_force_flag(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a run's (or a spec's) model as ONNX, TorchScript or pt2",
@@ -50,7 +52,8 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--format", required=True, help="onnx, torchscript or pt2")
     p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default: NAME-WEIGHTS.EXT in RUN_DIR, "
-                   "or NAME.EXT here for a spec); an existing file is never overwritten")
+                   "or NAME.EXT here for a spec)")
+    add_force_flag(p)
     p.set_defaults(func=cmd_export)
 
 
@@ -90,6 +93,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise UsageError(f"--topk must be >= 1, got {args.topk}")
+    if args.output:
+        check_output(args.output, flag="-o", force=args.force)
     run = load_run(args.run, args.weights, args.device)
     files = find_images(args.paths)
     if not files:
@@ -124,12 +129,11 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format not in FORMATS:
         raise UsageError(f"--format {args.format}: unknown; expected {', '.join(FORMATS)}")
+    if args.output:
+        check_output(args.output, flag="-o", force=args.force)
     model, spec, default = export_source(Path(args.source), args.weights)
     out = Path(args.output) if args.output else default.with_name(default.name + FORMATS[args.format])
-    if out.exists():
-        raise UsageError(f"{out} exists; export never overwrites a file: choose another -o or remove it")
-    if not out.parent.is_dir():
-        raise UsageError(f"-o {out}: no such directory {out.parent}")
+    check_output(out, flag="-o" if args.output else "", force=args.force, chosen=not args.output)
     torch.manual_seed(0)
     difference = export(model, spec, args.format, out)
     print(f"wrote {out} ({args.format}, dynamic batch dimension)")

@@ -20,11 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from builder.lang.files import WriteError, write_text
 from training.config import TrainingConfig
 from training.data import Split, load_data
 from training.device import autocast
 from training.distributed import Dist, eval_indices
-from training.files import WriteError, write_text
 from training.runinfo import LoadedRun, Weights, load_run
 
 WRONG_GRID = 16  # images in wrong.png

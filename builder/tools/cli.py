@@ -15,6 +15,7 @@ from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecErr
 from builder.lang.loading import find_spec, load_spec, resolve_document, shipped_name, shipped_specs, spec_from_document
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec
+from training.outputs import add_force_flag, check_output  # torch-free
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +98,7 @@ MAX_DRAW_BLOCKS = 200  # 200 blocks drew in 8 s, 2,000 in 51 s (2 busy cores); m
 def cmd_draw(args: argparse.Namespace) -> int:
     from builder.tools.draw import draw
 
+    check_output(args.output, flag="-o", force=args.force, parents=True)
     spec = load_spec(args.spec, args.overrides)
     if len(spec.blocks) > MAX_DRAW_BLOCKS:
         msg = f"{len(spec.blocks)} blocks; draw accepts at most {MAX_DRAW_BLOCKS} (use `summarize` instead)"
@@ -107,14 +109,16 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
 
 def cmd_port_weights(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    from builder.lang.files import write_bytes
     from builder.model.build import build_model
     from builder.model.port import port_weights, read_state_dict
 
+    output = check_output(args.output, flag="-o", force=args.force)
     model = build_model(load_spec(args.spec, args.overrides))
     pairs = port_weights(model, read_state_dict(args.weights))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.output))
+    write_bytes(output, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     print(f"copied {len(pairs)} tensors ({pairs[0][0]} -> {pairs[0][1]}, ...); wrote {args.output}")
     return 0
 
@@ -122,6 +126,8 @@ def cmd_port_weights(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from builder.tools.bench import bench, write_json
 
+    if args.json:
+        check_output(args.json, flag="--json", force=args.force)
     spec = load_spec(args.spec, args.overrides)
     result = bench(spec, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
                    device=args.device, options=args.options)
@@ -224,12 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("draw", help="render the architecture as a PNG or SVG picture")
     _add_spec_args(p)
     p.add_argument("-o", "--output", required=True, help="output file, .png or .svg")
+    add_force_flag(p)
     p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser("port-weights", help="copy a torchvision state dict into the built model")
     _add_spec_args(p)
     p.add_argument("weights", help="source state dict: .pth/.pt (loaded with weights_only=True) or .safetensors")
     p.add_argument("-o", "--output", required=True, help="where to write the ported model.safetensors")
+    add_force_flag(p)
     p.set_defaults(func=cmd_port_weights)
 
     p = sub.add_parser("bench", help="measure training images/s under fp32, channels_last, bf16, fp16, compile")
@@ -241,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
     p.add_argument("--options", default="all", help="comma list of fp32,channels_last,bf16,fp16,compile (default all)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_force_flag(p)
     p.set_defaults(func=cmd_bench)
 
     from training.cli import add_train_parser  # torch-free at import

@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError
+from builder.lang.files import atomic_write  # torch-free
 from builder.lang.shapes import BlockShape, ShapeReport, body_stride, infer, shortcut_kind
 from builder.lang.spec import ResidualBlock, Spec, child_lists, default_name, walk_blocks
-from training.files import atomic_write  # torch-free
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

@@ -13,7 +13,6 @@ import argparse
 import csv
 import io
 import math
-import os
 import re
 import statistics
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder.lang.errors import BuilderError, SpecError
+from builder.lang.files import write_bytes, write_text
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 
@@ -195,18 +195,11 @@ def write_leaderboard(directory: Path, sort: Sort = "best_val_acc", x: XAxis = "
         raise BuilderError(f"{directory}: no such sweep directory")
     rows = collect(directory, sort)
     csv_path, md_path = directory / "leaderboard.csv", directory / "leaderboard.md"
-    _write(csv_path, to_csv(rows).encode())
+    write_text(csv_path, to_csv(rows))  # atomic: search workers on one sweep directory each rewrite it
     png = directory / "pareto.png" if plot_pareto(directory / "pareto.png", rows, x) else None
     text = to_markdown(rows, directory, sort, png)
-    _write(md_path, text.encode())
+    write_text(md_path, text)
     return Leaderboard(rows, text, csv_path, md_path, png)
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Atomically: search workers on one sweep directory each rewrite the leaderboard."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def to_csv(rows: Sequence[Row]) -> str:
@@ -301,7 +294,7 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     _axes(ax, x, shown[0].val_metric)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _write(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
     return True
 
 

@@ -32,18 +32,18 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecError, format_path, validate
+from builder.lang.files import open_append, write_text
 from builder.lang.loading import load_spec, parse_path
 from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel, rule_error
 from builder.lang.yaml_io import load_document, parse_scalar
 from training.cli import FLAGS, load_training
+from training.runfiles import LOG, METRICS, RECORD, SPEC_FILE
 
 if TYPE_CHECKING:
     from builder.lang.spec import Spec
     from training.config import TrainingConfig
 
 Log = Callable[[str], None]
-RECORD = "variant.json"  # what the sweep knows about a run directory: its overrides, status, reason
-LOG = "train.log"  # the child's stdout and stderr
 # 128 + SIGINT or SIGTERM: the trainer checkpointed and stopped; killed by one of them (before the trainer
 # handles signals, or after it is done): whatever checkpoint there is stands.
 INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)
@@ -403,7 +403,7 @@ def changed_since(run_dir: Path, spec: Spec, config: TrainingConfig) -> str | No
     from training.rundir import differences, spec_data
 
     try:
-        saved = load_spec(run_dir / "spec.yaml")
+        saved = load_spec(run_dir / SPEC_FILE)
     except SpecError:
         return "its spec.yaml is unreadable"
     found = list(differences(spec_data(saved), spec_data(spec)))
@@ -436,9 +436,9 @@ def train_command(ns: argparse.Namespace, run_dir: Path, resume: bool) -> list[s
 
 def run_state(run_dir: Path, epochs: int) -> Literal["done", "resume", "new"]:
     """done: weights and `epochs` rows of metrics; resume: a checkpoint; new: nothing to continue."""
-    from training.checkpoint import CHECKPOINT, WEIGHTS
+    from training.runfiles import CHECKPOINT, WEIGHTS
 
-    metrics = run_dir / "metrics.csv"
+    metrics = run_dir / METRICS
     rows = len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else 0
     if (run_dir / WEIGHTS).is_file() and rows >= epochs:
         return "done"
@@ -447,9 +447,7 @@ def run_state(run_dir: Path, epochs: int) -> Literal["done", "resume", "new"]:
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:
     """variant.json, atomically (a sweep killed mid-write leaves the old one)."""
-    tmp = run_dir / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, run_dir / RECORD)
+    write_text(run_dir / RECORD, json.dumps(record, indent=2) + "\n")
 
 
 def new_record(plan: Plan, v: Variant, **more: Any) -> dict[str, Any]:
@@ -495,7 +493,7 @@ class Children:
     def run(self, command: list[str], log_path: Path, env: dict[str, str], on_line: Callable[[str], None]) -> Outcome:
         """Run one child, its output appended to log_path; the last line is the reason of a failure."""
         last = ""
-        with log_path.open("a") as log, self._started(command, env) as proc:
+        with open_append(log_path) as log, self._started(command, env) as proc:
             if proc is None:
                 return Outcome("interrupted", 130, "not started: the sweep was stopping")
             assert proc.stdout is not None
