@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import shutil
 import subprocess
@@ -48,3 +49,85 @@ def test_ci_fails_on_any_failure_including_no_tests_collected(tmp_path: Path, to
     assert len(calls) == 3  # the other checks still ran
     assert done.stderr.strip().startswith("CI failed: ")
     assert {"ruff": "ruff", "mypy": "mypy", "python": f"pytest (exit {code})"}[tool] in done.stderr
+
+
+# --- the import graph ------------------------------------------------------------------------------------
+
+LAYERS = ("builder.lang", "builder.model", "training", "builder.tools")  # each imports only those before it
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """The project modules `path` imports anywhere in it (inside functions too: a lazy import
+    closes a cycle as surely as a top-level one), less those only a type checker sees."""
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and _is_type_checking(node.test)
+                   for stmt in node.body for n in ast.walk(stmt)}
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in modules else node.module
+                      for a in node.names}
+    return found & modules
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _graph() -> dict[str, set[str]]:
+    paths = {_module_name(p): p for top in ("builder", "training") for p in (ROOT / top).rglob("*.py")}
+    return {name: _imports(path, set(paths)) - {name} for name, path in paths.items()}
+
+
+def _layer(module: str) -> int:
+    """0..3 as LAYERS; the package root (the Python API) and __main__ sit on top."""
+    return next((i for i, prefix in enumerate(LAYERS) if module == prefix or module.startswith(prefix + ".")),
+                len(LAYERS))
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path of module names, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt):], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    return next((c for n in sorted(graph) if n not in state and (c := visit(n))), None)
+
+
+def test_the_modules_import_no_cycle() -> None:
+    graph = _graph()
+    assert len(graph) > 50 and "builder.tools.cli" in graph["builder.__main__"]
+    assert _cycle(graph) is None, " -> ".join(_cycle(graph) or [])
+
+
+def test_each_layer_imports_only_the_layers_below_it() -> None:
+    upward = sorted(f"{a} imports {b}" for a, targets in _graph().items() for b in targets if _layer(b) > _layer(a))
+    assert upward == []
+
+
+def test_the_cycle_and_layer_checks_catch_what_they_look_for() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+    assert _layer("builder.lang.schema") < _layer("builder.model.build") < _layer("training.cli")
+    assert _layer("training") < _layer("builder.tools.sweep") < _layer("builder")

@@ -14,7 +14,8 @@ import optuna
 import pytest
 
 from builder.tools.search import EpochWatcher, run_trial
-from builder.tools.sweep import Children, child_env, plan_from_args
+from builder.tools.sweep_plan import plan_from_args
+from builder.tools.sweep_run import Children, child_env
 from tests.conftest import ROOT
 from tests.test_sweep import TINY, args
 

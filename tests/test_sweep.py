@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from builder.lang.loading import load_spec
-from builder.tools.sweep import child_env, expand, plan_from_args, variant_name
+from builder.tools.sweep_plan import expand, plan_from_args, variant_name
+from builder.tools.sweep_run import child_env
 from tests.conftest import ROOT
 from training import TrainingConfig, train
 from training.checkpoint import CHECKPOINT, WEIGHTS, load_weights
@@ -78,10 +79,18 @@ def test_names_are_safe_directory_names_and_values_that_slug_alike_stay_apart(ti
     names = [v.name for v in expand(plan)]
     assert names == ["tiny--classifier.hidden=8-8--blocks0.out_channels=4",
                      "tiny--classifier.hidden=8_8--blocks0.out_channels=4"]
-    from builder.tools.sweep import Override
+    from builder.tools.sweep_plan import Override
 
     long = variant_name("tiny", [Override("classifier.hidden", list(range(100)), "x")])
     assert len(long) <= 150 and "/" not in long
+
+
+def test_a_spec_named_with_dots_gets_its_runs_inside_the_sweep_directory(tiny: Path) -> None:
+    dots = tiny.with_name("...yaml")
+    dots.write_text(tiny.read_text())
+    names = [v.name for v in expand(plan_from_args(args(str(dots))))]
+    assert names == ["_"]
+    assert variant_name(".hidden", []) == "hidden"
 
 
 def test_a_sweep_file_gives_specs_grid_override_sets_and_flags(tiny: Path, write_spec: Callable[..., Path]) -> None:
@@ -229,7 +238,7 @@ def test_a_sweep_file_that_does_not_parse_is_reported_as_itself(write_spec: Call
 
 
 def test_the_sweep_files_train_section_has_exactly_trains_flags() -> None:
-    from builder.tools.sweep import TrainFlags
+    from builder.tools.sweep_file import TrainFlags
     from training.cli import FLAGS
 
     assert set(TrainFlags.model_fields) == {dest for dest, *_ in FLAGS} | {"data"}

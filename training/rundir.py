@@ -25,7 +25,7 @@ STATE_KEYS = frozenset({"spec", "config", "position", "model", "optimizer", "sch
 
 
 # What this program itself may have put in a run directory before the run starts: the lock, and
-# the record and log that `builder sweep` keeps beside each variant's run (builder/tools/sweep.py).
+# the record and log that `builder sweep` keeps beside each variant's run (builder/tools/sweep_record.py).
 OURS = frozenset({LOCK, RECORD, LOG})
 
 

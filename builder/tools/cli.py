@@ -86,7 +86,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from builder.lang.schema import schema_text
+    from builder.tools.schema import schema_text
 
     print(schema_text(), end="")
     return 0
