@@ -47,10 +47,10 @@ def tiny(write_spec: Callable[..., Path]) -> Path:
 
 
 def args(*paths: str, **kw: object) -> Namespace:
-    from training.cli import FLAGS  # every training flag the sweep passes on, unset
+    from training.flags import RUN_FLAGS  # every training flag the sweep passes on, unset
 
-    base: dict[str, object] = {dest: None for dest, *_ in FLAGS}
-    base.update(paths=list(paths), grid=[], overrides=[], seeds=None, jobs=None, out=None, data=None)
+    base: dict[str, object] = {f.dest: None for f in RUN_FLAGS}
+    base.update(paths=list(paths), grid=[], overrides=[], seeds=None, jobs=None, out=None)
     return Namespace(**{**base, **kw})
 
 
@@ -237,8 +237,12 @@ def test_a_sweep_file_that_does_not_parse_is_reported_as_itself(write_spec: Call
     assert code == 2 and err.strip() == f"{bad}:3:12: error: invalid YAML: expected ',' or '}}', but got '['"
 
 
-def test_the_sweep_files_train_section_has_exactly_trains_flags() -> None:
-    from builder.tools.sweep_file import TrainFlags
-    from training.cli import FLAGS
-
-    assert set(TrainFlags.model_fields) == {dest for dest, *_ in FLAGS} | {"data"}
+def test_the_sweep_files_train_section_takes_trains_flags_with_their_bounds(
+    write_spec: Callable[..., Path], tiny: Path, cli: Cli
+) -> None:
+    sweep = write_spec("specs: [tiny.yaml]\ntrain: {batch_size: 8, data: fake, lr: 1.0e+308, quiet: true}\n", "s.yaml")
+    code, _, err = cli("sweep", sweep)
+    assert code == 2 and err.splitlines() == [
+        f"{sweep}:2:40: error: train.lr: must be <= 100.0, got 1e+308",
+        f"{sweep}:2:50: error: train.quiet: unknown field 'quiet'",
+    ]

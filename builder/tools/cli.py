@@ -15,7 +15,8 @@ from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecErr
 from builder.lang.loading import find_spec, load_spec, resolve_document, shipped_name, shipped_specs, spec_from_document
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec
-from training.outputs import add_force_flag, check_output  # torch-free
+from training.flags import DEVICE, MAX_BATCH, MAX_DEPTH, Flag, bounded_int  # torch-free
+from training.outputs import add_force_flag, check_output
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -177,7 +178,7 @@ EXAMPLES = {  # shown at the end of each command's --help
     "evaluate": "python -m builder evaluate runs/alexnet_digits-20250101-120000 --weights best",
     "predict": "python -m builder predict runs/alexnet_digits-20250101-120000 my_images/ -o runs/preds.csv",
     "export": "python -m builder export runs/alexnet_digits-20250101-120000 --format onnx -o runs/model.onnx",
-    "sweep": "python -m builder sweep alexnet_digits --grid classifier.dropout=0.3,0.5 --epochs 1 --out runs/sweep",
+    "sweep": "python -m builder sweep alexnet_digits --grid width=0.5,1.0 --epochs 1 --out runs/sweep",
     "leaderboard": "python -m builder leaderboard runs/sweep",
 }
 
@@ -208,8 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--device", default="auto",
                    help="auto (default: cpu for a small model, else meta), meta (no weights allocated), cpu, cuda, ...")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size of the dummy input (default 1)")
-    p.add_argument("--depth", type=int, default=3, help="nesting depth of the table (default 3)")
+    Flag("--batch-size", "batch_size", "N", "batch size of the dummy input (default 1)",
+         check=bounded_int(1, MAX_BATCH)).add(p, default=1)
+    Flag("--depth", "depth", "N", "nesting depth of the table (default 3)",
+         check=bounded_int(0, MAX_DEPTH)).add(p, default=3)
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("resolve", help="print the fully resolved spec (extends, defaults, --set, width)")
@@ -242,11 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure training images/s under fp32, channels_last, bf16, fp16, compile")
     _add_spec_args(p)
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    Flag("--batch-size", "batch_size", "N", "images per step (default 64)",
+         check=bounded_int(1, MAX_BATCH)).add(p, default=64)
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per option first (default 3)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported (default 3)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    DEVICE.add(p, default="auto")
     p.add_argument("--options", default="all", help="comma list of fp32,channels_last,bf16,fp16,compile (default all)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     add_force_flag(p)
@@ -271,8 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure is printed as plain lines, never a traceback."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # a flag's value out of bounds is a located line (training.flags)
         for name in ("spec", "spec_a"):  # a shipped spec's name becomes the file read, for every message
             if getattr(args, name, None) is not None:
                 setattr(args, name, str(find_spec(getattr(args, name))))

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel, rule_error
+from training.flags import MAX_VARIANTS
 
 
 class IntParam(StrictModel):
@@ -73,7 +74,7 @@ class SearchConfig(StrictModel):
         dict[str, Annotated[IntParam | FloatParam | CategoricalParam, Field(discriminator="kind")]],
         Field(min_length=1),
     ]
-    trials: PositiveInt = 20  # the budget, over all workers together
+    trials: Annotated[int, Field(ge=1, le=MAX_VARIANTS)] = 20  # the budget, over all workers together
     metric: Literal["val_acc", "test_acc"] = "val_acc"  # val_acc falls back to test_acc without a val split
     pruner: Annotated[MedianPruner | NoPruner, Field(discriminator="kind")] = MedianPruner(kind="median")
     sampler: Literal["tpe", "random"] = "tpe"

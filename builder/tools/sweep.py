@@ -16,7 +16,7 @@ from typing import Any
 from builder.lang.errors import Diagnostic, Loc, SpecError
 from builder.tools.sweep_plan import plan_from_args
 from builder.tools.sweep_run import run_grid
-from training.cli import FLAGS
+from training.flags import MAX_COUNT, MAX_VARIANTS, Flag, add_run_flags, bounded_int
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -58,22 +58,12 @@ def add_sweep_parser(sub: Any) -> None:
                    help="a field path (spec or training.*) and its values; several --grid multiply")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
                    help="an override every variant gets")
-    p.add_argument("--seeds", type=_positive, metavar="N", help="train each variant with N seeds (averaged)")
-    p.add_argument("--jobs", type=_positive, metavar="J", help="run J variants at once, the CPU threads divided")
+    Flag("--seeds", "seeds", "N", "train each variant with N seeds (averaged)", check=bounded_int(1, MAX_COUNT)).add(p)
+    Flag("--jobs", "jobs", "J", "run J variants at once, the CPU threads divided",
+         check=bounded_int(1, MAX_COUNT)).add(p)
     p.add_argument("--out", metavar="DIR", help="the sweep directory (default sweeps/<name>)")
-    for dest, flag, path, metavar, text in FLAGS:
-        p.add_argument(flag, dest=dest, metavar=metavar, help=f"{text} (sets {path})")
-    p.add_argument("--data", metavar="KIND[:ROOT]", help="dataset of every variant (as train --data)")
+    add_run_flags(p, " of every variant")
     p.add_argument("--storage", metavar="URL", help="search: the Optuna storage (default sqlite in the sweep dir)")
-    p.add_argument("--trials", type=_positive, metavar="N", help="search: the trial budget over all workers")
+    Flag("--trials", "trials", "N", "search: the trial budget over all workers",
+         check=bounded_int(1, MAX_VARIANTS)).add(p)
     p.set_defaults(func=cmd_sweep)
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value

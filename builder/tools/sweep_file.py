@@ -3,25 +3,18 @@ variant, or a search (docs/sweeps.md). Schema only; builder.tools.sweep_plan rea
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, model_validator
 
-from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel, rule_error
+from builder.lang.spec import StrictModel, rule_error
 from builder.tools.search_config import SearchConfig
+from training.flags import MAX_COUNT, train_flags_model
 
-
-class TrainFlags(StrictModel):
-    """The `train` flags every variant gets (the command line's flags win)."""
-
-    epochs: PositiveInt | None = None
-    batch_size: PositiveInt | None = None
-    lr: Annotated[float, Field(gt=0)] | None = None
-    seed: NonNegativeInt | None = None
-    device: str | None = None
-    threads: PositiveInt | None = None  # CPU threads of each variant (default: the CPUs divided by --jobs)
-    init: str | None = None  # .safetensors weights every variant starts from, as `--init`
-    data: str | None = None  # KIND[:ROOT], as `--data`
+if TYPE_CHECKING:
+    TrainFlags = StrictModel
+else:  # the train flags every variant gets, by dest (`batch_size: 64`), as train's own flags define them
+    TrainFlags = train_flags_model()
 
 
 class SweepFile(StrictModel):
@@ -31,8 +24,8 @@ class SweepFile(StrictModel):
     overrides: list[str] = []  # noqa: RUF012 - `--set` arguments every variant gets
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = {}  # noqa: RUF012 - PATH: [values]
     variants: list[dict[str, Any]] = []  # noqa: RUF012 - override sets, each PATH: value
-    seeds: PositiveInt = 1
-    jobs: PositiveInt = 1
+    seeds: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 1
+    jobs: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 1
     train: TrainFlags = TrainFlags()
     search: SearchConfig | None = None
 

@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError, Document, Loc, SpecError, format_path, validate
-from builder.lang.loading import load_spec, parse_path
+from builder.lang.loading import find_spec, load_spec, parse_path
 from builder.lang.yaml_io import load_document, parse_scalar
 from builder.tools.search_config import SearchConfig
 from builder.tools.sweep_file import SweepFile
 from builder.tools.sweep_record import run_state
-from training.cli import FLAGS, load_training
+from training.cli import load_training
+from training.flags import RUN_FLAGS
 from training.runfiles import SPEC_FILE
 
 if TYPE_CHECKING:
@@ -133,16 +134,15 @@ def _unique(variants: list[Variant]) -> list[Variant]:
 
 def plan_from_args(args: argparse.Namespace) -> Plan:
     """The command line's plan; a single path holding a sweep file (a `specs:` key) starts from it."""
-    plan = Plan(out=Path(), specs=list(args.paths))
-    if len(args.paths) == 1 and _is_sweep_file(args.paths[0]):
-        plan = plan_from_file(args.paths[0])
+    paths = [str(find_spec(p)) for p in args.paths]  # a shipped spec's name, as anywhere else
+    plan = Plan(out=Path(), specs=paths)
+    if len(paths) == 1 and _is_sweep_file(paths[0]):
+        plan = plan_from_file(paths[0])
     plan.grid += [_grid_arg(text) for text in args.grid]
     plan.common += args.overrides
-    for dest, *_ in FLAGS:
-        if getattr(args, dest) is not None:
-            plan.flags[dest] = getattr(args, dest)
-    if args.data is not None:
-        plan.flags["data"] = args.data
+    for flag in RUN_FLAGS:
+        if getattr(args, flag.dest) is not None:
+            plan.flags[flag.dest] = getattr(args, flag.dest)
     plan.seeds = args.seeds or plan.seeds
     plan.jobs = args.jobs or plan.jobs
     if not plan.name and plan.specs:
@@ -239,11 +239,11 @@ class SweepInvalid(BuilderError):
 
 def train_namespace(plan: Plan, v: Variant) -> argparse.Namespace:
     """The arguments `train` gets for this variant (one source of truth for validation and running)."""
-    flags = {dest: plan.flags.get(dest) for dest, *_ in FLAGS}
+    flags = {f.dest: plan.flags.get(f.dest) for f in RUN_FLAGS}
     if v.seed is not None:
         flags["seed"] = v.seed
     overrides = [*plan.common, *(o.arg for o in v.overrides)]
-    return argparse.Namespace(spec=v.spec, overrides=overrides, data=plan.flags.get("data"), quiet=True, **flags)
+    return argparse.Namespace(spec=v.spec, overrides=overrides, quiet=True, **flags)
 
 
 def validate_variants(plan: Plan, variants: list[Variant]) -> dict[str, int]:

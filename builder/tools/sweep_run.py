@@ -23,7 +23,7 @@ from typing import Literal
 from builder.lang.files import open_append
 from builder.tools.sweep_plan import Plan, Variant, expand, new_record, train_namespace, validate_variants
 from builder.tools.sweep_record import run_state, write_record
-from training.cli import FLAGS
+from training.flags import RUN_FLAGS
 from training.runfiles import LOG
 
 Log = Callable[[str], None]
@@ -37,11 +37,9 @@ def train_command(ns: argparse.Namespace, run_dir: Path, resume: bool) -> list[s
     words = [sys.executable, "-m", "builder", "train", ns.spec]
     for override in ns.overrides:
         words += ["--set", override]
-    for dest, flag, *_ in FLAGS:
-        if getattr(ns, dest) is not None:
-            words += [flag, str(getattr(ns, dest))]
-    if ns.data is not None:
-        words += ["--data", ns.data]
+    for flag in RUN_FLAGS:
+        if getattr(ns, flag.dest) is not None:
+            words += [flag.name, str(getattr(ns, flag.dest))]
     return [*words, "--resume" if resume else "--out", str(run_dir), "--quiet"]
 
 
