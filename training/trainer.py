@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from builder.lang.files import write_text
 from builder.lang.spec import Spec
 from builder.model.build import build_model
 from training.checkpoint import CHECKPOINT, WEIGHTS, rng_states, save_checkpoint, save_weights, set_rng_states
@@ -46,7 +47,6 @@ from training.distributed import (
     total_of,
 )
 from training.errors import ApiError, NonFiniteLoss, TrainingInterrupted
-from training.files import write_text
 from training.loggers import Board, Log, print_line, silent
 from training.metrics import EpochMetrics, epoch_line, plot_curves, write_csv
 from training.precision import resolve_precision

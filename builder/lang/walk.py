@@ -7,7 +7,6 @@ children by the registry's one rule (`child_path`). No torch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -143,11 +142,6 @@ def pooled(size: tuple[int, int], pool: WindowPoolSpec) -> tuple[int, int]:
 def pool_label(pool: WindowPoolSpec) -> Label:
     return Label(f"{pool.kind}pool k{pool.kernel_size} s{pool.stride} p{pool.padding}" + (" ceil" * pool.ceil_mode),
                  "pool")
-
-
-def body_stride(spec: Any, blocks: list[Any]) -> int:
-    """The product of every stride on a main path (each kind says its own): a projection's stride."""
-    return math.prod(kind_def(block).stride(spec, block) for block in blocks)
 
 
 def fmt(shape: tuple[int, ...] | list[int]) -> str:

@@ -24,7 +24,8 @@ from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
 from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
 from builder.lang.kinds.sequence import SequenceBlock
-from builder.lang.walk import BlockShape, body_stride
+from builder.lang.registry import body_stride
+from builder.lang.walk import BlockShape
 from builder.model import layers
 from builder.model.blocks import Gate, Parallel, Residual
 

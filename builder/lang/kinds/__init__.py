@@ -18,9 +18,11 @@ from builder.lang.kinds import (
     residual,
     sequence,
 )
-from builder.lang.registry import KindDef
+from builder.lang.macros import MACROS
+from builder.lang.registry import KindDef, provide_builtin
 
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
     gate,
 ))
+provide_builtin(BUILTIN, MACROS)

@@ -13,12 +13,13 @@ from builder.lang.registry import (
     Frame,
     KindDef,
     Label,
+    body_stride,
     first_list_stride,
     no_multiple,
     plain_fields,
     scale_children,
 )
-from builder.lang.walk import At, Inferred, Shape, Walk, body_stride, fmt, window_out
+from builder.lang.walk import At, Inferred, Shape, Walk, fmt, window_out
 
 
 class ResidualBlock(Named):
