@@ -50,7 +50,8 @@ def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser]
         p.add_argument(flag, dest=dest, metavar=metavar, help=f"{text} (sets {path})")
     p.add_argument(
         "--data", metavar="KIND[:ROOT]",
-        help="dataset: digits, fake, cifar10[:ROOT] or image_folder:ROOT (sets training.dataset)",
+        help="dataset: digits, fake, cifar10[:ROOT], image_folder:ROOT; segmentation: shapes, seg_folder:ROOT, "
+             "seg_csv:CSV_OR_DIR (sets training.dataset)",
     )
     p.add_argument("--out", metavar="DIR", help="output directory (default runs/<spec name>-<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.errors import RunDirError
+from training.errors import ConfigProblems, RunDirError
 from training.runinfo import LoadedRun
 from training.tasks import TASKS
 from training.tasks.base import PredictRequest, TaskKind
@@ -59,6 +59,7 @@ class SegmentationTask:
 
     def image_losses(self, outputs: Tensor, targets: Tensor) -> Tensor:
         """(N,) float32: each image's loss over its counted pixels."""
+        check_outputs(outputs, targets)
         logits, valid = outputs.float(), self.counted(targets)
         total = torch.zeros(len(targets), device=outputs.device)
         if self.loss_kind in ("ce", "ce+dice"):
@@ -130,6 +131,15 @@ class Kept:
         counts = self.task.tally(outputs, targets).cpu().view(n, n)
         self.matrix = counts if self.images == 0 else self.matrix + counts
         self.images += len(images)
+
+
+def check_outputs(outputs: Tensor, targets: Tensor) -> None:
+    """A per-pixel map at the masks' size, or one located error (a classifier spec, say)."""
+    if outputs.ndim != 4 or outputs.shape[-2:] != targets.shape[-2:]:
+        h, w = targets.shape[-2:]
+        raise ConfigProblems.at(("training", "dataset", "kind"), (
+            f"a segmentation dataset needs a model whose output is a per-pixel map (N, classes, {h}, {w}) at the "
+            f"masks' size {h}x{w}, but the spec's model outputs {tuple(outputs.shape)}"))
 
 
 def cross_entropy(logits: Tensor, targets: Tensor, valid: Tensor) -> Tensor:
