@@ -147,7 +147,7 @@ def test_an_unknown_metric_is_located_with_a_suggestion(write_spec: Callable[...
         ({"seed": "-3"}, "--seed -3: error: training.seed: must be >= 0, got -3"),
         ({"device": "gpu"}, "--device gpu: error: training.device: must be auto, cpu, mps, cuda or cuda:N, got 'gpu'"),
         ({"data": "mnist"}, "--data mnist: error: training.dataset.kind: unknown kind 'mnist'; expected one of digits, "
-                            "cifar10, image_folder, fake"),
+                            "cifar10, image_folder, fake, seg_folder, seg_csv, shapes"),
         ({"data": "digits:/x"}, "--data digits:/x: error: training.dataset.root: unknown field 'root'"),
     ],
 )
