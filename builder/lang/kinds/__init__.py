@@ -13,6 +13,8 @@ from builder.lang.kinds import (
     conv,
     dropout,
     gate,
+    groupnorm,
+    layernorm,
     parallel,
     pool,
     residual,
@@ -23,4 +25,6 @@ from builder.lang.registry import KindDef
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
     gate,
+    layernorm,
+    groupnorm,
 ))
