@@ -42,6 +42,8 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "activation": {"kind": "activation", "fn": "gelu"},
     "dropout": {"kind": "dropout", "p": 0.2},
     "gate": {"kind": "gate", "squeeze_channels": 2, "activation": "hardswish", "gate": "hardsigmoid", "channels": 4},
+    "layernorm": {"kind": "layernorm", "eps": 1e-6},
+    "groupnorm": {"kind": "groupnorm", "groups": 2, "eps": 1e-3},
 }
 
 

@@ -100,7 +100,8 @@ TRAIN_FLAGS = (
          schema=PositiveInt),
     Flag("--init", "init", "PATH", "start from these .safetensors weights (fine-tuning)", "training.init.weights"),
 )
-DATA = Flag("--data", "data", "KIND[:ROOT]", "dataset: digits, fake, cifar10[:ROOT], image_folder:ROOT; segmentation: shapes, seg_folder:ROOT, "
+DATA = Flag("--data", "data", "KIND[:ROOT]", "dataset: digits, fake, cifar10[:ROOT], image_folder:ROOT; "
+            "segmentation: shapes, seg_folder:ROOT, "
             "seg_csv:CSV_OR_DIR")
 RUN_FLAGS = (*TRAIN_FLAGS, DATA)  # what a sweep passes on to each variant's `train`
 DEVICE = Flag("--device", "device", "DEVICE", DEVICE_HELP)

@@ -85,3 +85,13 @@ class Gate(nn.Module):
         # (N, C, H, W) -> (N, C, 1, 1) factors, broadcast over H and W
         scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
         return scale * x
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels at each pixel of (N, C, H, W), as torchvision's ConvNeXt:
+    channels last, layer_norm over C, channels first again (weight and bias of C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (N, H, W, C)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)

@@ -20,6 +20,8 @@ from builder.lang.kinds.batchnorm import BatchNormBlock
 from builder.lang.kinds.conv import BlockSpec, conv_block_layers, conv_groups
 from builder.lang.kinds.dropout import DropoutBlock
 from builder.lang.kinds.gate import GateBlock
+from builder.lang.kinds.groupnorm import GroupNormBlock
+from builder.lang.kinds.layernorm import LayerNormBlock
 from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
 from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
@@ -106,3 +108,10 @@ def gate(ctx: BuildContext, block: GateBlock, shape: BlockShape) -> nn.Module:
     scale_act = layers.activation(block.gate)
     assert scale_act is not None
     return Gate(shape.in_shape[0], block.squeeze_channels, act, scale_act)
+
+
+def norm(ctx: BuildContext, block: LayerNormBlock | GroupNormBlock, shape: BlockShape) -> nn.Module:
+    """A standalone layernorm or groupnorm: the same layer as a conv block's norm of that kind."""
+    made = layers.norm(block, shape.in_shape[0])
+    assert made is not None
+    return made

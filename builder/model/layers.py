@@ -14,7 +14,8 @@ from typing import Any, get_args
 from torch import nn
 
 from builder.lang.base import Activation, NoPoolSpec, WindowPoolSpec
-from builder.lang.norms import AnyNorm, BatchNormSpec, LRNSpec, norm_def
+from builder.lang.norms import AnyNorm, BatchNormSpec, GroupNormSpec, LayerNormSpec, LRNSpec, norm_def
+from builder.model.blocks import LayerNorm2d
 from builder.model.lrn import LocalResponseNorm
 
 ACTIVATIONS: MappingProxyType[str, Callable[[bool], nn.Module]] = MappingProxyType(
@@ -48,6 +49,14 @@ def lrn(spec: LRNSpec, channels: int) -> nn.Module:
 
 def batchnorm(spec: BatchNormSpec, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels, eps=spec.eps, momentum=spec.momentum)
+
+
+def layernorm(spec: LayerNormSpec, channels: int) -> nn.Module:
+    return LayerNorm2d(channels, eps=spec.eps)
+
+
+def groupnorm(spec: GroupNormSpec, channels: int) -> nn.Module:
+    return nn.GroupNorm(spec.groups, channels, eps=spec.eps)
 
 
 def _max_or_avg(spec: WindowPoolSpec) -> nn.Module:

@@ -13,6 +13,8 @@ from builder.lang.kinds import (
     conv,
     dropout,
     gate,
+    groupnorm,
+    layernorm,
     parallel,
     pool,
     residual,
@@ -24,5 +26,7 @@ from builder.lang.registry import KindDef, provide_builtin
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
     gate,
+    layernorm,
+    groupnorm,
 ))
 provide_builtin(BUILTIN, MACROS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from math import lcm
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
@@ -16,8 +17,8 @@ from builder.lang.base import (
     WindowPoolSpec,
     rule_error,
 )
-from builder.lang.norms import AnyNorm, NoNormSpec, NormSpec, norm_def
-from builder.lang.registry import Frame, KindDef, Label, Scaling
+from builder.lang.norms import AnyNorm, NoNormSpec, NormSpec, norm_def, norm_problem
+from builder.lang.registry import Frame, KindDef, Label, Scaling, round_channels
 from builder.lang.walk import At, Inferred, Shape, Walk, pool_label, pooled, window_out
 
 
@@ -147,8 +148,19 @@ def _infer(walk: Walk, block: BlockSpec, at: At, shape: Shape) -> Inferred:
             h2, w2 = pooled((h2, w2), layer)
     if h2 <= 0 or w2 <= 0:
         return walk.collapse(at, shape, h2, w2)
+    for norm in (n for r, n in layers if r == "norm"):
+        _check_norm(walk, at, block, norm)
     params = conv_params(c, block) + sum(norm_def(n).params(n, block.out_channels) for r, n in layers if r == "norm")
     return (block.out_channels, h2, w2), params, macs, describe_layers(walk.spec, block)
+
+
+def _check_norm(walk: Walk, at: At, block: BlockSpec, norm: Any) -> None:
+    """A norm that cannot normalize the block's output channels (groupnorm's groups), located at
+    the block's own norm or at defaults.norm, where it came from."""
+    problem = norm_problem(norm, block.out_channels)
+    if problem is not None:
+        where = (*at.where, "norm", "groups") if block.norm is not None else ("defaults", "norm", "groups")
+        walk.problem(where, f"{at.name}: {problem}")
 
 
 def _stride(spec: Any, block: BlockSpec) -> int:
@@ -157,7 +169,10 @@ def _stride(spec: Any, block: BlockSpec) -> int:
 
 
 def _width(block: BlockSpec, scaling: Scaling) -> BlockSpec:
-    return block.model_copy(update={"out_channels": scaling.channels(block.out_channels)})
+    """out_channels scaled, staying a multiple of its own norm's groups too (groupnorm)."""
+    norm = 1 if block.norm is None else norm_def(block.norm).multiple(block.norm)
+    out = round_channels(block.out_channels, scaling.width, lcm(scaling.multiple, norm))
+    return block.model_copy(update={"out_channels": out})
 
 
 def _multiple(block: BlockSpec) -> int:
