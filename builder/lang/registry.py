@@ -113,8 +113,8 @@ class KindDef:
     """(walk, block, at, in_shape) -> (out_shape or None when it collapsed, params, mult-adds, labels)."""
     children: tuple[ChildField, ...]
     """Its child lists; () for a leaf."""
-    stride: Callable[[Any, Any], int]
-    """(spec, block) -> its stride on a main path (a residual projection's stride is the product)."""
+    stride: Callable[[Any, Any], int | tuple[int, int]]
+    """(spec, block) -> its stride on a main path, an int or (h, w) (a residual projection's stride is the product)."""
     width: Callable[[Any, Scaling], Any]
     """(block, scaling) -> the block with `width` folded into its channel counts."""
     channel_multiple: Callable[[Any], int]
@@ -320,7 +320,7 @@ def unit_stride(spec: Any, block: Any) -> int:
     return 1
 
 
-def first_list_stride(spec: Any, block: Any) -> int:
+def first_list_stride(spec: Any, block: Any) -> int | tuple[int, int]:
     """A composite's stride: that of its first child list (the main path)."""
     from builder.lang.walk import body_stride
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from builder.lang.axes import torch_arg
 from builder.lang.kinds.activation import ActivationBlock
 from builder.lang.kinds.adaptive_avgpool import AdaptiveAvgPoolBlock
 from builder.lang.kinds.batchnorm import BatchNormBlock
@@ -35,8 +36,9 @@ def conv(ctx: BuildContext, block: BlockSpec, shape: BlockShape) -> nn.Module:
     """conv -> [norm] -> activation -> [norm] -> [pool], in the order conv_block_layers gives."""
     in_ch = shape.in_shape[0]
     made_conv = nn.Conv2d(
-        in_ch, block.out_channels, block.kernel_size, stride=block.stride, padding=block.padding,
-        groups=conv_groups(block, in_ch), bias=block.bias,
+        in_ch, block.out_channels, torch_arg(block.kernel_size), stride=torch_arg(block.stride),
+        padding=torch_arg(block.padding), dilation=torch_arg(block.dilation), groups=conv_groups(block, in_ch),
+        bias=block.bias,
     )
     made: dict[str, Callable[[Any], Any]] = {  # each present layer makes a module (never None)
         "conv": lambda _: made_conv, "act": layers.activation, "pool": layers.pool,
