@@ -71,7 +71,8 @@ def test_labels_show_each_axis_and_keep_square_ones() -> None:
                   {"kind": "maxpool", "kernel_size": 3, "stride": [1, 2], "padding": [1, 0], "dilation": [1, 2],
                    "ceil_mode": True}], height=32, width=32)
     labels = [s.layers[0] for s in infer(spec).blocks]
-    assert labels == ["conv 192 k1x7 s1 p0x3", "conv 8 k3 s1 p1 d2", "conv 8 k3 s2 p1", "maxpool k3 s1x2 p1x0 d1x2 ceil"]
+    assert labels == ["conv 192 k1x7 s1 p0x3", "conv 8 k3 s1 p1 d2", "conv 8 k3 s2 p1",
+                      "maxpool k3 s1x2 p1x0 d1x2 ceil"]
 
 
 def test_the_window_arithmetic_is_torchs() -> None:

@@ -49,6 +49,10 @@ EXAMPLES |= {
     "maxpool/axes": {"kind": "maxpool", "kernel_size": [3, 2], "stride": [1, 2], "padding": [1, 0], "dilation": 2,
                      "ceil_mode": True},
 }
+EXAMPLES |= {
+    "parallel/split": {"kind": "parallel", "input": "split", "branches": [[], [{**CONV, "out_channels": 3}]]},
+    "channel_shuffle": {"kind": "channel_shuffle", "groups": 2},
+}
 
 
 def _spec(block: dict[str, Any], width: float = 1.0) -> Spec:

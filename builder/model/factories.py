@@ -18,6 +18,7 @@ from builder.lang.axes import torch_arg
 from builder.lang.kinds.activation import ActivationBlock
 from builder.lang.kinds.adaptive_avgpool import AdaptiveAvgPoolBlock
 from builder.lang.kinds.batchnorm import BatchNormBlock
+from builder.lang.kinds.channel_shuffle import ChannelShuffleBlock
 from builder.lang.kinds.conv import BlockSpec, conv_block_layers, conv_groups
 from builder.lang.kinds.dropout import DropoutBlock
 from builder.lang.kinds.parallel import ParallelBlock
@@ -26,7 +27,7 @@ from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
 from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.walk import BlockShape, body_stride
 from builder.model import layers
-from builder.model.blocks import Parallel, Residual
+from builder.model.blocks import ChannelShuffle, Parallel, Residual, SplitParallel
 
 if TYPE_CHECKING:
     from builder.model.build import BuildContext
@@ -72,7 +73,8 @@ def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> n
 
 
 def parallel(ctx: BuildContext, block: ParallelBlock, shape: BlockShape) -> nn.Module:
-    return Parallel(ctx.children(block, shape), block.merge)
+    made = SplitParallel if block.input == "split" else Parallel
+    return made(ctx.children(block, shape), block.merge)
 
 
 def pool(ctx: BuildContext, block: PoolBlock, shape: BlockShape) -> nn.Module:
@@ -98,3 +100,7 @@ def activation(ctx: BuildContext, block: ActivationBlock, shape: BlockShape) -> 
 
 def dropout(ctx: BuildContext, block: DropoutBlock, shape: BlockShape) -> nn.Module:
     return nn.Dropout(block.p)
+
+
+def channel_shuffle(ctx: BuildContext, block: ChannelShuffleBlock, shape: BlockShape) -> nn.Module:
+    return ChannelShuffle(block.groups)

@@ -10,6 +10,7 @@ from builder.lang.kinds import (
     activation,
     adaptive_avgpool,
     batchnorm,
+    channel_shuffle,
     conv,
     dropout,
     parallel,
@@ -22,3 +23,4 @@ from builder.lang.registry import KindDef
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
 ))
+BUILTIN += (channel_shuffle.KIND,)
