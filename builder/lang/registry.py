@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, get_args
 from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import CoreSchema, core_schema
 
+from builder.lang.axes import Pair, pair
 from builder.lang.base import Path
 from builder.lang.errors import BuilderError
 
@@ -113,8 +114,8 @@ class KindDef:
     """(walk, block, at, in_shape) -> (out_shape or None when it collapsed, params, mult-adds, labels)."""
     children: tuple[ChildField, ...]
     """Its child lists; () for a leaf."""
-    stride: Callable[[Any, Any], int]
-    """(spec, block) -> its stride on a main path (a residual projection's stride is the product)."""
+    stride: Callable[[Any, Any], int | tuple[int, int]]
+    """(spec, block) -> its stride on a main path, an int or (h, w) (a residual projection's stride is the product)."""
     width: Callable[[Any, Scaling], Any]
     """(block, scaling) -> the block with `width` folded into its channel counts."""
     channel_multiple: Callable[[Any], int]
@@ -327,18 +328,20 @@ def unit_stride(spec: Any, block: Any) -> int:
     return 1
 
 
-def first_list_stride(spec: Any, block: Any) -> int:
+def first_list_stride(spec: Any, block: Any) -> int | tuple[int, int]:
     """A composite's stride: that of its first child list (the main path)."""
     lists = child_lists(block)
     return body_stride(spec, lists[0].blocks) if lists else 1
 
 
-def body_stride(spec: Any, blocks: list[Any]) -> int:
-    """The product of every stride on a main path (each kind says its own): a projection's stride."""
-    stride = 1
+def body_stride(spec: Any, blocks: list[Any]) -> int | Pair:
+    """The product of every stride on a main path (each kind says its own, an int or (h, w)): a
+    projection's stride. An int when both axes agree, else (h, w)."""
+    h = w = 1
     for block in blocks:
-        stride *= kind_def(block).stride(spec, block)
-    return stride
+        sh, sw = pair(kind_def(block).stride(spec, block))
+        h, w = h * sh, w * sw
+    return h if h == w else (h, w)
 
 
 def same_width(block: Any, scaling: Scaling) -> Any:

@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from builder.lang.axes import torch_arg
 from builder.lang.kinds.activation import ActivationBlock
 from builder.lang.kinds.adaptive_avgpool import AdaptiveAvgPoolBlock
 from builder.lang.kinds.batchnorm import BatchNormBlock
+from builder.lang.kinds.channel_shuffle import ChannelShuffleBlock
 from builder.lang.kinds.conv import BlockSpec, conv_block_layers, conv_groups
 from builder.lang.kinds.dropout import DropoutBlock
 from builder.lang.kinds.gate import GateBlock
@@ -29,7 +31,7 @@ from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.registry import body_stride
 from builder.lang.walk import BlockShape
 from builder.model import layers
-from builder.model.blocks import Gate, Parallel, Residual
+from builder.model.blocks import ChannelShuffle, Gate, Parallel, Residual, SplitParallel
 
 if TYPE_CHECKING:
     from builder.model.build import BuildContext
@@ -39,8 +41,9 @@ def conv(ctx: BuildContext, block: BlockSpec, shape: BlockShape) -> nn.Module:
     """conv -> [norm] -> activation -> [norm] -> [pool], in the order conv_block_layers gives."""
     in_ch = shape.in_shape[0]
     made_conv = nn.Conv2d(
-        in_ch, block.out_channels, block.kernel_size, stride=block.stride, padding=block.padding,
-        groups=conv_groups(block, in_ch), bias=block.bias,
+        in_ch, block.out_channels, torch_arg(block.kernel_size), stride=torch_arg(block.stride),
+        padding=torch_arg(block.padding), dilation=torch_arg(block.dilation), groups=conv_groups(block, in_ch),
+        bias=block.bias,
     )
     made: dict[str, Callable[[Any], Any]] = {  # each present layer makes a module (never None)
         "conv": lambda _: made_conv, "act": layers.activation, "pool": layers.pool,
@@ -74,7 +77,8 @@ def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> n
 
 
 def parallel(ctx: BuildContext, block: ParallelBlock, shape: BlockShape) -> nn.Module:
-    return Parallel(ctx.children(block, shape), block.merge)
+    made = SplitParallel if block.input == "split" else Parallel
+    return made(ctx.children(block, shape), block.merge)
 
 
 def pool(ctx: BuildContext, block: PoolBlock, shape: BlockShape) -> nn.Module:
@@ -115,3 +119,7 @@ def norm(ctx: BuildContext, block: LayerNormBlock | GroupNormBlock, shape: Block
     made = layers.norm(block, shape.in_shape[0])
     assert made is not None
     return made
+
+
+def channel_shuffle(ctx: BuildContext, block: ChannelShuffleBlock, shape: BlockShape) -> nn.Module:
+    return ChannelShuffle(block.groups)

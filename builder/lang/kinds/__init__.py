@@ -10,6 +10,7 @@ from builder.lang.kinds import (
     activation,
     adaptive_avgpool,
     batchnorm,
+    channel_shuffle,
     conv,
     dropout,
     gate,
@@ -25,8 +26,6 @@ from builder.lang.registry import KindDef, provide_builtin
 
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
-    gate,
-    layernorm,
-    groupnorm,
+    gate, layernorm, groupnorm, channel_shuffle,
 ))
 provide_builtin(BUILTIN, MACROS)
