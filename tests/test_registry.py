@@ -44,6 +44,12 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "gate": {"kind": "gate", "squeeze_channels": 2, "activation": "hardswish", "gate": "hardsigmoid", "channels": 4},
     "layernorm": {"kind": "layernorm", "eps": 1e-6},
     "groupnorm": {"kind": "groupnorm", "groups": 2, "eps": 1e-3},
+    "conv_transpose": {"kind": "conv_transpose", "out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1,
+                       "output_padding": 1, "norm": {"kind": "batchnorm"}, "activation": "relu"},
+    "upsample": {"kind": "upsample", "scale_factor": 1.5, "mode": "bilinear", "align_corners": True},
+    "skip": {"kind": "skip", "match": "resize", "body": [
+        {"kind": "maxpool", "kernel_size": 3},
+        {"kind": "conv_transpose", "out_channels": 4, "kernel_size": 2, "stride": 2}]},
 }
 # Variants of a kind ("kind/variant"): a field whose arithmetic the kind's plain example does not reach.
 EXAMPLES |= {

@@ -27,7 +27,7 @@ def spec_schema(embed: Embed | None = None) -> dict[str, Any]:
         embed(full, defs)
     partial = _partial(full)
     # a patch may change any field of any kind of block, so its items are the union of partial blocks
-    any_partial_block = {"anyOf": partial["properties"]["blocks"]["items"]["oneOf"]}
+    any_partial_block = {"anyOf": partial["properties"]["blocks"]["items"]["anyOf"]}
     partial["properties"]["blocks"] = {
         "anyOf": [partial["properties"]["blocks"],
                   {"type": "object", "patternProperties": {"^[0-9]+$": any_partial_block},
@@ -46,10 +46,11 @@ def spec_schema(embed: Embed | None = None) -> dict[str, Any]:
 
 
 def _partial(node: Any) -> Any:
-    """A copy with no `required` lists and every $ref pointing at the partial definitions."""
+    """A copy with no `required` lists, every $ref pointing at the partial definitions, and every
+    oneOf an anyOf (without required fields, a conv block is also a partial conv_transpose block)."""
     if isinstance(node, dict):
         return {
-            k: (v.replace("#/$defs/", "#/$defs/Partial") if k == "$ref" else _partial(v))
+            ("anyOf" if k == "oneOf" else k): (v.replace("#/$defs/", "#/$defs/Partial") if k == "$ref" else _partial(v))
             for k, v in node.items() if k != "required"
         }
     return [_partial(v) for v in node] if isinstance(node, list) else node

@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 # Layers whose backward never reads their own output, so it may be overwritten in place.
 OUTPUT_NOT_SAVED = (nn.Conv2d, nn.BatchNorm2d)
@@ -124,3 +125,39 @@ class ChannelShuffle(nn.Module):
 
     def extra_repr(self) -> str:
         return f"groups={self.groups}"
+
+
+class Skip(nn.Module):
+    """out = merge(x, body(x)) with the sizes fitted by `match` (builder.lang.kinds.skip)."""
+
+    def __init__(self, body: nn.Sequential, merge: Literal["concat", "add", "none"],
+                 match: Literal["exact", "resize", "pad", "crop"]) -> None:
+        super().__init__()
+        self.body = body
+        self.merge = merge
+        self.match = match
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.body(x)
+        if self.match == "resize" and (out.shape[-2:] != x.shape[-2:] or torch.jit.is_tracing()):
+            # as the reference U-Net's TF.resize of a tensor (bilinear; antialias only acts when shrinking)
+            out = F.interpolate(out, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        elif self.match in ("pad", "crop"):
+            x, out = _fit(x, out, self.match), _fit(out, x, self.match)
+        if self.merge == "concat":
+            return torch.cat([x, out], dim=1)  # (N, C_x + C_body, H, W): the skip first
+        return x + out if self.merge == "add" else out
+
+    def extra_repr(self) -> str:
+        return f"merge={self.merge}, match={self.match}"
+
+
+def _fit(t: torch.Tensor, other: torch.Tensor, match: str) -> torch.Tensor:
+    """`t` zero-padded (pad) or cropped (crop), centred, to `other`'s size along each axis where
+    that makes it larger (pad) or smaller (crop); the odd pixel goes to the bottom and right."""
+    dh, dw = other.shape[-2] - t.shape[-2], other.shape[-1] - t.shape[-1]
+    if match == "pad":
+        dh, dw = max(dh, 0), max(dw, 0)
+        return F.pad(t, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2]) if dh or dw else t
+    dh, dw = max(-dh, 0), max(-dw, 0)
+    return t[..., dh // 2:t.shape[-2] - (dh - dh // 2), dw // 2:t.shape[-1] - (dw - dw // 2)]

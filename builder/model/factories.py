@@ -20,6 +20,7 @@ from builder.lang.kinds.adaptive_avgpool import AdaptiveAvgPoolBlock
 from builder.lang.kinds.batchnorm import BatchNormBlock
 from builder.lang.kinds.channel_shuffle import ChannelShuffleBlock
 from builder.lang.kinds.conv import BlockSpec, conv_block_layers, conv_groups
+from builder.lang.kinds.conv_transpose import ConvTransposeBlock, transpose_layers
 from builder.lang.kinds.dropout import DropoutBlock
 from builder.lang.kinds.gate import GateBlock
 from builder.lang.kinds.groupnorm import GroupNormBlock
@@ -28,10 +29,12 @@ from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
 from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
 from builder.lang.kinds.sequence import SequenceBlock
+from builder.lang.kinds.skip import SkipBlock
+from builder.lang.kinds.upsample import UpsampleBlock
 from builder.lang.registry import body_stride
 from builder.lang.walk import BlockShape
 from builder.model import layers
-from builder.model.blocks import ChannelShuffle, Gate, Parallel, Residual, SplitParallel
+from builder.model.blocks import ChannelShuffle, Gate, Parallel, Residual, Skip, SplitParallel
 
 if TYPE_CHECKING:
     from builder.model.build import BuildContext
@@ -123,3 +126,25 @@ def norm(ctx: BuildContext, block: LayerNormBlock | GroupNormBlock, shape: Block
 
 def channel_shuffle(ctx: BuildContext, block: ChannelShuffleBlock, shape: BlockShape) -> nn.Module:
     return ChannelShuffle(block.groups)
+
+
+def conv_transpose(ctx: BuildContext, block: ConvTransposeBlock, shape: BlockShape) -> nn.Module:
+    """conv (nn.ConvTranspose2d) -> [norm] -> [act], in the order transpose_layers gives."""
+    made_conv = nn.ConvTranspose2d(
+        shape.in_shape[0], block.out_channels, block.kernel_size, stride=block.stride, padding=block.padding,
+        output_padding=block.output_padding, dilation=block.dilation, bias=block.bias,
+    )
+    made: dict[str, Callable[[Any], Any]] = {
+        "conv": lambda _: made_conv, "act": layers.activation,
+        "norm": lambda norm: layers.norm(norm, block.out_channels),
+    }
+    return nn.Sequential(OrderedDict((role, made[role](layer)) for role, layer in transpose_layers(block)))
+
+
+def upsample(ctx: BuildContext, block: UpsampleBlock, shape: BlockShape) -> nn.Module:
+    size = tuple(block.size) if block.size is not None else None
+    return nn.Upsample(size=size, scale_factor=block.scale_factor, mode=block.mode, align_corners=block.align_corners)
+
+
+def skip(ctx: BuildContext, block: SkipBlock, shape: BlockShape) -> nn.Module:
+    return Skip(ctx.children(block, shape)[0], block.merge, block.match)

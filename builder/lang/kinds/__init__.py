@@ -12,6 +12,7 @@ from builder.lang.kinds import (
     batchnorm,
     channel_shuffle,
     conv,
+    conv_transpose,
     dropout,
     gate,
     groupnorm,
@@ -20,12 +21,14 @@ from builder.lang.kinds import (
     pool,
     residual,
     sequence,
+    skip,
+    upsample,
 )
 from builder.lang.macros import MACROS
 from builder.lang.registry import KindDef, provide_builtin
 
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
-    gate, layernorm, groupnorm, channel_shuffle,
+    gate, layernorm, groupnorm, channel_shuffle, conv_transpose, upsample, skip,
 ))
 provide_builtin(BUILTIN, MACROS)
