@@ -18,6 +18,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import SPECS
 from hypothesis import HealthCheck, given, settings
@@ -93,6 +94,7 @@ def _overrides(data: st.DataObject) -> list[str]:
     return data.draw(st.lists(st.tuples(paths, values).map(lambda pv: f"{pv[0]}={pv[1]}"), max_size=2))
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize="BUILDER_FUZZ_EXAMPLES" not in os.environ,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(data=st.data())

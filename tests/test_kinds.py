@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from torchvision.models.convnext import LayerNorm2d
 from torchvision.ops import SqueezeExcitation
 
 from builder.lang.shapes import infer
@@ -60,6 +61,37 @@ def test_hard_activations_build_everywhere(name: str) -> None:
     assert isinstance(model.features.block1.act, expected) and isinstance(model.features.block2, expected)
 
 
+def _params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+@pytest.mark.parametrize(("norm", "theirs"), [
+    ({"kind": "layernorm", "eps": 1e-6}, LayerNorm2d(8, eps=1e-6)),
+    ({"kind": "groupnorm", "groups": 4, "eps": 1e-3}, torch.nn.GroupNorm(4, 8, eps=1e-3)),
+])
+def test_layernorm_and_groupnorm_are_torchs_as_a_norm_and_standalone(norm: dict[str, Any],
+                                                                      theirs: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for p in theirs.parameters():
+            p.normal_()
+    spec = _spec([{"name": "conv", "out_channels": 8, "kernel_size": 1, "norm": norm, "activation": "none"},
+                  {**norm, "name": "alone"}])
+    model = build_model(spec)
+    x = torch.randn(2, 8, 5, 7)
+    assert _same_output(model.features.alone, theirs, x) < 1e-6
+    assert _same_output(model.features.conv.norm, theirs, x) < 1e-6
+    assert [s.params for s in infer(spec).blocks] == [_params(model.features.conv), _params(model.features.alone)]
+    assert infer(spec).blocks[0].layers[1] == ("layernorm" if norm["kind"] == "layernorm" else "groupnorm 4")
+
+
+def test_width_keeps_channels_a_multiple_of_groupnorm_groups() -> None:
+    blocks = [{"out_channels": 48, "kernel_size": 1, "norm": {"kind": "groupnorm", "groups": 16}},
+              {"out_channels": 40, "kernel_size": 1}, {"kind": "groupnorm", "groups": 16}]
+    wide = apply_width(_spec(blocks, width=0.5))
+    assert [b.out_channels for b in wide.blocks[:2]] == [32, 16]  # 24 and 20, rounded to multiples of 16
+    assert not infer(wide).problems
+
+
 HEAD = """\
 name: bad
 input: {channels: 8, height: 8, width: 8}
@@ -74,6 +106,10 @@ blocks:
      "7:49: error: blocks[1].channels: block2: the gate expects 16 input channels, its input has 4"),
     ("{kind: gate, squeeze_channels: 2, gate: relu}",
      "7:45: error: blocks[1].gate: must be one of sigmoid, hardsigmoid; got 'relu'"),
+    ("{kind: groupnorm, groups: 3}", "7:31: error: blocks[1].groups: block2: groupnorm groups (3) must divide "
+     "the channels (4)"),
+    ("{out_channels: 6, kernel_size: 1, norm: {kind: groupnorm, groups: 4}}",
+     "7:71: error: blocks[1].norm.groups: block2: groupnorm groups (4) must divide the channels (6)"),
 ])
 def test_a_bad_block_is_one_located_line(block: str, message: str, cli: Cli,
                                          write_spec: Callable[..., Path]) -> None:

@@ -76,6 +76,7 @@ TORCHVISION = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TORCHVISION)
 def test_every_canon_model_ports_from_torchvision_with_equal_outputs(name: str) -> None:
     assert port_difference(name, *TORCHVISION[name]) <= 1e-5

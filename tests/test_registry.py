@@ -42,12 +42,25 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "activation": {"kind": "activation", "fn": "gelu"},
     "dropout": {"kind": "dropout", "p": 0.2},
     "gate": {"kind": "gate", "squeeze_channels": 2, "activation": "hardswish", "gate": "hardsigmoid", "channels": 4},
+    "layernorm": {"kind": "layernorm", "eps": 1e-6},
+    "groupnorm": {"kind": "groupnorm", "groups": 2, "eps": 1e-3},
     "conv_transpose": {"kind": "conv_transpose", "out_channels": 6, "kernel_size": 3, "stride": 2, "padding": 1,
                        "output_padding": 1, "norm": {"kind": "batchnorm"}, "activation": "relu"},
     "upsample": {"kind": "upsample", "scale_factor": 1.5, "mode": "bilinear", "align_corners": True},
     "skip": {"kind": "skip", "match": "resize", "body": [
         {"kind": "maxpool", "kernel_size": 3},
         {"kind": "conv_transpose", "out_channels": 4, "kernel_size": 2, "stride": 2}]},
+}
+# Variants of a kind ("kind/variant"): a field whose arithmetic the kind's plain example does not reach.
+EXAMPLES |= {
+    "conv/axes": {**CONV, "kernel_size": [1, 3], "stride": [2, 1], "padding": [0, 2], "dilation": [1, 2],
+                  "pool": {"kind": "max", "kernel_size": [2, 1], "stride": [1, 2], "dilation": [1, 2]}},
+    "maxpool/axes": {"kind": "maxpool", "kernel_size": [3, 2], "stride": [1, 2], "padding": [1, 0], "dilation": 2,
+                     "ceil_mode": True},
+}
+EXAMPLES |= {
+    "parallel/split": {"kind": "parallel", "input": "split", "branches": [[], [{**CONV, "out_channels": 3}]]},
+    "channel_shuffle": {"kind": "channel_shuffle", "groups": 2},
 }
 
 
@@ -59,7 +72,7 @@ def _spec(block: dict[str, Any], width: float = 1.0) -> Spec:
 
 
 def test_every_registered_kind_has_an_example() -> None:
-    assert set(EXAMPLES) == set(kinds())
+    assert {tag.partition("/")[0] for tag in EXAMPLES} == set(kinds())
 
 
 @pytest.mark.parametrize("tag", sorted(EXAMPLES))
@@ -95,7 +108,7 @@ def test_a_kind_labels_scales_diffs_and_draws(tag: str, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("tag", sorted(EXAMPLES))
 def test_every_factory_resolves(tag: str) -> None:
-    assert callable(resolve_factory(kinds()[tag]))
+    assert callable(resolve_factory(kinds()[tag.partition("/")[0]]))
 
 
 def test_child_lists_follow_the_declared_fields() -> None:

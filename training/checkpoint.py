@@ -22,11 +22,11 @@ from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from builder.lang.files import atomic_write, write_bytes
 from training.errors import CheckpointError
-from training.files import atomic_write, write_bytes
+from training.runfiles import CHECKPOINT as CHECKPOINT  # re-exported: the run's file names
+from training.runfiles import WEIGHTS as WEIGHTS
 
-CHECKPOINT = "checkpoint.pt"
-WEIGHTS = "model.safetensors"
 FORMAT = "cnn-builder-checkpoint"
 VERSION = 2  # 2: with a checksum of everything it holds
 

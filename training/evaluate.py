@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
+from builder.lang.files import WriteError, write_text
 from training.config import TrainingConfig
 from training.data import Split, load_data
-from training.files import WriteError, write_text
 from training.runinfo import LoadedRun, Weights, load_run
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,23 +13,20 @@ from pathlib import Path
 from typing import Any
 
 from builder.lang.errors import Problem
+from builder.lang.files import TMP_NAME, write_text
 from builder.lang.loading import dump_spec
 from builder.lang.spec import Spec
 from training.checkpoint import CHECKPOINT, load_checkpoint
 from training.config import RESUMABLE_CHANGES, TrainingConfig
 from training.errors import CheckpointError, ConfigProblems, RunDirError
-from training.files import TMP_SUFFIX, write_text
-from training.runinfo import RUN_INFO, SPEC_FILE
+from training.runfiles import LOCK, LOG, RECORD, RUN_INFO, SPEC_FILE, SUMMARY_FILE
 
-SUMMARY_FILE = "summary.txt"
 STATE_KEYS = frozenset({"spec", "config", "position", "model", "optimizer", "scheduler", "scaler", "rng"})
 
 
-LOCK = ".lock"  # held (flock) by the run writing into the directory, for its whole life
 # What this program itself may have put in a run directory before the run starts: the lock, and
-# the record and log that `builder sweep` keeps beside each variant's run (builder/tools/sweep.py).
-OURS = frozenset({LOCK, "variant.json", "train.log"})
-TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX) + "$")  # what atomic_write leaves when killed
+# the record and log that `builder sweep` keeps beside each variant's run (builder/tools/sweep_record.py).
+OURS = frozenset({LOCK, RECORD, LOG})
 
 
 def claim_run_dir(out: str | Path | None, name: str) -> tuple[Path, bool]:
@@ -101,7 +97,7 @@ def locked(path: Path, created: bool = False) -> Iterator[None]:
 def remove_partial_files(path: Path) -> None:
     """Temporary files of atomic writes that a killed run left behind (only ours, by name)."""
     for entry in path.iterdir():
-        if TMP_FILE.match(entry.name) and entry.is_file():
+        if TMP_NAME.match(entry.name) and entry.is_file():
             entry.unlink(missing_ok=True)
 
 

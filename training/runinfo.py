@@ -13,9 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from builder.lang.files import write_text
 from builder.lang.spec import Spec
 from training.errors import RunDirError
-from training.files import write_text
+from training.runfiles import BEST, RUN_INFO, SPEC_FILE, WEIGHTS
+from training.runfiles import RESULTS as RESULTS  # re-exported: the run's file names
 
 if TYPE_CHECKING:
     import torch
@@ -25,12 +27,8 @@ if TYPE_CHECKING:
     from training.data import Data
     from training.tasks import Task
 
-SPEC_FILE = "spec.yaml"  # the resolved spec with its full training section, as last trained
-RUN_INFO = "run.json"
-BEST = "best.safetensors"
-RESULTS = "results.json"
 FORMAT = "cnn-builder-run"
-WEIGHT_FILES = {"final": "model.safetensors", "best": BEST}
+WEIGHT_FILES = {"final": WEIGHTS, "best": BEST}
 Weights = Literal["best", "final"]
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from builder.lang.files import write_text
 from builder.lang.spec import Spec
 from builder.model.build import build_model
 from training.checkpoint import CHECKPOINT, WEIGHTS, rng_states, save_checkpoint, save_weights, set_rng_states
@@ -46,7 +47,6 @@ from training.distributed import (
     total_of,
 )
 from training.errors import ApiError, NonFiniteLoss, TrainingInterrupted
-from training.files import write_text
 from training.loggers import Board, Log, print_line, silent
 from training.metrics import EpochMetrics, epoch_line, plot_curves, write_csv
 from training.precision import resolve_precision
@@ -232,7 +232,7 @@ class Trainer:
                               criterion=self.task.loss)
         size = (spec.input.height, spec.input.width)
         self.preprocess = preprocess_for(data.mean, data.std, size, config.dataset.augment, device,
-                                         config.channels_last)
+                                         config.channels_last, getattr(config.dataset, "ignore_index", 255))
         self.saved_at: str | None = None  # where the last checkpoint was taken
         self.resumed = saved is not None
         if saved is not None:
@@ -363,7 +363,7 @@ class Trainer:
         single host synchronization, which also checks the loss before any weight is touched."""
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         rank = (self.dist.rank,) if self.dist.enabled else ()  # each process augments its own share
-        inputs = self.preprocess(images, generator(self.config.seed, epoch, step, *rank))
+        inputs, labels = self.preprocess.pair(images, labels, generator(self.config.seed, epoch, step, *rank))
         found: list[float] = []
 
         def check(loss: Tensor, outputs: Tensor) -> None:

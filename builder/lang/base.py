@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_core import PydanticCustomError
 
+from builder.lang.axes import NonNegativeAxes, PositiveAxes, axes_text, pair
+
 Path = tuple[str | int, ...]  # a place in the data, as in builder.lang.errors
 
 Activation = Literal[
@@ -77,20 +79,26 @@ class WindowPoolSpec(StrictModel):
     """A max or average pooling window (floor mode, as nn.MaxPool2d's default)."""
 
     kind: Literal["max", "avg"]
-    kernel_size: PositiveInt = 3
-    """Window size (square)."""
-    stride: PositiveInt = 2
-    """Window step; smaller than kernel_size gives AlexNet's overlapping pooling."""
-    padding: NonNegativeInt = 0
-    """Implicit padding on each side; at most kernel_size/2."""
+    kernel_size: PositiveAxes = 3
+    """Window size: an integer or [h, w]."""
+    stride: PositiveAxes = 2
+    """Window step (an integer or [h, w]); smaller than kernel_size gives AlexNet's overlapping pooling."""
+    padding: NonNegativeAxes = 0
+    """Implicit padding on each side (an integer or [h, w]); at most kernel_size/2 on each axis."""
+    dilation: PositiveAxes = 1
+    """Spacing of the window's elements (an integer or [h, w]), as nn.MaxPool2d's; avg pooling has none."""
     ceil_mode: bool = False
     """Round the output size up instead of down (torchvision's GoogLeNet pools)."""
 
     @model_validator(mode="after")
     def _padding_fits_kernel(self) -> WindowPoolSpec:
-        # torch refuses pad > kernel/2: the window would see only padding.
-        if 2 * self.padding > self.kernel_size:
-            raise rule_error("padding", f"must be at most kernel_size/2 ({self.kernel_size // 2})")
+        # torch refuses pad > kernel/2 on an axis: the window would see only padding.
+        (kh, kw), (ph, pw) = pair(self.kernel_size), pair(self.padding)
+        if 2 * ph > kh or 2 * pw > kw:
+            raise rule_error("padding", f"must be at most kernel_size/2 ({axes_text((kh // 2, kw // 2))})")
+        if self.kind == "avg" and pair(self.dilation) != (1, 1):
+            raise rule_error("dilation", "average pooling has no dilation (nn.AvgPool2d has none); "
+                             "use a max pool or a dilated conv")
         return self
 
 

@@ -3,8 +3,9 @@
 Each norm is a pydantic model plus a `NormDef`: where it sits in the conv block (before the
 activation, as BatchNorm; after it, as AlexNet's LRN), its parameters for `channels` feature
 maps, its drawing label, and its torch factory ("module:function", resolved by builder.model.layers).
-Adding a norm (LayerNorm over channels, GroupNorm): its model, its NormDef in NORMS, and its member
-in `NormSpec`; a test checks that NORMS and NormSpec agree and that every factory resolves.
+Adding a norm: its model, its NormDef in NORMS, and its member in `NormSpec`; a test checks that
+NORMS and NormSpec agree and that every factory resolves. The same models are the standalone
+`layernorm` and `groupnorm` block kinds (builder.lang.kinds.norm).
 """
 
 from __future__ import annotations
@@ -42,14 +43,34 @@ class BatchNormSpec(StrictModel):
     """Update factor of the running statistics."""
 
 
+class LayerNormSpec(StrictModel):
+    """LayerNorm over the channels at each pixel (ConvNeXt's LayerNorm2d): a learnable weight and
+    bias per channel; placed between the convolution and the activation."""
+
+    kind: Literal["layernorm"]
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    """Added to the variance for numerical stability (ConvNeXt: 1e-6)."""
+
+
+class GroupNormSpec(StrictModel):
+    """nn.GroupNorm: the channels in `groups` groups, each normalized over its channels and pixels;
+    a learnable weight and bias per channel; placed between the convolution and the activation."""
+
+    kind: Literal["groupnorm"]
+    groups: PositiveInt
+    """Number of groups; must divide the channels."""
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    """Added to the variance for numerical stability."""
+
+
 class NoNormSpec(StrictModel):
     """No normalization layer."""
 
     kind: Literal["none"]
 
 
-NormSpec = Annotated[LRNSpec | BatchNormSpec | NoNormSpec, Field(discriminator="kind")]
-AnyNorm = LRNSpec | BatchNormSpec | NoNormSpec
+AnyNorm = LRNSpec | BatchNormSpec | LayerNormSpec | GroupNormSpec | NoNormSpec
+NormSpec = Annotated[AnyNorm, Field(discriminator="kind")]
 
 
 @dataclass(frozen=True)
@@ -65,6 +86,8 @@ class NormDef:
     """(norm) -> its drawing and summary label."""
     factory: str
     """"module:function" of (norm, channels) -> nn.Module; "" only for an absent norm."""
+    multiple: Callable[[Any], int]
+    """(norm) -> what the channel count must be a multiple of (GroupNorm's groups; else 1)."""
 
     def __post_init__(self) -> None:
         if (self.placement == "absent") != (self.factory == ""):
@@ -77,13 +100,25 @@ class NormDef:
 
 NORMS: dict[str, NormDef] = {d.tag: d for d in (
     NormDef(LRNSpec, "after_activation", lambda norm, channels: 0, lambda norm: f"lrn size {norm.size}",
-            "builder.model.layers:lrn"),
+            "builder.model.layers:lrn", lambda norm: 1),
     NormDef(BatchNormSpec, "before_activation", lambda norm, channels: 2 * channels, lambda norm: "batchnorm",
-            "builder.model.layers:batchnorm"),
-    NormDef(NoNormSpec, "absent", lambda norm, channels: 0, lambda norm: "", ""),
+            "builder.model.layers:batchnorm", lambda norm: 1),
+    NormDef(LayerNormSpec, "before_activation", lambda norm, channels: 2 * channels, lambda norm: "layernorm",
+            "builder.model.layers:layernorm", lambda norm: 1),
+    NormDef(GroupNormSpec, "before_activation", lambda norm, channels: 2 * channels,
+            lambda norm: f"groupnorm {norm.groups}", "builder.model.layers:groupnorm", lambda norm: norm.groups),
+    NormDef(NoNormSpec, "absent", lambda norm, channels: 0, lambda norm: "", "", lambda norm: 1),
 )}
 
 
 def norm_def(norm: Any) -> NormDef:
     """The NormDef of a norm spec (by its kind)."""
     return NORMS[norm.kind]
+
+
+def norm_problem(norm: Any, channels: int) -> str | None:
+    """Why this norm cannot normalize `channels` feature maps (None: it can)."""
+    multiple = norm_def(norm).multiple(norm)
+    if channels % multiple:
+        return f"{norm.kind} groups ({multiple}) must divide the channels ({channels})"
+    return None

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple, get_args
 from pydantic import BaseModel, GetCoreSchemaHandler
 from pydantic_core import CoreSchema, core_schema
 
+from builder.lang.axes import Pair, pair
 from builder.lang.base import Path
 from builder.lang.errors import BuilderError
 
@@ -113,8 +114,8 @@ class KindDef:
     """(walk, block, at, in_shape) -> (out_shape or None when it collapsed, params, mult-adds, labels)."""
     children: tuple[ChildField, ...]
     """Its child lists; () for a leaf."""
-    stride: Callable[[Any, Any], int]
-    """(spec, block) -> its stride on a main path (a residual projection's stride is the product)."""
+    stride: Callable[[Any, Any], int | tuple[int, int]]
+    """(spec, block) -> its stride on a main path, an int or (h, w) (a residual projection's stride is the product)."""
     width: Callable[[Any, Scaling], Any]
     """(block, scaling) -> the block with `width` folded into its channel counts."""
     channel_multiple: Callable[[Any], int]
@@ -151,6 +152,8 @@ class _Registry:
     """The kinds by tag. Filled once (built-ins, entry points, register_kind), then sealed."""
 
     kinds: dict[str, KindDef] = field(default_factory=dict)
+    builtin: tuple[KindDef, ...] = ()
+    macros: dict[str, type[BaseModel]] = field(default_factory=dict)
     pending: list[KindDef] = field(default_factory=list)
     loaded: bool = False
     sealed: bool = False
@@ -165,10 +168,10 @@ class _Registry:
 
     def load(self) -> dict[str, KindDef]:
         if not self.loaded:
+            if not self.builtin:  # builder.lang.kinds provides them at its import (spec.py imports it)
+                raise RegistryError("the built-in kinds are not loaded: import builder.lang.spec first")
             self.loaded = True
-            from builder.lang.kinds import BUILTIN
-
-            for kind in (*BUILTIN, *self.pending):
+            for kind in (*self.builtin, *self.pending):
                 self.add(kind, "builder")
             for name, kinds in _entry_points():
                 for kind in kinds if isinstance(kinds, (list, tuple)) else [kinds]:
@@ -189,6 +192,13 @@ def _entry_points() -> Iterator[tuple[str, Any]]:
 
 
 _REGISTRY = _Registry()  # the one registry (filled at first use, then sealed; see register_kind)
+
+
+def provide_builtin(builtin: tuple[KindDef, ...], macros: dict[str, type[BaseModel]]) -> None:
+    """Called once by builder.lang.kinds at its import: the built-in kinds (added at first use)
+    and the macro models (repeat, use). The registry never imports them itself: they import it,
+    so that would be an import cycle."""
+    _REGISTRY.builtin, _REGISTRY.macros = builtin, macros
 
 
 def register_kind(kind: KindDef) -> None:
@@ -242,10 +252,8 @@ class BlockUnion:
 
 def members() -> dict[str, type[BaseModel]]:
     """The union's models by tag: every registered kind, then the macros. Seals the registry."""
-    from builder.lang.macros import MACROS
-
     _REGISTRY.sealed = True
-    return {**{tag: kind.model for tag, kind in kinds().items()}, **MACROS}
+    return {**{tag: kind.model for tag, kind in kinds().items()}, **_REGISTRY.macros}
 
 
 Block = Annotated[Any, BlockUnion()]
@@ -320,12 +328,20 @@ def unit_stride(spec: Any, block: Any) -> int:
     return 1
 
 
-def first_list_stride(spec: Any, block: Any) -> int:
+def first_list_stride(spec: Any, block: Any) -> int | tuple[int, int]:
     """A composite's stride: that of its first child list (the main path)."""
-    from builder.lang.walk import body_stride
-
     lists = child_lists(block)
     return body_stride(spec, lists[0].blocks) if lists else 1
+
+
+def body_stride(spec: Any, blocks: list[Any]) -> int | Pair:
+    """The product of every stride on a main path (each kind says its own, an int or (h, w)): a
+    projection's stride. An int when both axes agree, else (h, w)."""
+    h = w = 1
+    for block in blocks:
+        sh, sw = pair(kind_def(block).stride(spec, block))
+        h, w = h * sh, w * sw
+    return h if h == w else (h, w)
 
 
 def same_width(block: Any, scaling: Scaling) -> Any:

@@ -20,8 +20,9 @@ from builder.lang.errors import Problem
 from builder.lang.heads import HeadShape, head_def
 from builder.lang.kinds.conv import conv_groups, conv_params, describe_layers
 from builder.lang.kinds.residual import shortcut_kind
+from builder.lang.registry import body_stride
 from builder.lang.spec import Spec
-from builder.lang.walk import BlockShape, Shape, Walk, body_stride, walk_list, window_out
+from builder.lang.walk import BlockShape, Shape, Walk, walk_list, window_out
 
 __all__ = [
     "BlockShape", "HeadShape", "Shape", "ShapeReport", "body_stride", "conv_groups", "conv_params",

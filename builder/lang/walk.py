@@ -7,11 +7,11 @@ children by the registry's one rule (`child_path`). No torch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from builder.lang.axes import AnyAxes, axes_text, pair
 from builder.lang.base import Path, WindowPoolSpec
 from builder.lang.errors import Problem, format_path
 from builder.lang.registry import ChildList, Label, child_lists, child_path, default_name, kind_def
@@ -124,9 +124,10 @@ def walk_list(walk: Walk, blocks: list[Any], parent: At | None, prefix: str, whe
     return ListResult(current, params, macs)
 
 
-def window_out(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False) -> int:
-    """Output length of a conv or pool window along one axis (dilation 1), as torch computes it."""
-    span = size + 2 * padding - kernel
+def window_out(size: int, kernel: int, stride: int, padding: int, ceil_mode: bool = False, dilation: int = 1) -> int:
+    """Output length of a conv or pool window along one axis, as torch computes it: floor (or
+    ceil) of (size + 2 padding - dilation (kernel - 1) - 1) / stride, + 1."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
     if not ceil_mode:
         return span // stride + 1
     out = -(-span // stride) + 1
@@ -134,20 +135,46 @@ def window_out(size: int, kernel: int, stride: int, padding: int, ceil_mode: boo
     return out - 1 if (out - 1) * stride >= size + padding else out
 
 
-def pooled(size: tuple[int, int], pool: WindowPoolSpec) -> tuple[int, int]:
-    """(h, w) after a pooling window."""
-    h, w = (window_out(s, pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode) for s in size)
+def windows_out(size: tuple[int, int], kernel: AnyAxes, stride: AnyAxes, padding: AnyAxes,
+                ceil_mode: bool = False, dilation: AnyAxes = 1) -> tuple[int, int]:
+    """(h, w) of a window's output, each axis with its own kernel, stride, padding and dilation."""
+    h, w = (window_out(s, k, st, p, ceil_mode, d) for s, k, st, p, d in
+            zip(size, pair(kernel), pair(stride), pair(padding), pair(dilation)))
     return h, w
 
 
+def dilation_empties(size: tuple[int, int], kernel: AnyAxes, stride: AnyAxes, padding: AnyAxes,
+                     dilation: AnyAxes, ceil_mode: bool = False) -> bool:
+    """Whether the window's output is empty only because of its dilation."""
+    if pair(dilation) == (1, 1):
+        return False
+    return min(windows_out(size, kernel, stride, padding, ceil_mode)) > 0
+
+
+def dilation_problem(walk: Walk, at: At, shape: Shape, kernel: AnyAxes, padding: AnyAxes,
+                     dilation: AnyAxes) -> Inferred:
+    """Record that the dilation makes the output empty, located at `dilation`, and stop."""
+    spans = "x".join(str(d * (k - 1) + 1) for k, d in zip(pair(kernel), pair(dilation)))
+    padded = "x".join(str(s + 2 * p) for s, p in zip(shape[1:], pair(padding)))
+    walk.problem((*at.where, "dilation"), f"{at.name}: with dilation {axes_text(dilation)} the kernel spans {spans}, "
+                 f"more than the padded input {padded}: the output is empty (its input is {fmt(shape)})")
+    return None, 0, 0, ()
+
+
+def pooled(size: tuple[int, int], pool: WindowPoolSpec) -> tuple[int, int]:
+    """(h, w) after a pooling window."""
+    return windows_out(size, pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode, pool.dilation)
+
+
+def window_text(kernel: AnyAxes, stride: AnyAxes, padding: AnyAxes, dilation: AnyAxes) -> str:
+    """'k3 s1 p1', 'k1x7 s1 p0x3', with ' d2' when dilated: a window's part of a layer label."""
+    text = f"k{axes_text(kernel)} s{axes_text(stride)} p{axes_text(padding)}"
+    return text + (f" d{axes_text(dilation)}" if pair(dilation) != (1, 1) else "")
+
+
 def pool_label(pool: WindowPoolSpec) -> Label:
-    return Label(f"{pool.kind}pool k{pool.kernel_size} s{pool.stride} p{pool.padding}" + (" ceil" * pool.ceil_mode),
-                 "pool")
-
-
-def body_stride(spec: Any, blocks: list[Any]) -> int:
-    """The product of every stride on a main path (each kind says its own): a projection's stride."""
-    return math.prod(kind_def(block).stride(spec, block) for block in blocks)
+    text = window_text(pool.kernel_size, pool.stride, pool.padding, pool.dilation)
+    return Label(f"{pool.kind}pool {text}" + (" ceil" * pool.ceil_mode), "pool")
 
 
 def fmt(shape: tuple[int, ...] | list[int]) -> str:

@@ -88,6 +88,45 @@ class Gate(nn.Module):
         return scale * x
 
 
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels at each pixel of (N, C, H, W), as torchvision's ConvNeXt:
+    channels last, layer_norm over C, channels first again (weight and bias of C)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)  # (N, H, W, C)
+        x = nn.functional.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class SplitParallel(Parallel):
+    """Parallel branches, each on its own chunk of the input channels (x.chunk(n, dim=1), in order)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (N, C, H, W) -> n chunks (N, C/n, H, W), branch k on chunk k
+        outs = [branch(part) for branch, part in zip(self.children(), x.chunk(len(self._modules), dim=1))]
+        if self.merge == "concat":
+            return torch.cat(outs, dim=1)
+        total = outs[0]
+        for out in outs[1:]:
+            total = total + out
+        return total
+
+
+class ChannelShuffle(nn.Module):
+    """torchvision's channel_shuffle: (N, g, C/g, H, W) transposed to (N, C/g, g, H, W), flattened back."""
+
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        return x.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+    def extra_repr(self) -> str:
+        return f"groups={self.groups}"
+
+
 class Skip(nn.Module):
     """out = merge(x, body(x)) with the sizes fitted by `match` (builder.lang.kinds.skip)."""
 

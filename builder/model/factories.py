@@ -14,22 +14,27 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from builder.lang.axes import torch_arg
 from builder.lang.kinds.activation import ActivationBlock
 from builder.lang.kinds.adaptive_avgpool import AdaptiveAvgPoolBlock
 from builder.lang.kinds.batchnorm import BatchNormBlock
+from builder.lang.kinds.channel_shuffle import ChannelShuffleBlock
 from builder.lang.kinds.conv import BlockSpec, conv_block_layers, conv_groups
 from builder.lang.kinds.conv_transpose import ConvTransposeBlock, transpose_layers
 from builder.lang.kinds.dropout import DropoutBlock
 from builder.lang.kinds.gate import GateBlock
+from builder.lang.kinds.groupnorm import GroupNormBlock
+from builder.lang.kinds.layernorm import LayerNormBlock
 from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
 from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
 from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.kinds.skip import SkipBlock
 from builder.lang.kinds.upsample import UpsampleBlock
-from builder.lang.walk import BlockShape, body_stride
+from builder.lang.registry import body_stride
+from builder.lang.walk import BlockShape
 from builder.model import layers
-from builder.model.blocks import Gate, Parallel, Residual, Skip
+from builder.model.blocks import ChannelShuffle, Gate, Parallel, Residual, Skip, SplitParallel
 
 if TYPE_CHECKING:
     from builder.model.build import BuildContext
@@ -39,8 +44,9 @@ def conv(ctx: BuildContext, block: BlockSpec, shape: BlockShape) -> nn.Module:
     """conv -> [norm] -> activation -> [norm] -> [pool], in the order conv_block_layers gives."""
     in_ch = shape.in_shape[0]
     made_conv = nn.Conv2d(
-        in_ch, block.out_channels, block.kernel_size, stride=block.stride, padding=block.padding,
-        groups=conv_groups(block, in_ch), bias=block.bias,
+        in_ch, block.out_channels, torch_arg(block.kernel_size), stride=torch_arg(block.stride),
+        padding=torch_arg(block.padding), dilation=torch_arg(block.dilation), groups=conv_groups(block, in_ch),
+        bias=block.bias,
     )
     made: dict[str, Callable[[Any], Any]] = {  # each present layer makes a module (never None)
         "conv": lambda _: made_conv, "act": layers.activation, "pool": layers.pool,
@@ -74,7 +80,8 @@ def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> n
 
 
 def parallel(ctx: BuildContext, block: ParallelBlock, shape: BlockShape) -> nn.Module:
-    return Parallel(ctx.children(block, shape), block.merge)
+    made = SplitParallel if block.input == "split" else Parallel
+    return made(ctx.children(block, shape), block.merge)
 
 
 def pool(ctx: BuildContext, block: PoolBlock, shape: BlockShape) -> nn.Module:
@@ -108,6 +115,17 @@ def gate(ctx: BuildContext, block: GateBlock, shape: BlockShape) -> nn.Module:
     scale_act = layers.activation(block.gate)
     assert scale_act is not None
     return Gate(shape.in_shape[0], block.squeeze_channels, act, scale_act)
+
+
+def norm(ctx: BuildContext, block: LayerNormBlock | GroupNormBlock, shape: BlockShape) -> nn.Module:
+    """A standalone layernorm or groupnorm: the same layer as a conv block's norm of that kind."""
+    made = layers.norm(block, shape.in_shape[0])
+    assert made is not None
+    return made
+
+
+def channel_shuffle(ctx: BuildContext, block: ChannelShuffleBlock, shape: BlockShape) -> nn.Module:
+    return ChannelShuffle(block.groups)
 
 
 def conv_transpose(ctx: BuildContext, block: ConvTransposeBlock, shape: BlockShape) -> nn.Module:

@@ -13,8 +13,10 @@ from typing import Any, get_args
 
 from torch import nn
 
+from builder.lang.axes import torch_arg
 from builder.lang.base import Activation, NoPoolSpec, WindowPoolSpec
-from builder.lang.norms import AnyNorm, BatchNormSpec, LRNSpec, norm_def
+from builder.lang.norms import AnyNorm, BatchNormSpec, GroupNormSpec, LayerNormSpec, LRNSpec, norm_def
+from builder.model.blocks import LayerNorm2d
 from builder.model.lrn import LocalResponseNorm
 
 ACTIVATIONS: MappingProxyType[str, Callable[[bool], nn.Module]] = MappingProxyType(
@@ -50,9 +52,20 @@ def batchnorm(spec: BatchNormSpec, channels: int) -> nn.Module:
     return nn.BatchNorm2d(channels, eps=spec.eps, momentum=spec.momentum)
 
 
+def layernorm(spec: LayerNormSpec, channels: int) -> nn.Module:
+    return LayerNorm2d(channels, eps=spec.eps)
+
+
+def groupnorm(spec: GroupNormSpec, channels: int) -> nn.Module:
+    return nn.GroupNorm(spec.groups, channels, eps=spec.eps)
+
+
 def _max_or_avg(spec: WindowPoolSpec) -> nn.Module:
-    cls = nn.MaxPool2d if spec.kind == "max" else nn.AvgPool2d
-    return cls(spec.kernel_size, stride=spec.stride, padding=spec.padding, ceil_mode=spec.ceil_mode)
+    window = torch_arg(spec.kernel_size), torch_arg(spec.stride), torch_arg(spec.padding)
+    if spec.kind == "avg":  # no dilation (the spec refuses one)
+        return nn.AvgPool2d(window[0], stride=window[1], padding=window[2], ceil_mode=spec.ceil_mode)
+    return nn.MaxPool2d(window[0], stride=window[1], padding=window[2], dilation=torch_arg(spec.dilation),
+                        ceil_mode=spec.ceil_mode)
 
 
 POOLS: MappingProxyType[type, Callable[[Any], nn.Module]] = MappingProxyType({WindowPoolSpec: _max_or_avg})

@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from builder.lang.errors import BuilderError, suggest
+from builder.lang.files import WriteError, write_text
 from builder.lang.spec import Spec
 from builder.model.build import build_model
 from builder.model.device import DeviceError, find_device
 from training.config import TrainingConfig
-from training.files import WriteError, write_text
 from training.step import TrainStep, make_step
 
 OPTIONS = ("fp32", "channels_last", "bf16", "fp16", "compile")

@@ -15,6 +15,8 @@ from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecErr
 from builder.lang.loading import find_spec, load_spec, resolve_document, shipped_name, shipped_specs, spec_from_document
 from builder.lang.shapes import ShapeReport, infer
 from builder.lang.spec import Spec
+from training.flags import DEVICE, MAX_BATCH, MAX_DEPTH, Flag, bounded_int  # torch-free
+from training.outputs import add_force_flag, check_output
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -94,7 +96,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from builder.lang.schema import schema_text
+    from builder.tools.schema import schema_text
 
     print(schema_text(), end="")
     return 0
@@ -106,6 +108,7 @@ MAX_DRAW_BLOCKS = 200  # 200 blocks drew in 8 s, 2,000 in 51 s (2 busy cores); m
 def cmd_draw(args: argparse.Namespace) -> int:
     from builder.tools.draw import draw
 
+    check_output(args.output, flag="-o", force=args.force, parents=True)
     spec = load_spec(args.spec, args.overrides)
     if len(spec.blocks) > MAX_DRAW_BLOCKS:
         msg = f"{len(spec.blocks)} blocks; draw accepts at most {MAX_DRAW_BLOCKS} (use `summarize` instead)"
@@ -116,14 +119,16 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
 
 def cmd_port_weights(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    from builder.lang.files import write_bytes
     from builder.model.build import build_model
     from builder.model.port import port_weights, read_state_dict
 
+    output = check_output(args.output, flag="-o", force=args.force)
     model = build_model(load_spec(args.spec, args.overrides))
     pairs = port_weights(model, read_state_dict(args.weights))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.output))
+    write_bytes(output, save({k: v.contiguous() for k, v in model.state_dict().items()}))
     print(f"copied {len(pairs)} tensors ({pairs[0][0]} -> {pairs[0][1]}, ...); wrote {args.output}")
     return 0
 
@@ -131,6 +136,8 @@ def cmd_port_weights(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from builder.tools.bench import bench, write_json
 
+    if args.json:
+        check_output(args.json, flag="--json", force=args.force)
     spec = load_spec(args.spec, args.overrides)
     result = bench(spec, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
                    device=args.device, options=args.options)
@@ -180,7 +187,7 @@ EXAMPLES = {  # shown at the end of each command's --help
     "evaluate": "python -m builder evaluate runs/alexnet_digits-20250101-120000 --weights best",
     "predict": "python -m builder predict runs/alexnet_digits-20250101-120000 my_images/ -o runs/preds.csv",
     "export": "python -m builder export runs/alexnet_digits-20250101-120000 --format onnx -o runs/model.onnx",
-    "sweep": "python -m builder sweep alexnet_digits --grid classifier.dropout=0.3,0.5 --epochs 1 --out runs/sweep",
+    "sweep": "python -m builder sweep alexnet_digits --grid width=0.5,1.0 --epochs 1 --out runs/sweep",
     "leaderboard": "python -m builder leaderboard runs/sweep",
 }
 
@@ -211,8 +218,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--device", default="auto",
                    help="auto (default: cpu for a small model, else meta), meta (no weights allocated), cpu, cuda, ...")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size of the dummy input (default 1)")
-    p.add_argument("--depth", type=int, default=3, help="nesting depth of the table (default 3)")
+    Flag("--batch-size", "batch_size", "N", "batch size of the dummy input (default 1)",
+         check=bounded_int(1, MAX_BATCH)).add(p, default=1)
+    Flag("--depth", "depth", "N", "nesting depth of the table (default 3)",
+         check=bounded_int(0, MAX_DEPTH)).add(p, default=3)
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("resolve", help="print the fully resolved spec (extends, defaults, --set, width)")
@@ -233,23 +242,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("draw", help="render the architecture as a PNG or SVG picture")
     _add_spec_args(p)
     p.add_argument("-o", "--output", required=True, help="output file, .png or .svg")
+    add_force_flag(p)
     p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser("port-weights", help="copy a torchvision state dict into the built model")
     _add_spec_args(p)
     p.add_argument("weights", help="source state dict: .pth/.pt (loaded with weights_only=True) or .safetensors")
     p.add_argument("-o", "--output", required=True, help="where to write the ported model.safetensors")
+    add_force_flag(p)
     p.set_defaults(func=cmd_port_weights)
 
     p = sub.add_parser("bench", help="measure training images/s under fp32, channels_last, bf16, fp16, compile")
     _add_spec_args(p)
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    Flag("--batch-size", "batch_size", "N", "images per step (default 64)",
+         check=bounded_int(1, MAX_BATCH)).add(p, default=64)
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per option first (default 3)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported (default 3)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    DEVICE.add(p, default="auto")
     p.add_argument("--options", default="all", help="comma list of fp32,channels_last,bf16,fp16,compile (default all)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_force_flag(p)
     p.set_defaults(func=cmd_bench)
 
     from training.cli import add_train_parser  # torch-free at import
@@ -271,8 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure is printed as plain lines, never a traceback."""
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)  # a flag's value out of bounds is a located line (training.flags)
         for name in ("spec", "spec_a"):  # a shipped spec's name becomes the file read, for every message
             if getattr(args, name, None) is not None:
                 setattr(args, name, str(find_spec(getattr(args, name))))

@@ -28,12 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError
+from builder.lang.files import atomic_write  # torch-free
 from builder.lang.heads import head_def
 from builder.lang.registry import FAMILIES as LABEL_FAMILIES
 from builder.lang.registry import Label, child_lists, default_name, kind_def, walk_blocks
 from builder.lang.shapes import BlockShape, ShapeReport, infer
 from builder.lang.spec import Spec
-from training.files import atomic_write  # torch-free
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes

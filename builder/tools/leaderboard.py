@@ -13,7 +13,6 @@ import argparse
 import csv
 import io
 import math
-import os
 import re
 import statistics
 from collections.abc import Sequence
@@ -22,8 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder.lang.errors import BuilderError, SpecError
+from builder.lang.files import write_bytes, write_text
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
+from builder.tools.sweep_record import read_record
+from training.runfiles import CHECKPOINT, LOG, METRICS, SPEC_FILE, WEIGHTS
 
 Sort = Literal["best_val_acc", "test_acc", "params", "mult_adds", "seconds"]
 XAxis = Literal["mult_adds", "params"]
@@ -83,18 +85,16 @@ class Leaderboard:
 
 def read_run(run_dir: Path) -> RunResult | None:
     """The results of a run directory, or None when it holds neither a sweep record nor a run."""
-    from builder.tools.sweep import read_record
-
     record = read_record(run_dir) or {}
-    if not record and not (run_dir / "metrics.csv").is_file():
+    if not record and not (run_dir / METRICS).is_file():
         return None
-    rows = _metrics(run_dir / "metrics.csv")
-    params, mult_adds, spec_name = _static(run_dir / "spec.yaml")
+    rows = _metrics(run_dir / METRICS)
+    params, mult_adds, spec_name = _static(run_dir / SPEC_FILE)
     val_metric = "val_acc" if rows and "val_acc" in rows[0] else "test_acc"
     vals = [float(r[val_metric]) for r in rows if r.get(val_metric)]
     tests = [float(r["test_acc"]) for r in rows if r.get("test_acc")]
     seconds = sum(float(r["seconds"]) for r in rows)
-    images = _train_images(run_dir / "train.log")
+    images = _train_images(run_dir / LOG)
     status = str(record.get("status") or _plain_status(run_dir))
     return RunResult(
         name=run_dir.name, group=str(record.get("group", run_dir.name)), spec_name=spec_name,
@@ -108,8 +108,6 @@ def read_run(run_dir: Path) -> RunResult | None:
 
 def _plain_status(run_dir: Path) -> str:
     """A run directory that `train` made by itself (no variant.json): done, or stopped with a checkpoint."""
-    from training.checkpoint import CHECKPOINT, WEIGHTS
-
     return "done" if (run_dir / WEIGHTS).is_file() else "interrupted" if (run_dir / CHECKPOINT).is_file() else "unknown"
 
 
@@ -195,18 +193,11 @@ def write_leaderboard(directory: Path, sort: Sort = "best_val_acc", x: XAxis = "
         raise BuilderError(f"{directory}: no such sweep directory")
     rows = collect(directory, sort)
     csv_path, md_path = directory / "leaderboard.csv", directory / "leaderboard.md"
-    _write(csv_path, to_csv(rows).encode())
+    write_text(csv_path, to_csv(rows))  # atomic: search workers on one sweep directory each rewrite it
     png = directory / "pareto.png" if plot_pareto(directory / "pareto.png", rows, x) else None
     text = to_markdown(rows, directory, sort, png)
-    _write(md_path, text.encode())
+    write_text(md_path, text)
     return Leaderboard(rows, text, csv_path, md_path, png)
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Atomically: search workers on one sweep directory each rewrite the leaderboard."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def to_csv(rows: Sequence[Row]) -> str:
@@ -301,7 +292,7 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     _axes(ax, x, shown[0].val_metric)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _write(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
     return True
 
 

@@ -21,26 +21,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError, SpecError
-from builder.tools.sweep import (
-    LOG,
-    CategoricalParam,
-    Children,
-    FloatParam,
-    IntParam,
-    Outcome,
-    Override,
-    Plan,
-    SearchConfig,
-    Variant,
-    child_env,
-    finish,
-    forwarding_signals,
-    new_record,
-    train_command,
-    train_namespace,
-    write_record,
-)
+from builder.tools.leaderboard import _metrics
+from builder.tools.search_config import CategoricalParam, FloatParam, IntParam, SearchConfig
+from builder.tools.sweep_plan import Override, Plan, Variant, new_record, train_namespace
+from builder.tools.sweep_record import write_record
+from builder.tools.sweep_run import Children, Outcome, child_env, finish, forwarding_signals, train_command
 from training.cli import load_training
+from training.runfiles import LOG, METRICS
 
 if TYPE_CHECKING:
     import optuna
@@ -176,7 +163,7 @@ class EpochWatcher:
         match = _EPOCH_LINE.match(line)
         if match is None or self.pruned:
             return
-        value, epoch = epoch_metric(self.run_dir / "metrics.csv", self.metric)
+        value, epoch = epoch_metric(self.run_dir / METRICS, self.metric)
         self.last_epoch = epoch
         if value is None:  # an epoch without evaluation (eval_every > 1)
             return
@@ -190,8 +177,6 @@ class EpochWatcher:
 
 def epoch_metric(path: Path, metric: str) -> tuple[float | None, int]:
     """The last epoch's `metric` (val_acc, falling back to test_acc without a val split) and its number."""
-    from builder.tools.leaderboard import _metrics
-
     rows = _metrics(path)
     if not rows:
         return None, 0

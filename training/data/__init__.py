@@ -1,6 +1,7 @@
 """Datasets that feed a spec's input shape: one module per source behind one registry.
 
-`load_data(config, spec)` loads the source (digits, cifar10, image_folder, fake), takes the
+`load_data(config, spec)` loads the source (digits, cifar10, image_folder, fake; for segmentation
+seg_folder, seg_csv, shapes), takes the
 seeded stratified subsets the config asks for (train_size, test_size), carves a validation split
 from train when the source ships none (val_fraction), decodes image folders into memory when they
 fit, and measures the per-channel statistics of the training images.
@@ -13,7 +14,7 @@ from typing import Any
 
 from builder.lang.spec import Spec
 from training.config import DatasetConfig, ImageFolderData
-from training.data import cifar10, digits, fake, image_folder
+from training.data import cifar10, digits, fake, image_folder, masks, shapes
 from training.data.augment import Preprocess, generator, preprocess_for, random_crop, random_hflip, resize
 from training.data.splits import (
     Data,
@@ -30,6 +31,7 @@ from training.errors import ConfigProblems
 
 SOURCES: dict[str, Callable[[Any, Spec, int], Source]] = {
     "digits": digits.load, "cifar10": cifar10.load, "image_folder": image_folder.load, "fake": fake.load,
+    "seg_folder": masks.load_folder, "seg_csv": masks.load_csv, "shapes": shapes.load,
 }
 DATASET = ("training", "dataset")
 
@@ -54,7 +56,10 @@ def load_data(config: DatasetConfig, spec: Spec, workers: int = 0) -> Data:
         splits = image_folder.materialize(config, splits)
     mean, std = split_stats(splits["train"] or train)
     data = Data(source.name, splits["train"] or train, splits["val"], splits["test"], source.classes, mean, std)
-    check_classes(spec, data)
+    if config.task == "segmentation":
+        check_mask_classes(spec, data)
+    else:
+        check_classes(spec, data)
     return data
 
 
@@ -88,4 +93,16 @@ def check_classes(spec: Spec, data: Data) -> None:
             ("num_classes",),
             f"the {data.name} dataset has {data.num_classes} classes but the spec has only "
             f"{spec.num_classes} outputs; set num_classes: {data.num_classes}",
+        )
+
+
+def check_mask_classes(spec: Spec, data: Data) -> None:
+    """One output channel per class, or one for two classes (binary: BCE, thresholded at 0)."""
+    n = data.num_classes
+    if spec.num_classes != n and not (n == 2 and spec.num_classes == 1):
+        binary = " (or 1, binary)" if n == 2 else ""
+        raise ConfigProblems.at(
+            ("num_classes",),
+            f"the {data.name} masks have {n} classes ({', '.join(data.classes)}) but the spec has "
+            f"{spec.num_classes} output channels; set num_classes: {n}{binary}",
         )

@@ -1,7 +1,8 @@
 """Per-batch preprocessing on tensors: resize, augmentation (training only), normalization.
 
 Every random choice comes from a generator seeded by (seed, epoch[, step]), never from global
-state, so a run stopped at any step resumes with exactly the same augmentations.
+state, so a run stopped at any step resumes with exactly the same augmentations. Segmentation
+batches are augmented jointly with their masks (training/data/joint.py).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.config import Augment
+from training.config import Augment, SegmentationAugment
 
 
 def derived_seed(*parts: int) -> int:
@@ -43,6 +44,10 @@ class Preprocess:
             x = random_hflip(x, rng) if self.augment.hflip else x
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def pair(self, images: Tensor, labels: Tensor, rng: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """A training batch: the images preprocessed (augmented with `rng`), the labels as they are."""
+        return self(images, rng), labels
 
     @property
     def padding(self) -> tuple[int, int]:
@@ -81,9 +86,15 @@ def random_hflip(x: Tensor, rng: torch.Generator) -> Tensor:
 
 
 def preprocess_for(
-    mean: tuple[float, ...], std: tuple[float, ...], size: tuple[int, int], augment: Augment, device: torch.device,
-    channels_last: bool = False,
+    mean: tuple[float, ...], std: tuple[float, ...], size: tuple[int, int], augment: Augment | SegmentationAugment,
+    device: torch.device, channels_last: bool = False, ignore_index: int = 255,
 ) -> Preprocess:
-    """The preprocessing of images of `size` (H, W) normalized by a dataset's `mean` and `std`."""
+    """The preprocessing of images of `size` (H, W) normalized by a dataset's `mean` and `std`;
+    with a segmentation dataset's augment, of images and masks together."""
     stats = [torch.tensor(s, dtype=torch.float32, device=device).view(-1, 1, 1) for s in (mean, std)]
+    if isinstance(augment, SegmentationAugment):
+        from training.data.joint import JointPreprocess
+
+        return JointPreprocess(size, stats[0], stats[1], Augment(crop_padding=0, hflip=False), channels_last,
+                               augment, ignore_index)
     return Preprocess(size, stats[0], stats[1], augment, channels_last)

@@ -6,7 +6,7 @@ makes that task for a run. See training/tasks/base.py for the interface.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from training.tasks.base import Metric, PredictRequest, Task, TaskKind, columns
 
@@ -15,6 +15,11 @@ if TYPE_CHECKING:
     from training.runinfo import LoadedRun
 
 ACCURACY = Metric("acc", "accuracy", "top-1 accuracy (%)")
+SEGMENTATION_METRICS = (
+    Metric("miou", "mIoU", "mean IoU", percent=False),
+    Metric("dice", "Dice", "mean Dice", percent=False),
+    Metric("pixel_acc", "pixel accuracy", "pixel accuracy (%)"),
+)
 
 
 def _classification(config: TrainingConfig, classes: tuple[str, ...]) -> Task:
@@ -23,13 +28,21 @@ def _classification(config: TrainingConfig, classes: tuple[str, ...]) -> Task:
     return ClassificationTask(classes, config.label_smoothing)
 
 
+def _segmentation(config: TrainingConfig, classes: tuple[str, ...]) -> Task:
+    from training.tasks.segmentation import SegmentationTask
+
+    data: Any = config.dataset  # a segmentation dataset kind (training.config)
+    return SegmentationTask(classes, data.ignore_index, data.loss, data.palette)
+
+
 TASKS: dict[str, TaskKind] = {
     "classification": TaskKind("classification", (ACCURACY,), _classification),
+    "segmentation": TaskKind("segmentation", SEGMENTATION_METRICS, _segmentation),
 }
 
 __all__ = [
-    "ACCURACY", "TASKS", "Metric", "PredictRequest", "Task", "TaskKind", "columns", "make_task", "run_task",
-    "task_kind",
+    "ACCURACY", "SEGMENTATION_METRICS", "TASKS", "Metric", "PredictRequest", "Task", "TaskKind", "columns",
+    "make_task", "run_task", "task_kind",
 ]
 
 

@@ -10,10 +10,13 @@ from builder.lang.kinds import (
     activation,
     adaptive_avgpool,
     batchnorm,
+    channel_shuffle,
     conv,
     conv_transpose,
     dropout,
     gate,
+    groupnorm,
+    layernorm,
     parallel,
     pool,
     residual,
@@ -21,9 +24,11 @@ from builder.lang.kinds import (
     skip,
     upsample,
 )
-from builder.lang.registry import KindDef
+from builder.lang.macros import MACROS
+from builder.lang.registry import KindDef, provide_builtin
 
 BUILTIN: tuple[KindDef, ...] = tuple(m.KIND for m in (
     conv, sequence, residual, parallel, pool, adaptive_avgpool, batchnorm, activation, dropout,
-    gate, conv_transpose, upsample, skip,
+    gate, layernorm, groupnorm, channel_shuffle, conv_transpose, upsample, skip,
 ))
+provide_builtin(BUILTIN, MACROS)

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+from math import lcm
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from builder.lang.axes import NonNegativeAxes, PositiveAxes, pair
 from builder.lang.base import (
     Activation,
     Named,
-    NonNegativeInt,
     NoPoolSpec,
     PoolSpec,
     PositiveInt,
     WindowPoolSpec,
     rule_error,
 )
-from builder.lang.norms import AnyNorm, NoNormSpec, NormSpec, norm_def
-from builder.lang.registry import Frame, KindDef, Label, Scaling
-from builder.lang.walk import At, Inferred, Shape, Walk, pool_label, pooled, window_out
+from builder.lang.norms import AnyNorm, NoNormSpec, NormSpec, norm_def, norm_problem
+from builder.lang.registry import Frame, KindDef, Label, Scaling, round_channels
+from builder.lang.walk import (
+    At,
+    Inferred,
+    Shape,
+    Walk,
+    dilation_empties,
+    dilation_problem,
+    pool_label,
+    pooled,
+    window_text,
+    windows_out,
+)
 
 
 class BlockSpec(Named):
@@ -28,12 +40,14 @@ class BlockSpec(Named):
     """A block without kind is a conv block."""
     out_channels: PositiveInt
     """Output channels of the convolution."""
-    kernel_size: PositiveInt
-    """Convolution kernel size (square)."""
-    stride: PositiveInt = 1
-    """Convolution stride."""
-    padding: NonNegativeInt = 0
-    """Zero padding on each side."""
+    kernel_size: PositiveAxes
+    """Convolution kernel size: an integer (square) or [h, w] (Inception's [1, 7])."""
+    stride: PositiveAxes = 1
+    """Convolution stride: an integer or [h, w]."""
+    padding: NonNegativeAxes = 0
+    """Zero padding on each side: an integer or [h, w]."""
+    dilation: PositiveAxes = 1
+    """Spacing of the kernel's elements: an integer or [h, w] (nn.Conv2d's dilation)."""
     groups: PositiveInt | Literal["depthwise"] = 1
     """Grouped convolution: must divide in_channels and out_channels; depthwise: one group per input channel."""
     bias: bool = True
@@ -109,8 +123,14 @@ def conv_groups(block: BlockSpec, in_channels: int) -> int:
     return in_channels if block.groups == "depthwise" else block.groups
 
 
+def kernel_area(block: BlockSpec) -> int:
+    """kh * kw: the kernel's elements per input channel of a group."""
+    kh, kw = pair(block.kernel_size)
+    return kh * kw
+
+
 def conv_params(in_ch: int, block: BlockSpec) -> int:
-    weight = block.out_channels * (in_ch // conv_groups(block, in_ch)) * block.kernel_size**2
+    weight = block.out_channels * (in_ch // conv_groups(block, in_ch)) * kernel_area(block)
     return weight + (block.out_channels if block.bias else 0)
 
 
@@ -121,7 +141,8 @@ def describe_layers(spec: Any, block: BlockSpec) -> tuple[Label, ...]:
 
 def _label(role: str, layer: Any) -> Label:
     if role == "conv":
-        conv = f"conv {layer.out_channels} k{layer.kernel_size} s{layer.stride} p{layer.padding}"
+        window = window_text(layer.kernel_size, layer.stride, layer.padding, layer.dilation)
+        conv = f"conv {layer.out_channels} {window}"
         groups = "" if layer.groups == 1 else " dw" if layer.groups == "depthwise" else f" g{layer.groups}"
         return Label(conv + groups, "conv")
     if role == "norm":
@@ -139,25 +160,45 @@ def _infer(walk: Walk, block: BlockSpec, at: At, shape: Shape) -> Inferred:
     if block.out_channels % groups:
         walk.problem((*at.where, "groups"), f"out_channels ({block.out_channels}) must be divisible by "
                      f"groups ({groups}: depthwise, one per input channel)")
-    h2, w2 = (window_out(s, block.kernel_size, block.stride, block.padding) for s in (h, w))
-    macs = max(h2, 0) * max(w2, 0) * block.out_channels * (c // groups) * block.kernel_size**2
+    h2, w2 = windows_out((h, w), block.kernel_size, block.stride, block.padding, dilation=block.dilation)
+    if (h2 <= 0 or w2 <= 0) and dilation_empties((h, w), block.kernel_size, block.stride, block.padding,
+                                                  block.dilation):
+        return dilation_problem(walk, at, shape, block.kernel_size, block.padding, block.dilation)
+    macs = max(h2, 0) * max(w2, 0) * block.out_channels * (c // groups) * kernel_area(block)
     layers = conv_block_layers(walk.spec, block)
     for role, layer in layers:
         if role == "pool" and h2 > 0 and w2 > 0:
             h2, w2 = pooled((h2, w2), layer)
     if h2 <= 0 or w2 <= 0:
         return walk.collapse(at, shape, h2, w2)
+    for norm in (n for r, n in layers if r == "norm"):
+        _check_norm(walk, at, block, norm)
     params = conv_params(c, block) + sum(norm_def(n).params(n, block.out_channels) for r, n in layers if r == "norm")
     return (block.out_channels, h2, w2), params, macs, describe_layers(walk.spec, block)
 
 
-def _stride(spec: Any, block: BlockSpec) -> int:
+def _check_norm(walk: Walk, at: At, block: BlockSpec, norm: Any) -> None:
+    """A norm that cannot normalize the block's output channels (groupnorm's groups), located at
+    the block's own norm or at defaults.norm, where it came from."""
+    problem = norm_problem(norm, block.out_channels)
+    if problem is not None:
+        where = (*at.where, "norm", "groups") if block.norm is not None else ("defaults", "norm", "groups")
+        walk.problem(where, f"{at.name}: {problem}")
+
+
+def _stride(spec: Any, block: BlockSpec) -> int | tuple[int, int]:
+    """The conv's stride times its pool's, per axis (an int when both axes agree)."""
     pools = [layer.stride for role, layer in conv_block_layers(spec, block) if role == "pool"]
-    return block.stride * (pools[0] if pools else 1)
+    (ch, cw), (ph, pw) = pair(block.stride), pair(pools[0] if pools else 1)
+    h, w = ch * ph, cw * pw
+    return h if h == w else (h, w)
 
 
 def _width(block: BlockSpec, scaling: Scaling) -> BlockSpec:
-    return block.model_copy(update={"out_channels": scaling.channels(block.out_channels)})
+    """out_channels scaled, staying a multiple of its own norm's groups too (groupnorm)."""
+    norm = 1 if block.norm is None else norm_def(block.norm).multiple(block.norm)
+    out = round_channels(block.out_channels, scaling.width, lcm(scaling.multiple, norm))
+    return block.model_copy(update={"out_channels": out})
 
 
 def _multiple(block: BlockSpec) -> int:

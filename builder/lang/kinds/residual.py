@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from builder.lang.axes import axes_text
 from builder.lang.base import Activation, Named
 from builder.lang.registry import (
     Block,
@@ -13,12 +14,13 @@ from builder.lang.registry import (
     Frame,
     KindDef,
     Label,
+    body_stride,
     first_list_stride,
     no_multiple,
     plain_fields,
     scale_children,
 )
-from builder.lang.walk import At, Inferred, Shape, Walk, body_stride, fmt, window_out
+from builder.lang.walk import At, Inferred, Shape, Walk, fmt, windows_out
 
 
 class ResidualBlock(Named):
@@ -54,7 +56,7 @@ def _infer(walk: Walk, block: ResidualBlock, at: At, shape: Shape) -> Inferred:
     kind = shortcut_kind(block, shape, out)
     if kind == "projection":
         stride = body_stride(walk.spec, block.body)
-        projected = (out[0], *(window_out(s, 1, stride, 0) for s in shape[1:]))
+        projected = (out[0], *windows_out(shape[1:], 1, stride, 0))
         params += shape[0] * out[0] + (2 * out[0] if block.shortcut_norm == "batchnorm" else 0)
         macs += shape[0] * out[0] * projected[1] * projected[2]
         if projected != out:
@@ -68,7 +70,7 @@ def _infer(walk: Walk, block: ResidualBlock, at: At, shape: Shape) -> Inferred:
 def _frame(spec: Any, block: ResidualBlock, shape: Any) -> Frame:
     """The skip lane's label comes from shortcut_kind and body_stride, as the builder's projection."""
     kind = shortcut_kind(block, shape.in_shape, shape.out_shape)
-    skip = {"identity": "identity", "none": ""}.get(kind, f"projection 1x1 s{body_stride(spec, block.body)}")
+    skip = {"identity": "identity", "none": ""}.get(kind, f"projection 1x1 s{axes_text(body_stride(spec, block.body))}")
     if kind == "projection" and block.shortcut_norm == "batchnorm":
         skip += " + bn"
     merge = ("add" if kind != "none" else "no shortcut") + (f", {block.activation}" * (block.activation != "none"))
