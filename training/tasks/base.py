@@ -84,6 +84,7 @@ class PredictRequest:
     topk: int = 1
     workers: int | None = None  # decoding processes; None: the default
     device: str = "cpu"
+    force: bool = False  # replace existing output files (training.outputs' rule)
 
 
 class Keeper(Protocol):
@@ -97,6 +98,7 @@ class Task(Protocol):
 
     kind: TaskKind
     classes: tuple[str, ...]  # in label (index) order
+    pictured: bool  # whether `picture` draws anything (the trainer skips the forward pass otherwise)
 
     @property
     def tally_size(self) -> int:
@@ -122,6 +124,11 @@ class Task(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """run.json's description of the outputs (class names; a palette)."""
+        ...
+
+    def picture(self, forward: Callable[[Tensor], Tensor], images: Tensor, targets: Tensor) -> Tensor | None:
+        """TensorBoard's picture of a few validation samples (uint8 (3, H, W)), drawn from
+        `forward` of their uint8 images; None: the task shows none (classification, `pictured` False)."""
         ...
 
     def keeper(self) -> Keeper:
