@@ -94,9 +94,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     spec = load_spec(SPECS / args.spec)
     torch.manual_seed(0)
-    features = tuple(int(64 * spec.width * 2**i) for i in range(4))
-    hand = HandWrittenUNet(spec.input.channels, spec.num_classes, features)
     built = build_model(spec)
+    first = next(m for m in built.modules() if isinstance(m, nn.Conv2d)).out_channels  # width already applied
+    hand = HandWrittenUNet(spec.input.channels, spec.num_classes, tuple(first * 2**i for i in range(4)))
     port_weights(built, forward_order(hand))
     assert sum(q.numel() for q in built.parameters()) == sum(q.numel() for q in hand.parameters())
     x = torch.randn(args.batch_size, spec.input.channels, spec.input.height, spec.input.width)

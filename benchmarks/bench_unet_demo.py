@@ -44,6 +44,7 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--spec", default="unet_shapes.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE")
+    p.add_argument("--out", type=Path, help="keep the run directory here (default: a temporary one)")
     args = p.parse_args()
     spec = load_spec(SPECS / args.spec, args.overrides)
     config = TrainingConfig.model_validate(spec.training or {})
@@ -51,9 +52,10 @@ def main() -> None:
     before, loaded = busy_cpus(), load()
     wall, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as tmp:
-        train(spec, config, out=Path(tmp) / "run", quiet=True,
+        out = args.out or Path(tmp) / "run"
+        train(spec, config, out=out, quiet=True,
               log=lambda line: stamps.append((time.perf_counter() - wall, time.process_time() - cpu)))
-        rows = read_csv(Path(tmp) / "run" / "metrics.csv")
+        rows = read_csv(out / "metrics.csv")
     seconds, used = time.perf_counter() - wall, time.process_time() - cpu
     after = busy_cpus()
     others = (after - before - used) / seconds if before is not None and after is not None else None

@@ -94,7 +94,7 @@ def plot_worst(path: Path, pictures: Sequence[tuple[str, Tensor, Tensor, Tensor]
     for row, (title, *shown) in zip(axes, pictures):
         for ax, picture, label in zip(row, shown, ("image", "truth", "prediction")):
             ax.imshow(picture.permute(1, 2, 0).numpy(), interpolation="nearest")
-            ax.set_title(f"{title}: {label}" if label == "image" else label, fontsize=8)
+            ax.set_title(title if label == "image" else label, fontsize=8)
     if not pictures:
         axes[0, 1].text(0.5, 0.5, "no images", ha="center", va="center")
     handles = [Patch(facecolor=(c[0] / 255, c[1] / 255, c[2] / 255), edgecolor="gray", label=name)

@@ -180,7 +180,7 @@ class Worst:
         from training.tasks.overlays import overlay, rgb
 
         truth, found = overlay(self.images, self.truth, palette), overlay(self.images, self.predicted, palette)
-        return [(f"image {int(i)}: mIoU {float(s):.3f}", rgb(self.images[k : k + 1])[0], truth[k], found[k])
+        return [(f"image {int(i)}, mIoU {float(s):.3f}", rgb(self.images[k : k + 1])[0], truth[k], found[k])
                 for k, (i, s) in enumerate(zip(self.index, self.score))]
 
 
