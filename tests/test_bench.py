@@ -106,9 +106,10 @@ def test_cli_prints_the_table_and_writes_json(
     [
         (("--options", "fp32,bf61"), "error: unknown option 'bf61'; expected fp32, channels_last, bf16, fp16, "
                                      "compile or all; did you mean 'bf16'?"),
-        (("--batch-size", "0"), "error: --batch-size must be >= 1, got 0"),
+        (("--batch-size", "0"), "--batch-size 0: error: must be from 1 to 65,536, got 0"),
         (("--repeats", "0"), "error: --repeats must be >= 1, got 0"),
-        (("--batch-size", str(10**12)), "error: --batch-size must be <= 100,000, got 1,000,000,000,000"),
+        (("--batch-size", str(10**12)),
+         f"--batch-size {10**12}: error: must be from 1 to 65,536, got 1,000,000,000,000"),
         (("--steps", "100001"), "error: --steps must be <= 100,000, got 100,001"),
         (("--device", "nonsense"), "error: --device nonsense: unknown device 'nonsense'; expected auto, cpu, cuda, "
          "cuda:N or mps"),

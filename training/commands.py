@@ -56,15 +56,25 @@ def add_commands(sub: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_run, unique_dir
 
-    run_dir = Path(args.run)
+    device, run_dir = compute_device(args.device), Path(args.run)
     config = data_config(run_dir, args.data) if args.data else None
     out = Path(args.out) if args.out else unique_dir(run_dir / f"evaluate-{args.weights}")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} is not empty; evaluate never overwrites files: choose a new directory")
-    done = evaluate_run(run_dir, out, weights=args.weights, config=config, device=args.device)
+    done = evaluate_run(run_dir, out, weights=args.weights, config=config, device=device)
     print(f"{run_dir} ({args.weights} weights) {done.line}")
     print(f"wrote {out}: {', '.join(done.files)}")
     return 0
+
+
+def compute_device(name: str) -> str:
+    """The device evaluate and predict compute on, chosen as train chooses it."""
+    from builder.model.device import DeviceError, find_device
+
+    try:
+        return str(find_device(name, real=True))
+    except DeviceError as exc:
+        raise UsageError(f"--device {name}: {exc}") from None
 
 
 def data_config(run_dir: Path, data: str) -> Any:
@@ -88,13 +98,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.output:
         check_output(args.output, flag="-o", force=args.force)
-    run = load_run(args.run, args.weights, args.device)
+    device = compute_device(args.device)
+    run = load_run(args.run, args.weights, device)
     files = find_images(args.paths)
     if not files:
         raise UsageError(f"no images (jpg, png, bmp, webp) in {' '.join(args.paths)}")
     task = run_task(run)
     output = Path(args.output) if args.output else None
-    lines, errors = task.predict(run, PredictRequest(files, output, args.topk, args.workers, args.device))
+    lines, errors = task.predict(run, PredictRequest(files, output, args.topk, args.workers, device))
     for line in errors:
         print(f"skipped: {line}", file=sys.stderr)
     for line in lines:
