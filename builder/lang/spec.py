@@ -38,7 +38,7 @@ from builder.lang.kinds.conv import BlockSpec, block_activation, block_norm, blo
 from builder.lang.kinds.dropout import DropoutBlock
 from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
-from builder.lang.kinds.residual import ResidualBlock
+from builder.lang.kinds.residual import ResidualBlock, StochasticDepthSpec
 from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.macros import RepeatBlock, TemplateSpec, UseBlock
 from builder.lang.norms import BatchNormSpec, LRNSpec, NoNormSpec, NormSpec
@@ -123,6 +123,8 @@ class Spec(StrictModel):
     """The blocks, in order (module names features.block1, block2, ... unless named)."""
     classifier: ClassifierSpec = ClassifierSpec()
     """The fully connected head."""
+    stochastic_depth: StochasticDepthSpec | None = None
+    """A stochastic depth rate growing linearly over the residual blocks with `stochastic_depth: linear`."""
     training: dict[str, Any] | None = None
     """Training recipe (see the README's training reference)."""
 

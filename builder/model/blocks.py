@@ -16,13 +16,16 @@ OUTPUT_NOT_SAVED = (nn.Conv2d, nn.BatchNorm2d)
 
 
 class Residual(nn.Module):
-    """out = act(body(x) + shortcut(x)); without a shortcut, out = act(body(x)) (no add)."""
+    """out = act(drop(body(x)) + shortcut(x)); without a shortcut, out = act(body(x)) (no add).
+    `drop` is stochastic depth (identity in eval mode), None for none."""
 
-    def __init__(self, body: nn.Sequential, shortcut: nn.Module | None, act: nn.Module | None) -> None:
+    def __init__(self, body: nn.Sequential, shortcut: nn.Module | None, act: nn.Module | None,
+                 drop: nn.Module | None = None) -> None:
         super().__init__()
         self.body = body
         self.shortcut = shortcut  # nn.Identity, a projection, or None when the block does not add
         self.act = act
+        self.stochastic_depth = drop
         # Add in place (as torchvision's ResNet does: no new tensor per block) only when the body
         # ends in a fresh tensor that its backward does not need; after an in-place activation
         # (whose output ReLU's backward reads) or an empty body (out is x) it must not.
@@ -31,6 +34,8 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)  # in training a fresh tensor (out * mask), else out itself
         if self.shortcut is not None:
             shortcut = self.shortcut(x)
             out = out.add_(shortcut) if self.add_inplace else out + shortcut

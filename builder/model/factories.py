@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from builder.lang.kinds.activation import ActivationBlock
 from builder.lang.kinds.adaptive_avgpool import AdaptiveAvgPoolBlock
@@ -24,7 +25,7 @@ from builder.lang.kinds.groupnorm import GroupNormBlock
 from builder.lang.kinds.layernorm import LayerNormBlock
 from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
-from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
+from builder.lang.kinds.residual import ResidualBlock, linear_rates, shortcut_kind
 from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.walk import BlockShape, body_stride
 from builder.model import layers
@@ -60,7 +61,17 @@ def residual(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.M
         shortcut = nn.Identity()
     elif kind == "projection":
         shortcut = _projection(ctx, block, shape)
-    return Residual(body, shortcut, layers.activation(block.activation))
+    return Residual(body, shortcut, layers.activation(block.activation), _stochastic_depth(ctx, block, shape, shortcut))
+
+
+def _stochastic_depth(ctx: BuildContext, block: ResidualBlock, shape: BlockShape,
+                      shortcut: nn.Module | None) -> nn.Module | None:
+    """torchvision's StochasticDepth (mode row) where the rate is above 0 and the block adds
+    (a block without a shortcut keeps its place in a linear schedule but drops nothing)."""
+    rate = block.stochastic_depth
+    if rate == "linear":  # a spec built without loading: resolve the schedule here
+        rate = linear_rates(ctx.spec)[shape.name]
+    return StochasticDepth(rate, "row") if rate and shortcut is not None else None
 
 
 def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.Module:
