@@ -132,6 +132,19 @@ def test_a_linear_schedule_counts_the_residuals_that_take_part(divide_by: str, e
         assert built.features.fixed.stochastic_depth is None
 
 
+def test_layer_scale_is_a_learnable_factor_per_channel_stored_first() -> None:
+    spec = _spec([_residual(layer_scale=1e-6, stochastic_depth=0.2)])
+    block = build_model(spec).features.block1
+    assert list(block.state_dict())[:2] == ["layer_scale", "body.block1.conv.weight"]  # as CNBlock's
+    assert block.layer_scale.shape == (8, 1, 1) and torch.equal(block.layer_scale, torch.ones(8, 1, 1) * 1e-6)
+    assert infer(spec).blocks[0].params == _params(block) == 8 + 8 * 8 + 8
+    assert "layer scale 1e-06" in infer(spec).blocks[0].layers
+    x = torch.randn(2, 8, 3, 3)
+    with torch.no_grad():
+        block.layer_scale.normal_()
+        assert torch.allclose(block.eval()(x), block.layer_scale * block.body(x) + x)
+
+
 def test_resolve_writes_the_schedule_out(write_spec: Callable[..., Path]) -> None:
     path = write_spec(HEAD.replace("blocks:", "stochastic_depth: {rate: 0.3, divide_by: blocks_minus_one}\nblocks:")
                       + "  - {kind: residual, stochastic_depth: linear, body: [{out_channels: 8, kernel_size: 1}]}\n"
@@ -159,6 +172,8 @@ blocks:
      "7:71: error: blocks[1].norm.groups: block2: groupnorm groups (4) must divide the channels (6)"),
     ("{kind: residual, stochastic_depth: 1.0, body: [{out_channels: 4, kernel_size: 1}]}",
      "7:40: error: blocks[1].stochastic_depth: must be < 1.0, got 1.0"),
+    ("{kind: residual, layer_scale: 0, body: [{out_channels: 4, kernel_size: 1}]}",
+     "7:35: error: blocks[1].layer_scale: must be > 0.0, got 0"),
     ("{kind: residual, stochastic_depth: -0.1, body: [{out_channels: 4, kernel_size: 1}]}",
      "7:40: error: blocks[1].stochastic_depth: must be >= 0.0, got -0.1"),
     ("{kind: residual, stochastic_depth: linaer, body: [{out_channels: 4, kernel_size: 1}]}",

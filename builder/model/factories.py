@@ -61,7 +61,10 @@ def residual(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.M
         shortcut = nn.Identity()
     elif kind == "projection":
         shortcut = _projection(ctx, block, shape)
-    return Residual(body, shortcut, layers.activation(block.activation), _stochastic_depth(ctx, block, shape, shortcut))
+    made = Residual(body, shortcut, layers.activation(block.activation), _stochastic_depth(ctx, block, shape, shortcut))
+    if block.layer_scale is not None:
+        made.scale_by(shape.out_shape[0], block.layer_scale)
+    return made
 
 
 def _stochastic_depth(ctx: BuildContext, block: ResidualBlock, shape: BlockShape,

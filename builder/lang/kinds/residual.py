@@ -1,4 +1,5 @@
-"""residual: out = act(stochastic_depth(body(x)) + shortcut(x)), the shortcut an identity or a 1x1 projection.
+"""residual: out = act(stochastic_depth(layer_scale * body(x)) + shortcut(x)), the shortcut an identity
+or a 1x1 projection.
 
 Stochastic depth drops the body's output of whole samples while training (torchvision's
 StochasticDepth, mode "row"); `stochastic_depth: linear` takes its rate from the spec's linear
@@ -41,6 +42,9 @@ class ResidualBlock(Named):
     """Norm after the projection's convolution."""
     activation: Activation = "none"
     """Activation after the add (relu: ResNet's post-activation)."""
+    layer_scale: Annotated[float, Field(gt=0)] | None = None
+    """Initial value of a learnable per-channel factor (C x 1 x 1) that multiplies the body's
+    output before stochastic depth and the add (ConvNeXt: 1e-6); default none."""
     stochastic_depth: Annotated[float, Field(ge=0, lt=1)] | Literal["linear"] = 0.0
     """Probability, while training, of dropping the body's output of a sample (identity in eval
     mode); linear: the rate of the spec's stochastic_depth schedule for this block's position."""
@@ -73,6 +77,7 @@ def _infer(walk: Walk, block: ResidualBlock, at: At, shape: Shape) -> Inferred:
         return None, 0, 0, ()
     out, params, macs = done[0].out, done[0].params, done[0].mult_adds
     kind = shortcut_kind(block, shape, out)
+    params += out[0] if block.layer_scale is not None else 0  # one factor per channel of the body's output
     if kind == "projection":
         stride = body_stride(walk.spec, block.body)
         projected = (out[0], *(window_out(s, 1, stride, 0) for s in shape[1:]))
@@ -92,7 +97,9 @@ def _infer(walk: Walk, block: ResidualBlock, at: At, shape: Shape) -> Inferred:
 def _extras(block: ResidualBlock) -> tuple[Label, ...]:
     """Labels of what the body's output goes through before the add."""
     rate = block.stochastic_depth
-    return (Label(f"stochastic depth {rate if isinstance(rate, str) else f'{rate:g}'}", "dropout"),) if rate else ()
+    scale = (Label(f"layer scale {block.layer_scale:g}", "linear"),) if block.layer_scale is not None else ()
+    return scale + ((Label(f"stochastic depth {rate if isinstance(rate, str) else f'{rate:g}'}", "dropout"),)
+                    if rate else ())
 
 
 def _frame(spec: Any, block: ResidualBlock, shape: Any) -> Frame:
