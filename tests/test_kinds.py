@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import SPECS
 from torchvision.models.convnext import LayerNorm2d
 from torchvision.ops import SqueezeExcitation, stochastic_depth
 
@@ -17,7 +18,7 @@ from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec, apply_width
 from builder.model.build import build_model
-from builder.model.port import port_weights
+from builder.model.port import PortError, port_weights
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -188,3 +189,41 @@ def test_a_bad_block_is_one_located_line(block: str, message: str, cli: Cli,
     code, _, err = cli("validate", path)
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines() == [f"{path}:{message}"]
+
+
+def test_a_linear_weight_ports_into_a_1x1_conv_and_nothing_else_reshapes() -> None:
+    model = build_model(_spec([{"out_channels": 5, "kernel_size": 1}]))
+    linear = torch.nn.Linear(8, 5)
+    head = model.classifier.state_dict()
+    source = {"fc.weight": linear.weight, "fc.bias": linear.bias, **{f"h.{k}": v for k, v in head.items()}}
+    port_weights(model, source)
+    assert torch.equal(model.features.block1.conv.weight.flatten(1), linear.weight)
+    with pytest.raises(PortError, match=r"fc.weight \(40,\) -> features.block1.conv.weight \(5, 8, 1, 1\)"):
+        port_weights(model, {**source, "fc.weight": linear.weight.flatten()})
+
+
+def test_convnext_tiny_is_torchvisions_with_its_stochastic_depth_and_layer_scale() -> None:
+    """Counts, each block's stochastic depth rate and layer scale, and outputs after the port."""
+    import torchvision
+
+    from builder.model.blocks import Residual
+
+    torch.manual_seed(0)
+    theirs = torchvision.models.convnext_tiny(weights=None).eval()
+    ours = build_model(load_spec(SPECS / "convnext_tiny.yaml")).eval()
+    assert _params(ours) == _params(theirs) == 28_589_128
+    tv_blocks = [m for m in theirs.modules() if type(m).__name__ == "CNBlock"]
+    our_blocks = [m for m in ours.modules() if isinstance(m, Residual)]
+    assert [b.stochastic_depth.p for b in tv_blocks] == [b.stochastic_depth.p if b.stochastic_depth else 0.0
+                                                          for b in our_blocks]
+    with torch.no_grad():
+        for module in theirs.modules():
+            if isinstance(module, torch.nn.LayerNorm):  # so a swapped weight and bias would show
+                module.weight.normal_(1, 0.5)
+                module.bias.normal_(0, 0.5)
+        for block in tv_blocks:
+            block.layer_scale.normal_()  # at 1e-6 the blocks would hardly count
+    port_weights(ours, theirs.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - theirs(x)).abs().max().item() <= 1e-5
