@@ -41,7 +41,7 @@ from builder.lang.kinds.conv import BlockSpec, block_activation, block_norm, blo
 from builder.lang.kinds.dropout import DropoutBlock
 from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
-from builder.lang.kinds.residual import ResidualBlock
+from builder.lang.kinds.residual import ResidualBlock, StochasticDepthSpec
 from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.macros import RepeatBlock, TemplateSpec, UseBlock
 from builder.lang.norms import BatchNormSpec, LRNSpec, NoNormSpec, NormSpec
@@ -156,6 +156,8 @@ class Spec(StrictModel):
     head: HeadSpec | None = None
     """The head: classifier (default: the `classifier` key), conv (SqueezeNet's 1x1 conv head) or
     none (no head: the output is the last block's feature map)."""
+    stochastic_depth: StochasticDepthSpec | None = None
+    """A stochastic depth rate growing linearly over the residual blocks with `stochastic_depth: linear`."""
     training: dict[str, Any] | None = None
     """Training recipe (see the README's training reference)."""
 

@@ -17,13 +17,23 @@ OUTPUT_NOT_SAVED = (nn.Conv2d, nn.BatchNorm2d)
 
 
 class Residual(nn.Module):
-    """out = act(body(x) + shortcut(x)); without a shortcut, out = act(body(x)) (no add)."""
+    """out = act(drop(layer_scale * body(x)) + shortcut(x)); without a shortcut, out = act(body(x))
+    (no add). `drop` is stochastic depth (identity in eval mode), None for none; `layer_scale` a
+    learnable (C, 1, 1) factor (see scale_by), absent by default.
 
-    def __init__(self, body: nn.Sequential, shortcut: nn.Module | None, act: nn.Module | None) -> None:
+    A parameter of the block itself precedes its children's in the state dict, as torchvision's
+    CNBlock.layer_scale precedes its `block`, so port-weights lines up by order."""
+
+    layer_scale: nn.Parameter | None
+
+    def __init__(self, body: nn.Sequential, shortcut: nn.Module | None, act: nn.Module | None,
+                 drop: nn.Module | None = None) -> None:
         super().__init__()
         self.body = body
         self.shortcut = shortcut  # nn.Identity, a projection, or None when the block does not add
         self.act = act
+        self.stochastic_depth = drop
+        self.layer_scale = None
         # Add in place (as torchvision's ResNet does: no new tensor per block) only when the body
         # ends in a fresh tensor that its backward does not need; after an in-place activation
         # (whose output ReLU's backward reads) or an empty body (out is x) it must not.
@@ -32,10 +42,20 @@ class Residual(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.body(x)
+        if self.layer_scale is not None:
+            out = self.layer_scale * out  # (C, 1, 1) * (N, C, H, W): a fresh tensor, safe to add to in place
+        if self.stochastic_depth is not None:
+            out = self.stochastic_depth(out)  # in training a fresh tensor (out * mask), else out itself
         if self.shortcut is not None:
             shortcut = self.shortcut(x)
             out = out.add_(shortcut) if self.add_inplace else out + shortcut
         return out if self.act is None else self.act(out)
+
+
+    def scale_by(self, channels: int, value: float) -> None:
+        """Add layer scale: a learnable factor per channel of the body's output, initially `value`."""
+        self.layer_scale = nn.Parameter(torch.full((channels, 1, 1), value))
+        self.add_inplace = True
 
 
 def _last_leaf(module: nn.Module) -> nn.Module | None:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from builder.lang.axes import torch_arg
 from builder.lang.kinds.activation import ActivationBlock
@@ -27,7 +28,7 @@ from builder.lang.kinds.groupnorm import GroupNormBlock
 from builder.lang.kinds.layernorm import LayerNormBlock
 from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
-from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
+from builder.lang.kinds.residual import ResidualBlock, linear_rates, shortcut_kind
 from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.kinds.skip import SkipBlock
 from builder.lang.kinds.upsample import UpsampleBlock
@@ -67,7 +68,20 @@ def residual(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.M
         shortcut = nn.Identity()
     elif kind == "projection":
         shortcut = _projection(ctx, block, shape)
-    return Residual(body, shortcut, layers.activation(block.activation))
+    made = Residual(body, shortcut, layers.activation(block.activation), _stochastic_depth(ctx, block, shape, shortcut))
+    if block.layer_scale is not None:
+        made.scale_by(shape.out_shape[0], block.layer_scale)
+    return made
+
+
+def _stochastic_depth(ctx: BuildContext, block: ResidualBlock, shape: BlockShape,
+                      shortcut: nn.Module | None) -> nn.Module | None:
+    """torchvision's StochasticDepth (mode row) where the rate is above 0 and the block adds
+    (a block without a shortcut keeps its place in a linear schedule but drops nothing)."""
+    rate = block.stochastic_depth
+    if rate == "linear":  # a spec built without loading: resolve the schedule here
+        rate = linear_rates(ctx.spec)[shape.name]
+    return StochasticDepth(rate, "row") if rate and shortcut is not None else None
 
 
 def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.Module:

@@ -1,7 +1,9 @@
 """Copy a state dict of another implementation (torchvision's alexnet) into a built model.
 
 Tensors are matched by order and shape, not by name: the two implementations name their
-layers differently but store them in the same order.
+layers differently but store them in the same order. One reshape is allowed: a Linear's
+(out, in) weight fills a 1x1 convolution's (out, in, 1, 1) weight (the same map on every pixel:
+ConvNeXt's channels-last Linears are built as 1x1 convs).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def port_weights(model: nn.Module, source: Mapping[str, torch.Tensor]) -> list[t
     problems = [
         f"{tk} {tuple(tv.shape)} -> {ok} {tuple(ov.shape)}"
         for (tk, tv), (ok, ov) in zip(theirs, ours)
-        if tv.shape != ov.shape
+        if not lines_up(tv, ov)
     ]
     if len(theirs) != len(ours):
         problems.append(f"the source has {len(theirs)} tensors, the model {len(ours)}")
@@ -39,8 +41,13 @@ def port_weights(model: nn.Module, source: Mapping[str, torch.Tensor]) -> list[t
         raise PortError("weights do not match the model by order and shape: " + "; ".join(problems))
     with torch.no_grad():
         for (_, tv), (_, ov) in zip(theirs, ours):
-            ov.copy_(tv)
+            ov.copy_(tv.reshape(ov.shape))
     return [(tk, ok) for (tk, _), (ok, _) in zip(theirs, ours)]
+
+
+def lines_up(theirs: torch.Tensor, ours: torch.Tensor) -> bool:
+    """Equal shapes, or a Linear's (out, in) weight for a 1x1 conv's (out, in, 1, 1) weight."""
+    return theirs.shape == ours.shape or (theirs.dim() == 2 and tuple(ours.shape) == (*theirs.shape, 1, 1))
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
