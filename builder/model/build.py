@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from builder.lang.errors import BuilderError
-from builder.lang.heads import head_def
+from builder.lang.heads import DenseHead, head_def
 from builder.lang.registry import child_lists, child_path, default_name, kind_def, kinds, resolve_factory
 from builder.lang.shapes import BlockShape, ShapeReport, infer
 from builder.lang.spec import Spec
@@ -42,8 +42,9 @@ def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
     parts: OrderedDict[str, nn.Module] = OrderedDict(features=_features(spec, report))
     head = spec.the_head
     parts.update(_resolve(head_def(head).factory)(spec, head, report.blocks[-1].out_shape))
-    resize = getattr(head, "resize", "none")  # a dense head's logits resized to the input's size
-    return nn.Sequential(parts) if resize == "none" else ResizedToInput(parts, resize)
+    if isinstance(head, DenseHead) and head.resize != "none":  # the logits resized to the input's size
+        return ResizedToInput(parts, head.resize)
+    return nn.Sequential(parts)
 
 
 def _resolve(factory: str) -> Any:
