@@ -265,3 +265,11 @@ def test_a_dense_head_may_resize_its_logits_to_the_input(write_spec: Callable[..
     want = torch.nn.functional.interpolate(model.head(model.features(x)), size=(15, 17), mode="bilinear")
     assert torch.equal(model(x), want)
     assert [n for n, _ in model.named_children()] == ["features", "head"]
+
+
+def test_padded_size_is_the_smallest_that_fits_on_each_axis(write_spec: Callable[..., Path]) -> None:
+    from builder.lang.kinds.skip import padded_size
+
+    spec = load_spec(write_spec(LEVELS.replace("height: 161, width: 161", "height: 160, width: 160")))
+    assert padded_size(spec, 161, 160) == (176, 160) and padded_size(spec, 1, 33) == (16, 48)
+    assert padded_size(_spec([{"kind": "dropout"}]), 7, 5) == (7, 5)  # no skip: any size fits
