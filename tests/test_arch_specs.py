@@ -35,6 +35,7 @@ EXPECTED_PARAMS = {  # figures stated by the issues (torchvision's models for th
     ("densenet121.yaml", 1000): 7_978_856,
     ("mobilenet_v2.yaml", 1000): 3_504_872,
     ("resnet20_cifar.yaml", 10): 272_474,
+    ("unet.yaml", 1): 21_597_377,
 }
 
 
@@ -64,13 +65,17 @@ def test_spec_builds_summarizes_and_trains_one_step(path: Path) -> None:
         if isinstance(module, StochasticDepth):
             module.p = 0.0
     names = [f"features.{b.name}" for b in report.all_blocks]
-    seen = _record_shapes(model, [*names, "flatten"])
+    flat = report.head is not None and report.head.flatten is not None  # a dense head has no flatten
+    seen = _record_shapes(model, [*names, *["flatten"] * flat])
     x = torch.randn(2, spec.input.channels, spec.input.height, spec.input.width)
-    loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1]))
+    out = model(x)
+    target = torch.randint(0, spec.num_classes, (2, *out.shape[2:]))  # a label per image, or per pixel
+    loss = nn.functional.cross_entropy(out, target) if spec.num_classes > 1 else out.square().mean()
     loss.backward()
 
     assert [seen[name] for name in names] == [b.out_shape for b in report.all_blocks]
-    assert seen["flatten"] == (report.flatten,)
+    assert report.head is not None and tuple(out.shape[1:]) == report.head.out
+    assert not flat or seen["flatten"] == (report.flatten,)
     assert sum(p.numel() for p in model.parameters()) == report.total_params
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []

@@ -97,7 +97,7 @@ def test_no_head_outputs_the_last_feature_map(write_spec: Callable[..., Path], c
         ("head: {kind: conv}\n", "1:1: error: num_classes: required field is missing"),
         ("num_classes: 3\nhead: {kind: conv, p: 0.1}\n", "7:20: error: head.p: unknown field 'p'"),
         ("num_classes: 3\nhead: {kind: convv}\n", "7:14: error: head.kind: unknown kind 'convv'; expected one of "
-         "classifier, conv, none; did you mean 'conv'?"),
+         "classifier, conv, none, dense; did you mean 'conv'?"),
     ],
 )
 def test_a_head_mistake_is_one_located_line(write_spec: Callable[..., Path], cli: Cli, tail: str, line: str) -> None:

@@ -3,7 +3,8 @@
 - classifier (the default, also spelled as the top-level `classifier:` key): [adaptive avg pool]
   -> flatten -> hidden linears -> num_classes;
 - conv (SqueezeNet's): dropout -> 1x1 conv to num_classes -> activation -> global avg pool -> flatten;
-- none (a feature extractor, as timm's num_classes=0): the output is the last block's feature map.
+- none (a feature extractor, as timm's num_classes=0): the output is the last block's feature map;
+- dense (segmentation): a 1x1 conv to num_classes at every pixel, no flatten: num_classes x H x W.
 
 Each head is a model plus a `HeadDef`: its static inference (output shape, parameters,
 mult-adds, labels), its width rule, whether it needs `num_classes`, its drawing title and its
@@ -62,8 +63,19 @@ class NoHead(StrictModel):
     kind: Literal["none"]
 
 
-HeadSpec = Annotated[ClassifierHead | ConvHead | NoHead, Field(discriminator="kind")]
-AnyHead = ClassifierSpec | ConvHead | NoHead
+class DenseHead(StrictModel):
+    """A per-pixel head (segmentation): a 1x1 conv with bias to num_classes, no pooling or flatten.
+    The output is num_classes x H x W of logits, H x W the input's: the blocks end at it, or `resize`
+    brings the logits to it."""
+
+    kind: Literal["dense"]
+    resize: Literal["none", "bilinear", "nearest"] = "none"
+    """After the conv, resize the logits to the input's size (torchvision's FCN and DeepLab:
+    bilinear, align_corners false); none: the last block must already be at the input's size."""
+
+
+HeadSpec = Annotated[ClassifierHead | ConvHead | NoHead | DenseHead, Field(discriminator="kind")]
+AnyHead = ClassifierSpec | ConvHead | NoHead | DenseHead
 
 
 @dataclass(frozen=True)
@@ -76,6 +88,8 @@ class HeadShape:
     params: int
     mult_adds: int
     labels: tuple[Label, ...]
+    problem: str | None = None
+    """What is wrong with the head on this input (reported at `head`)."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +148,20 @@ def _none(spec: Any, head: NoHead, last: Shape) -> HeadShape:
     return HeadShape(last, None, 0, 0, ())
 
 
+def _dense(spec: Any, head: DenseHead, last: Shape) -> HeadShape:
+    c, h, w = last
+    k, size = spec.num_classes, (spec.input.height, spec.input.width)
+    labels: tuple[Label, ...] = (Label(f"conv {k} k1", "conv"),)
+    problem = None
+    if head.resize != "none":
+        labels += (Label(f"upsample to the input {head.resize}", "pool"),)
+    elif (h, w) != size:
+        problem = (f"a dense head predicts every input pixel, but the last block outputs {c}x{h}x{w}, not "
+                   f"{size[0]}x{size[1]}; end the blocks at the input's size (an upsample, or a skip with "
+                   "match: resize), or give the head resize: bilinear")
+    return HeadShape((k, *size), None, c * k + k, c * k * h * w, labels, problem)
+
+
 def _scale_hidden(head: ClassifierSpec, scaling: Scaling) -> ClassifierSpec:
     return head.model_copy(update={"hidden": [scaling.channels(h) for h in head.hidden]})
 
@@ -147,6 +175,7 @@ HEADS: dict[str, HeadDef] = {
                           "builder.model.heads:classifier"),
     "conv": HeadDef(ConvHead, _conv, _same, True, "head", "builder.model.heads:conv"),
     "none": HeadDef(NoHead, _none, _same, False, "output", "builder.model.heads:none"),
+    "dense": HeadDef(DenseHead, _dense, _same, True, "dense head", "builder.model.heads:dense"),
 }
 if set(HEADS) != {get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(HeadSpec)[0])}:
     raise ImportError("builder.lang.heads: HEADS and HeadSpec must name the same heads")

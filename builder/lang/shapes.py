@@ -68,5 +68,7 @@ def infer(spec: Spec) -> ShapeReport:
     if done is None:
         return ShapeReport(top, None, 0, walk.problems, 0, walk.shapes)
     head = head_def(spec.the_head).infer(spec, spec.the_head, done.out)
+    if head.problem is not None:
+        walk.problem(("head",), head.problem)
     flat = head.flatten if head.flatten is not None else math.prod(head.out)
     return ShapeReport(top, flat, head.params, walk.problems, head.mult_adds, walk.shapes, head)

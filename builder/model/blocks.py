@@ -6,6 +6,7 @@ parameters are stored in the order torchvision stores them, which `port-weights`
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Literal
 
 import torch
@@ -181,3 +182,20 @@ def _fit(t: torch.Tensor, other: torch.Tensor, match: str) -> torch.Tensor:
         return F.pad(t, [dw // 2, dw - dw // 2, dh // 2, dh - dh // 2]) if dh or dw else t
     dh, dw = max(-dh, 0), max(-dw, 0)
     return t[..., dh // 2:t.shape[-2] - (dh - dh // 2), dw // 2:t.shape[-1] - (dw - dw // 2)]
+
+
+class ResizedToInput(nn.Sequential):
+    """features -> head, the output resized to the input's size: torchvision's FCN and DeepLab
+    (F.interpolate to input.shape[-2:], bilinear without align_corners). Children as nn.Sequential's."""
+
+    def __init__(self, parts: OrderedDict[str, nn.Module], mode: Literal["bilinear", "nearest"]) -> None:
+        super().__init__(parts)
+        self.mode = mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        corners = False if self.mode == "bilinear" else None
+        return F.interpolate(out, size=x.shape[-2:], mode=self.mode, align_corners=corners)
+
+    def extra_repr(self) -> str:
+        return f"resize to the input: {self.mode}"

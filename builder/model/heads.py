@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from builder.lang.heads import ClassifierSpec, ConvHead, NoHead
+from builder.lang.heads import ClassifierSpec, ConvHead, DenseHead, NoHead
 from builder.model import layers
 
 Parts = list[tuple[str, nn.Module]]
@@ -60,3 +60,8 @@ def conv(spec: Any, head: ConvHead, in_shape: tuple[int, int, int]) -> Parts:
 
 def none(spec: Any, head: NoHead, in_shape: tuple[int, int, int]) -> Parts:
     return []
+
+
+def dense(spec: Any, head: DenseHead, in_shape: tuple[int, int, int]) -> Parts:
+    """head: a 1x1 conv to num_classes at every pixel, (N, C, H, W) -> (N, num_classes, H, W)."""
+    return [("head", nn.Conv2d(in_shape[0], spec.num_classes, 1))]

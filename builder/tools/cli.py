@@ -39,9 +39,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _head_text(report: ShapeReport) -> str:
-    """'flatten 9216' for a head with a flatten; 'no head' for a spec that ends with its last block."""
+    """'flatten 9216' for a head with a flatten; 'per-pixel 4x160x160' for a dense head; 'no head'
+    for a spec that ends with its last block."""
     head = report.head
-    return f"flatten {report.flatten}" if head is not None and head.flatten is not None else "no head"
+    if head is not None and head.flatten is not None:
+        return f"flatten {report.flatten}"
+    return f"per-pixel {'x'.join(map(str, head.out))}" if head is not None and head.params else "no head"
 
 
 def _validate_all(doc: Document) -> Spec:

@@ -203,11 +203,13 @@ def _head(spec: Spec, report: ShapeReport) -> _Item:
 
 
 def _outputs(spec: Spec, report: ShapeReport) -> str:
-    """'10 classes', or the feature map a spec without a classifying head ends with."""
+    """'10 classes', '4 x 64 x 64: 4 classes per pixel' (a dense head), or the feature map a spec
+    without a classifying head ends with."""
+    assert report.head is not None
     if not head_def(spec.the_head).needs_classes:
-        assert report.head is not None
         return _shape(report.head.out)
-    return f"{spec.num_classes} class{'es' * (spec.num_classes > 1)}"
+    classes = f"{spec.num_classes} class{'es' * (spec.num_classes > 1)}"
+    return f"{_shape(report.head.out)}: {classes} per pixel" if len(report.head.out) == 3 else classes
 
 
 def _short(label: str) -> Label:
