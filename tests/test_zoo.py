@@ -37,7 +37,9 @@ def test_the_new_families_ship_under_torchvisions_names() -> None:
             "densenet169", "densenet201", "mnasnet0_5", "mnasnet0_75", "mnasnet1_0", "mnasnet1_3",
             "regnet_x_400mf", "regnet_x_800mf", "regnet_x_1_6gf", "regnet_x_3_2gf", "regnet_x_8gf",
             "regnet_x_16gf", "regnet_x_32gf", "regnet_y_400mf", "regnet_y_800mf", "regnet_y_1_6gf",
-            "regnet_y_3_2gf", "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf"} <= shipped
+            "regnet_y_3_2gf", "regnet_y_8gf", "regnet_y_16gf", "regnet_y_32gf", "regnet_y_128gf",
+            *(f"efficientnet_b{i}" for i in range(8)), "efficientnet_v2_s", "efficientnet_v2_m",
+            "efficientnet_v2_l"} <= shipped
 
 
 @pytest.mark.parametrize(("spec", "tv_name"), NAMED, ids=[spec for spec, _ in NAMED])
@@ -54,7 +56,8 @@ def test_spec_names_itself(spec: str, tv_name: str) -> None:
 
 # One model of each family added here (the vgg variants only combine what vgg11_bn and vgg16 in
 # test_port have); the rest of each family differs only in numbers.
-PORTED = ["resnext50_32x4d", "wide_resnet50_2", "mnasnet0_5", "regnet_x_400mf", "densenet161", "regnet_y_400mf"]
+PORTED = ["resnext50_32x4d", "wide_resnet50_2", "mnasnet0_5", "regnet_x_400mf", "densenet161", "regnet_y_400mf",
+          "efficientnet_b0", "efficientnet_v2_s"]
 
 
 @pytest.mark.parametrize("name", PORTED)
