@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from builder.lang.kinds.activation import ActivationBlock
 from builder.lang.kinds.adaptive_avgpool import AdaptiveAvgPoolBlock
@@ -29,7 +28,7 @@ from builder.lang.kinds.residual import ResidualBlock, linear_rates, shortcut_ki
 from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.walk import BlockShape, body_stride
 from builder.model import layers
-from builder.model.blocks import Gate, Parallel, Residual
+from builder.model.blocks import Gate, Parallel, Residual, StochasticDepth
 
 if TYPE_CHECKING:
     from builder.model.build import BuildContext
@@ -69,12 +68,12 @@ def residual(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.M
 
 def _stochastic_depth(ctx: BuildContext, block: ResidualBlock, shape: BlockShape,
                       shortcut: nn.Module | None) -> nn.Module | None:
-    """torchvision's StochasticDepth (mode row) where the rate is above 0 and the block adds
+    """Stochastic depth (torchvision's, mode row) where the rate is above 0 and the block adds
     (a block without a shortcut keeps its place in a linear schedule but drops nothing)."""
     rate = block.stochastic_depth
     if rate == "linear":  # a spec built without loading: resolve the schedule here
         rate = linear_rates(ctx.spec)[shape.name]
-    return StochasticDepth(rate, "row") if rate and shortcut is not None else None
+    return StochasticDepth(rate) if rate and shortcut is not None else None
 
 
 def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.Module:
