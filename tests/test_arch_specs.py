@@ -8,12 +8,12 @@ import pytest
 import torch
 from conftest import GIANT_SPECS, SPECS
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from builder.lang.errors import SpecError
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec
+from builder.model.blocks import StochasticDepth
 from builder.model.build import build_model
 from builder.model.lrn import LocalResponseNorm
 from builder.model.summary import summarize

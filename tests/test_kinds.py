@@ -227,3 +227,35 @@ def test_convnext_tiny_is_torchvisions_with_its_stochastic_depth_and_layer_scale
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert (ours(x) - theirs(x)).abs().max().item() <= 1e-5
+
+
+SHIPPED = ["mobilenet_v3_large", "mobilenet_v3_small", "convnext_tiny", "convnext_small", "convnext_base",
+           "convnext_large"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_the_new_specs_have_torchvisions_published_counts(name: str) -> None:
+    """Parameters and GMACs (`_ops`) as torchvision's weight metadata gives them; nothing built."""
+    from torchvision.models import get_model_weights
+
+    meta = get_model_weights(name).DEFAULT.meta
+    report = infer(load_spec(SPECS / f"{name}.yaml"))
+    assert (report.total_params, round(report.mult_adds / 1e9, 3)) == (meta["num_params"], meta["_ops"])
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_large", "mobilenet_v3_small"])
+def test_mobilenet_v3_ports_from_torchvision_with_equal_outputs(name: str) -> None:
+    import torchvision
+
+    torch.manual_seed(0)
+    theirs = torchvision.models.get_model(name, weights=None).eval()
+    with torch.no_grad():
+        for module in theirs.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):  # so a swapped mean and variance would show
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    ours = build_model(load_spec(SPECS / f"{name}.yaml")).eval()
+    port_weights(ours, theirs.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (ours(x) - theirs(x)).abs().max().item() <= 1e-5

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from builder.lang.axes import torch_arg
 from builder.lang.kinds.activation import ActivationBlock
@@ -35,7 +34,7 @@ from builder.lang.kinds.upsample import UpsampleBlock
 from builder.lang.registry import body_stride
 from builder.lang.walk import BlockShape
 from builder.model import layers
-from builder.model.blocks import ChannelShuffle, Gate, Parallel, Residual, Skip, SplitParallel
+from builder.model.blocks import ChannelShuffle, Gate, Parallel, Residual, Skip, SplitParallel, StochasticDepth
 
 if TYPE_CHECKING:
     from builder.model.build import BuildContext
@@ -76,12 +75,12 @@ def residual(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.M
 
 def _stochastic_depth(ctx: BuildContext, block: ResidualBlock, shape: BlockShape,
                       shortcut: nn.Module | None) -> nn.Module | None:
-    """torchvision's StochasticDepth (mode row) where the rate is above 0 and the block adds
+    """Stochastic depth (torchvision's, mode row) where the rate is above 0 and the block adds
     (a block without a shortcut keeps its place in a linear schedule but drops nothing)."""
     rate = block.stochastic_depth
     if rate == "linear":  # a spec built without loading: resolve the schedule here
         rate = linear_rates(ctx.spec)[shape.name]
-    return StochasticDepth(rate, "row") if rate and shortcut is not None else None
+    return StochasticDepth(rate) if rate and shortcut is not None else None
 
 
 def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.Module:
