@@ -94,7 +94,8 @@ def data_config(run_dir: Path, data: str) -> Any:
 def cmd_predict(args: argparse.Namespace) -> int:
     from training.predict import find_images
     from training.runinfo import load_run
-    from training.tasks import PredictRequest, run_task
+    from training.tasks import PredictRequest
+    from training.tasks.make import run_task
 
     if args.output:
         check_output(args.output, flag="-o", force=args.force)

@@ -28,7 +28,7 @@ from torch import Tensor
 from training.errors import ConfigProblems, RunDirError
 from training.runinfo import LoadedRun
 from training.tasks import TASKS
-from training.tasks.base import PredictRequest, TaskKind
+from training.tasks.base import PredictRequest, TaskKind, write_table
 
 Loss = Literal["ce", "dice", "ce+dice"]
 DICE_SMOOTH = 1.0  # added to the soft Dice's numerator and denominator: an empty class scores 1, not 0/0
@@ -99,8 +99,6 @@ class SegmentationTask:
     def report(self, kept: Any, loss: float, metrics: dict[str, float], run: LoadedRun,
                out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         """per_class.csv (IoU, Dice, support per class) and confusion.csv; metrics.json's values."""
-        from training.evaluate import write_table
-
         matrix = kept.matrix
         rows = per_class(matrix, self.classes)
         write_table(out_dir / "per_class.csv", list(rows[0]), [list(r.values()) for r in rows])
