@@ -36,7 +36,8 @@ def test_evaluate_and_predict_choose_the_device_as_train_does(
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (("train", "lenet5", "--lr", "1e308"), "--lr 1e308: error: training.optimizer.lr: must be at most 100, got 1e308"),
+    (("train", "lenet5", "--lr", "1e308"),
+     "--lr 1e308: error: training.optimizer.lr: must be at most 1,000,000, got 1e308"),
     (("train", "lenet5", "--batch-size", "1000000"),
      "--batch-size 1000000: error: training.batch_size: must be at most 65,536, got 1000000"),
     (("sweep", "lenet5", "--seeds", "1000000000"),
@@ -62,7 +63,7 @@ def test_numbers_out_of_bounds_are_one_located_line(
 def test_a_sweep_validates_each_variants_flags_as_train_does(tmp_path: Path, cli: Cli) -> None:
     code, _, err = cli("sweep", "lenet5", "--lr", "1e308", "--out", tmp_path / "s")
     assert code == 2
-    assert "  --lr 1e308: error: training.optimizer.lr: must be at most 100, got 1e308" in err.splitlines()
+    assert "  --lr 1e308: error: training.optimizer.lr: must be at most 1,000,000, got 1e308" in err.splitlines()
     assert not (tmp_path / "s").exists()
 
 

@@ -127,7 +127,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else default.with_name(default.name + FORMATS[args.format])
     check_output(out, flag="-o" if args.output else "", force=args.force, chosen=not args.output)
     torch.manual_seed(0)
-    difference = export(model, spec, args.format, out)
+    difference = export(model, spec, args.format, out, replace=args.force)
     print(f"wrote {out} ({args.format}, dynamic batch dimension)")
     if difference is not None:
         print(f"onnxruntime vs PyTorch on random input: max abs difference {difference:.3g}")

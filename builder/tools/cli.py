@@ -128,7 +128,7 @@ def cmd_port_weights(args: argparse.Namespace) -> int:
     output = check_output(args.output, flag="-o", force=args.force)
     model = build_model(load_spec(args.spec, args.overrides))
     pairs = port_weights(model, read_state_dict(args.weights))
-    write_bytes(output, save({k: v.contiguous() for k, v in model.state_dict().items()}))
+    write_bytes(output, save({k: v.contiguous() for k, v in model.state_dict().items()}), replace=args.force)
     print(f"copied {len(pairs)} tensors ({pairs[0][0]} -> {pairs[0][1]}, ...); wrote {args.output}")
     return 0
 
@@ -143,7 +143,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    device=args.device, options=args.options)
     print(result)
     if args.json:
-        print(f"wrote {write_json(result, args.json)}")
+        print(f"wrote {write_json(result, args.json, replace=args.force)}")
     return 0
 
 
