@@ -13,12 +13,11 @@ from collections.abc import Mapping
 import pytest
 import torch
 from conftest import SPECS
-from test_port import _randomize_norm_statistics
 
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 from builder.model.build import build_model
-from builder.model.port import port_weights
+from builder.model.port import port_weights, randomize_norm_statistics
 
 INCEPTION_V3 = {"aux_logits": False, "init_weights": False}
 AUX_LOGITS_PARAMS = 27_161_264 - 23_834_568  # InceptionAux: conv0, conv1 and its fc, in the weights only
@@ -47,7 +46,7 @@ def _port_difference(name: str, kwargs: Mapping[str, object], size: int) -> floa
 
     torch.manual_seed(0)
     reference = torchvision.models.get_model(name, weights=None, **kwargs).eval()
-    _randomize_norm_statistics(reference)
+    randomize_norm_statistics(reference)
     model = build_model(load_spec(SPECS / f"{name}.yaml")).eval()
     port_weights(model, reference.state_dict())
     x = torch.randn(2, 3, size, size)
