@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import GIANT_SPECS, SPECS
+from conftest import SPECS, heavy_specs
 from torch import nn
 
 from builder.lang.errors import SpecError
@@ -53,7 +53,7 @@ def test_specs_stay_short(path: Path) -> None:
     assert len(lines) <= 62
 
 
-@pytest.mark.parametrize("path", [p for p in ALL_SPECS if p.name not in GIANT_SPECS], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", heavy_specs(), ids=lambda p: p.name)
 def test_spec_builds_summarizes_and_trains_one_step(path: Path) -> None:
     assert summarize(load_spec(path), device="meta").ok  # every nested block checked at full size
     spec = _small(path)
