@@ -1,4 +1,5 @@
-"""inception_v3 (per-axis kernels) and shufflenet_v2 (channel split and shuffle), exact to torchvision.
+"""inception_v3 (per-axis kernels), shufflenet_v2 (channel split and shuffle) and squeezenet (the conv
+head), exact to torchvision.
 
 Counts are torchvision's weight metadata (`num_params`, `_ops` in GMACs rounded to 3 decimals),
 except inception_v3's parameters: its weights hold the auxiliary head (27,161,264), the spec is
@@ -31,7 +32,7 @@ def _published(tv_name: str) -> tuple[int, float]:
 
 
 @pytest.mark.parametrize("name", ["inception_v3", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0", "shufflenet_v2_x1_5",
-                                  "shufflenet_v2_x2_0"])
+                                  "shufflenet_v2_x2_0", "squeezenet1_0", "squeezenet1_1"])
 def test_static_counts_are_torchvisions(name: str) -> None:
     spec = load_spec(SPECS / f"{name}.yaml")
     report = infer(spec)
@@ -57,6 +58,8 @@ def _port_difference(name: str, kwargs: Mapping[str, object], size: int) -> floa
 @pytest.mark.parametrize(("name", "kwargs", "size"), [
     pytest.param("inception_v3", INCEPTION_V3, 75, marks=pytest.mark.slow),  # its smallest input; about 10 s
     ("shufflenet_v2_x1_0", {}, 64),
+    ("squeezenet1_0", {}, 64),
+    ("squeezenet1_1", {}, 64),
 ])
 def test_ports_from_torchvision_with_equal_outputs(name: str, kwargs: Mapping[str, object], size: int) -> None:
     assert _port_difference(name, kwargs, size) <= 1e-5
