@@ -180,6 +180,8 @@ class Spec(StrictModel):
                              "(a variant of a spec that has one writes classifier: null)")
         if self.head is None and self.classifier is None:
             raise rule_error("classifier", "null needs a head (head kind none for no head at all)")
+        if self.head is not None:  # one value for "no classifier", so a dumped spec loads back equal
+            object.__setattr__(self, "classifier", None)
         needs = head_def(self.the_head).needs_classes
         if needs and self.classes is None:  # num_classes: null
             kind = getattr(self.the_head, "kind", "classifier")

@@ -287,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "refuse (exit 1) unless the outputs agree within 1e-5 relative")
     p.add_argument("-o", "--output", required=True, help="where to write the ported model.safetensors")
     add_force_flag(p)
-    p.set_defaults(func=cmd_port_weights)
+    p.set_defaults(func=cmd_port_weights, late_positionals=("weights",))
 
     p = sub.add_parser("bench", help="measure training images/s under fp32, channels_last, bf16, fp16, compile")
     _add_spec_args(p)
@@ -319,10 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _late_positionals(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Fill an optional positional given after an option (argparse leaves `SPEC --set X WEIGHTS`'s
+    WEIGHTS unmatched: it matches optional positionals only next to the first one)."""
+    for name in getattr(args, "late_positionals", ()):
+        if extra and getattr(args, name) is None and not extra[0].startswith("-"):
+            setattr(args, name, extra.pop(0))
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure is printed as plain lines, never a traceback."""
     try:
-        args = build_parser().parse_args(argv)  # a flag's value out of bounds is a located line (training.flags)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)  # a flag's value out of bounds is a located line
+        _late_positionals(parser, args, extra)
         for name in ("spec", "spec_a"):  # a shipped spec's name becomes the file read, for every message
             if getattr(args, name, None) is not None:
                 setattr(args, name, str(find_spec(getattr(args, name))))
