@@ -36,7 +36,8 @@ from training.evaluation import evaluate_split
 from training.predict import find_images
 from training.rundir import write_run_files
 from training.runinfo import load_run, write_run_info
-from training.tasks import PredictRequest, make_task, run_task
+from training.tasks import PredictRequest
+from training.tasks.make import make_task, run_task
 
 SPEC = SPECS / "unet_shapes.yaml"
 

@@ -21,21 +21,16 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch import nn
 
 from builder.lang.errors import BuilderError, SpecError
 from builder.lang.loading import load_spec
 from builder.lang.spec import Spec
 from builder.model.build import build_model
-from builder.model.port import port_weights
+from builder.model.port import TV_KWARGS, port_weights, randomize_norm_statistics
 
 SPECS = Path(__file__).resolve().parents[1] / "arch_specs"
 TRANSFORMERS = ("vit_", "swin_", "maxvit")  # not convolutional classifiers: not part of the canon
 SPEC_NAME = {"alexnet": "alexnet_torchvision"}  # `alexnet.yaml` is the article's AlexNet
-TV_KWARGS: dict[str, dict[str, object]] = {  # what makes torchvision's model the spec's
-    "googlenet": {"aux_logits": False, "init_weights": True},
-    "inception_v3": {"aux_logits": False, "init_weights": True},
-}
 TOLERANCE = 1e-5
 
 
@@ -67,16 +62,6 @@ def small_spec(path: Path, size: int) -> Spec:
         return load_spec(path, [f"input.height={size}", f"input.width={size}"])
     except SpecError:
         return load_spec(path)
-
-
-def randomize_norm_statistics(model: nn.Module) -> None:
-    """Random running means and variances, so that a swapped or missed buffer shows."""
-    with torch.no_grad():
-        for module in model.modules():
-            mean, var = getattr(module, "running_mean", None), getattr(module, "running_var", None)
-            if isinstance(module, nn.BatchNorm2d) and mean is not None and var is not None:
-                mean.uniform_(-0.5, 0.5)
-                var.uniform_(0.5, 2.0)
 
 
 def compare(model: str, size: int) -> Result:

@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPECS
+from conftest import SPECS, heavy_specs
 from torch import nn
 
 from builder.lang.errors import SpecError
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec
+from builder.model.blocks import StochasticDepth
 from builder.model.build import build_model
 from builder.model.lrn import LocalResponseNorm
 from builder.model.summary import summarize
@@ -52,7 +53,7 @@ def test_specs_stay_short(path: Path) -> None:
     assert len(lines) <= 62
 
 
-@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", heavy_specs(), ids=lambda p: p.name)
 def test_spec_builds_summarizes_and_trains_one_step(path: Path) -> None:
     assert summarize(load_spec(path), device="meta").ok  # every nested block checked at full size
     spec = _small(path)
@@ -60,6 +61,9 @@ def test_spec_builds_summarizes_and_trains_one_step(path: Path) -> None:
 
     torch.manual_seed(0)
     model = build_model(spec)
+    for module in model.modules():  # a body that stochastic depth drops for the whole batch gets no gradient
+        if isinstance(module, StochasticDepth):
+            module.p = 0.0
     names = [f"features.{b.name}" for b in report.all_blocks]
     flat = report.head is not None and report.head.flatten is not None  # a dense head has no flatten
     seen = _record_shapes(model, [*names, *["flatten"] * flat])

@@ -248,6 +248,28 @@ def test_a_dense_head_must_predict_every_input_pixel(write_spec: Callable[..., P
     assert code == 2 and out == ""
     assert err.strip() == (f"{path}:6:7: error: head: a dense head predicts every input pixel, but the last block "
                            "outputs 8x8x8, not 16x16; end the blocks at the input's size (an upsample, or a skip "
-                           "with match: resize)")
+                           "with match: resize), or give the head resize: bilinear")
     code, _, err = cli("validate", path, "--set", "num_classes=null")
     assert code == 2 and "num_classes" in err
+
+
+def test_a_dense_head_may_resize_its_logits_to_the_input(write_spec: Callable[..., Path]) -> None:
+    """torchvision's FCN and DeepLab: the 1x1 conv at the features' size, then bilinear to the input's."""
+    text = DENSE.replace("  - {kind: upsample, scale_factor: 2, mode: bilinear}\n", "")
+    spec = load_spec(write_spec(text.replace("{kind: dense}", "{kind: dense, resize: bilinear}")))
+    report = infer(spec)
+    assert not report.problems and report.head is not None and report.head.out == (5, 16, 16)
+    assert report.classifier_mult_adds == 8 * 5 * 8 * 8  # the conv runs at 8x8
+    model = build_model(spec).eval()
+    x = torch.randn(2, 3, 15, 17)  # any size: to the input's, not by a factor
+    want = torch.nn.functional.interpolate(model.head(model.features(x)), size=(15, 17), mode="bilinear")
+    assert torch.equal(model(x), want)
+    assert [n for n, _ in model.named_children()] == ["features", "head"]
+
+
+def test_padded_size_is_the_smallest_that_fits_on_each_axis(write_spec: Callable[..., Path]) -> None:
+    from builder.lang.kinds.skip import padded_size
+
+    spec = load_spec(write_spec(LEVELS.replace("height: 161, width: 161", "height: 160, width: 160")))
+    assert padded_size(spec, 161, 160) == (176, 160) and padded_size(spec, 1, 33) == (16, 48)
+    assert padded_size(_spec([{"kind": "dropout"}]), 7, 5) == (7, 5)  # no skip: any size fits

@@ -108,10 +108,10 @@ def test_validate_survives_mutated_shipped_specs(tmp_path: Path, data: st.DataOb
     for override in _overrides(data):
         args += ["--set", override]
     out, err = io.StringIO(), io.StringIO()
-    start = time.perf_counter()
+    start = time.process_time()
     with redirect_stdout(out), redirect_stderr(err):
         code = main(args)  # any exception other than the project's errors fails the test: a traceback
-    assert time.perf_counter() - start < 5.0
+    assert time.process_time() - start < 60  # a guard against runaway work (ms normally), not a speed check
     assert code in (0, 2)
     if code == 0:
         assert err.getvalue() == "" and out.getvalue().startswith(f"{path}: OK: ")

@@ -7,6 +7,7 @@ import os
 import stat
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -46,6 +47,20 @@ def test_a_failed_write_leaves_no_temporary_file_and_one_line(tmp_path: Path) ->
     with pytest.raises(WriteError, match=r"^cannot write .*out\.bin: No space left on device; nothing was written$"):
         atomic_write(tmp_path / "out.bin", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_new_file_never_replaces_one_another_command_created_meanwhile(tmp_path: Path) -> None:
+    out = tmp_path / "model.onnx"
+
+    def racing(f: IO[bytes]) -> None:  # a second export finishing first, while this one writes
+        out.write_text("theirs")
+        f.write(b"ours")
+
+    with pytest.raises(WriteError, match=r"another command created it meanwhile; it is untouched$"):
+        atomic_write(out, racing, replace=False)
+    assert out.read_text() == "theirs" and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]
+    write_text(tmp_path / "new.txt", "ours", replace=False)
+    assert (tmp_path / "new.txt").read_text() == "ours"
 
 
 @pytest.mark.parametrize("kind", ["symlink", "fifo"])

@@ -33,7 +33,8 @@ CONV = {"out_channels": 4, "kernel_size": 3, "padding": 1}
 EXAMPLES: dict[str, dict[str, Any]] = {
     "conv": {**CONV, "groups": 2, "norm": {"kind": "batchnorm"}, "pool": {"kind": "max", "kernel_size": 2}},
     "sequence": {"kind": "sequence", "blocks": [CONV, {"kind": "batchnorm"}]},
-    "residual": {"kind": "residual", "body": [{**CONV, "out_channels": 6, "stride": 2}], "activation": "relu"},
+    "residual": {"kind": "residual", "body": [{**CONV, "out_channels": 6, "stride": 2}], "activation": "relu",
+                 "layer_scale": 0.5, "stochastic_depth": 0.2},
     "parallel": {"kind": "parallel", "branches": [[CONV], [], [{"kind": "maxpool", "stride": 1, "padding": 1}]]},
     "maxpool": {"kind": "maxpool", "kernel_size": 2},
     "avgpool": {"kind": "avgpool", "kernel_size": 3, "stride": 1, "padding": 1},

@@ -20,7 +20,7 @@ from PIL import Image
 from builder.lang.loading import load_spec
 from builder.lang.spec import Spec
 from builder.model.build import build_model
-from training import TrainingConfig, train
+from training import TrainingConfig, segment_image, train
 from training.checkpoint import CHECKPOINT, WEIGHTS, load_weights, save_weights
 from training.data import load_data
 from training.errors import TrainingInterrupted
@@ -28,8 +28,8 @@ from training.evaluation import evaluate_split
 from training.metrics import read_csv
 from training.runfiles import BEST
 from training.runinfo import load_run
-from training.segment import Sizes, divisor, segment_image
-from training.tasks import run_task
+from training.segment import Sizes, divisor
+from training.tasks.make import run_task
 from training.trainer import Position
 
 Cli = Callable[..., tuple[int, str, str]]
@@ -245,7 +245,7 @@ def hand_made_run(root: Path, spec_text: str) -> Path:
     """A run directory written as the trainer writes one, with the spec's seed-0 weights (no training)."""
     from training.rundir import write_run_files
     from training.runinfo import write_run_info
-    from training.tasks import make_task
+    from training.tasks.make import make_task
 
     (root / "spec.yaml").write_text(spec_text)
     spec = load_spec(root / "spec.yaml")

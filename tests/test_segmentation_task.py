@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from training.config import TrainingConfig
 from training.data.splits import TensorSplit
 from training.distributed import Dist
 from training.evaluation import evaluate_split
 from training.tasks import TASKS
+from training.tasks.make import MAKERS, make_task
 from training.tasks.segmentation import SegmentationTask, default_palette, per_class
 
 IGNORE = 255
@@ -134,6 +136,14 @@ def test_segmentation_metrics_are_what_monitor_may_watch() -> None:
     assert default_palette(2) == [[0, 0, 0], [255, 255, 255]]
     assert default_palette(4) == [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]]  # PASCAL VOC's first colours
 
+
+
+def test_every_task_kind_is_made_as_its_own_task() -> None:
+    assert set(MAKERS) == set(TASKS)
+    config = TrainingConfig.model_validate({"dataset": {"kind": "shapes"}})
+    task = make_task(config, ("background", "square"))
+    assert isinstance(task, SegmentationTask) and task.kind is TASKS["segmentation"]
+    assert make_task(TrainingConfig(), ("a", "b")).kind is TASKS["classification"]
 
 class Dense(nn.Module):
     """A tiny per-pixel classifier: a 1x1 convolution to the classes at full resolution."""

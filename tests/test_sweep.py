@@ -243,6 +243,6 @@ def test_the_sweep_files_train_section_takes_trains_flags_with_their_bounds(
     sweep = write_spec("specs: [tiny.yaml]\ntrain: {batch_size: 8, data: fake, lr: 1.0e+308, quiet: true}\n", "s.yaml")
     code, _, err = cli("sweep", sweep)
     assert code == 2 and err.splitlines() == [
-        f"{sweep}:2:40: error: train.lr: must be <= 100.0, got 1e+308",
+        f"{sweep}:2:40: error: train.lr: must be <= 1000000.0, got 1e+308",
         f"{sweep}:2:50: error: train.quiet: unknown field 'quiet'",
     ]

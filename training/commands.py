@@ -60,15 +60,25 @@ def add_commands(sub: Any) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_run, unique_dir
 
-    run_dir = Path(args.run)
+    device, run_dir = compute_device(args.device), Path(args.run)
     config = data_config(run_dir, args.data) if args.data else None
     out = Path(args.out) if args.out else unique_dir(run_dir / f"evaluate-{args.weights}")
     if out.exists() and any(out.iterdir()):
         raise UsageError(f"--out {out} is not empty; evaluate never overwrites files: choose a new directory")
-    done = evaluate_run(run_dir, out, weights=args.weights, config=config, device=args.device)
+    done = evaluate_run(run_dir, out, weights=args.weights, config=config, device=device)
     print(f"{run_dir} ({args.weights} weights) {done.line}")
     print(f"wrote {out}: {', '.join(done.files)}")
     return 0
+
+
+def compute_device(name: str) -> str:
+    """The device evaluate and predict compute on, chosen as train chooses it."""
+    from builder.model.device import DeviceError, find_device
+
+    try:
+        return str(find_device(name, real=True))
+    except DeviceError as exc:
+        raise UsageError(f"--device {name}: {exc}") from None
 
 
 def data_config(run_dir: Path, data: str) -> Any:
@@ -88,17 +98,19 @@ def data_config(run_dir: Path, data: str) -> Any:
 def cmd_predict(args: argparse.Namespace) -> int:
     from training.predict import find_images
     from training.runinfo import load_run
-    from training.tasks import PredictRequest, run_task
+    from training.tasks import PredictRequest
+    from training.tasks.make import run_task
 
     if args.output and task_of(Path(args.run)) == "classification":  # segmentation checks each file it writes
         check_output(args.output, flag="-o", force=args.force)
-    run = load_run(args.run, args.weights, args.device)
+    device = compute_device(args.device)
+    run = load_run(args.run, args.weights, device)
     files = find_images(args.paths)
     if not files:
         raise UsageError(f"no images (jpg, png, bmp, webp) in {' '.join(args.paths)}")
     task = run_task(run)
     output = Path(args.output) if args.output else None
-    request = PredictRequest(files, output, args.topk, args.workers, args.device, args.force)
+    request = PredictRequest(files, output, args.topk, args.workers, device, args.force)
     lines, errors = task.predict(run, request)
     for line in errors:
         print(f"skipped: {line}", file=sys.stderr)
@@ -131,7 +143,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.output) if args.output else default.with_name(default.name + FORMATS[args.format])
     check_output(out, flag="-o" if args.output else "", force=args.force, chosen=not args.output)
     torch.manual_seed(0)
-    difference = export(model, spec, args.format, out)
+    difference = export(model, spec, args.format, out, replace=args.force)
     sizes = check_sizes(spec) if args.format == "onnx" else []
     dynamic = "dynamic batch, height and width" if len(sizes) > 1 else "dynamic batch dimension"
     print(f"wrote {out} ({args.format}, {dynamic})")

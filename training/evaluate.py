@@ -10,8 +10,6 @@ trainer reported for the weights.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,21 +32,13 @@ class Evaluation:
     line: str  # the headline: "on 360 images: top-1 91.20% ..."
 
 
-def write_table(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
-
-
 def evaluate_run(
     run_dir: Path, out_dir: Path, *, weights: Weights = "best", config: TrainingConfig | None = None,
     device: str = "cpu",
 ) -> Evaluation:
     """Evaluate a run on its test split (or `config.dataset`) and write the reports into `out_dir`."""
     from training.evaluation import evaluate_split
-    from training.tasks import run_task
+    from training.tasks.make import run_task
 
     run = load_run(run_dir, weights, device)
     cfg = config or TrainingConfig.model_validate(run.spec.training or {})

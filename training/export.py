@@ -72,16 +72,17 @@ def dynamic_axes(sizes: list[tuple[int, int]]) -> dict[str, dict[int, str]]:
     return {"images": axes, "logits": dict(axes)}
 
 
-def export(model: nn.Module, spec: Spec, fmt: Format, path: Path) -> float | None:
+def export(model: nn.Module, spec: Spec, fmt: Format, path: Path, *, replace: bool = True) -> float | None:
     """Write `model` (eval mode) to `path`; for ONNX return the max abs difference to PyTorch.
-    The file appears only when complete (serialized in memory, then written atomically)."""
+    The file appears only when complete (serialized in memory, then written atomically);
+    `replace=False`: a file another command put at `path` meanwhile stays (WriteError)."""
     try:
         data, difference = _export(standard_ops(model).eval(), spec, fmt)
     except ExportError:
         raise
     except Exception as exc:  # exporters fail in many ways; the first line says which
         raise ExportError(f"{fmt} export failed: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}") from None
-    write_bytes(path, data)
+    write_bytes(path, data, replace=replace)
     return difference
 
 

@@ -21,7 +21,7 @@ from builder.lang.errors import Diagnostic, Loc, SpecError
 from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel
 
 MAX_BATCH = 65_536  # images per step (train, sweep, bench, summarize's dummy input)
-MAX_LR = 100.0  # a learning rate; far above any that trains, far below an overflow
+MAX_LR = 1e6  # a learning rate: far above any that trains (tests diverge on purpose at 1e6), far below overflow
 MAX_WORKERS = 64  # decoding processes of predict
 MAX_COUNT = 1_000  # --seeds, --jobs, --topk
 MAX_DEPTH = 100  # summarize --depth
@@ -82,7 +82,8 @@ class Flag:
         if self.limit is None or self.field is None or not (math.isfinite(number) and number > self.limit):
             return None
         path = tuple(self.field.split("."))
-        return Diagnostic(Loc(f"{self.name} {value}"), path, f"must be at most {self.limit:,g}, got {value}")
+        limit = f"{self.limit:,.0f}" if float(self.limit).is_integer() else f"{self.limit:g}"
+        return Diagnostic(Loc(f"{self.name} {value}"), path, f"must be at most {limit}, got {value}")
 
 
 DEVICE_HELP = "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"

@@ -87,14 +87,12 @@ class EvalPreprocess:
         from training.data.splits import decode_image
 
         if isinstance(images, (str, Path)) and not self.resize:
-            from training.segment import decode_native
-
-            images = decode_native(Path(images), self.mode)[None]
+            images = decode_image(str(images), self.mode, None)[None]
         elif not isinstance(images, torch.Tensor):
             images = decode_image(str(images), self.mode, self.size)[None] if isinstance(images, (str, Path)) \
                 else self.decode_pil(images)
         size = self.size if self.resize else (images.shape[-2], images.shape[-1])
-        from training.data.augment import preprocess_for
+        from training.data import preprocess_for
 
         return preprocess_for(self.mean, self.std, size, Augment(), images.device)(images)
 
@@ -110,7 +108,7 @@ class EvalPreprocess:
         return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].contiguous()
 
     def batch_preprocess(self, augment: Any, device: torch.device) -> Any:
-        from training.data.augment import preprocess_for
+        from training.data import preprocess_for
 
         return preprocess_for(self.mean, self.std, self.size, augment, device)
 

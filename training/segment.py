@@ -24,9 +24,8 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -34,16 +33,26 @@ from torch.utils.data import DataLoader, Dataset
 
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec
-from training.data.splits import ignore_sigint
+from training.data.splits import decode_image, ignore_sigint
 from training.errors import BadImageError, RunDirError
 from training.predict import default_workers
 from training.runinfo import LoadedRun
 from training.tasks.base import PredictRequest
 
-if TYPE_CHECKING:
-    from PIL.Image import Image
 
-    from training.tasks.segmentation import SegmentationTask
+class Segmenter(Protocol):
+    """What predicting masks needs of the segmentation task (training.tasks.segmentation)."""
+
+    classes: tuple[str, ...]
+    palette: list[list[int]]
+
+    @property
+    def num_classes(self) -> int: ...
+
+    def predicted(self, logits: Tensor) -> Tensor:
+        """int64 (N, H, W) classes of logits (N, C, H, W)."""
+        ...
+
 
 BATCH = 32  # files decoded per loader batch; images of one size are predicted together
 SHOWN = 20  # rows printed when the results are also written
@@ -106,19 +115,6 @@ class Sizes:
 # --- decoding ---------------------------------------------------------------------------------
 
 
-def decode_native(path: Path, mode: str) -> Tensor:
-    """One image file -> uint8 (C, h, w) in `mode` (L or RGB) at its own size."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as file:
-            img = file.convert(mode)
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise BadImageError(f"{path}: cannot read image: {exc}") from None
-    array = np.asarray(img, dtype=np.uint8).reshape(img.height, img.width, -1)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
-
-
 class NativeImages(Dataset[tuple[Tensor | None, int, str]]):
     """(uint8 image or None, index, error) per file."""
 
@@ -130,7 +126,7 @@ class NativeImages(Dataset[tuple[Tensor | None, int, str]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor | None, int, str]:
         try:
-            return decode_native(self.files[index], self.mode), index, ""
+            return decode_image(str(self.files[index]), self.mode, None), index, ""
         except BadImageError as exc:
             return None, index, str(exc)
 
@@ -161,11 +157,11 @@ class Masks:
 
 
 @torch.inference_mode()
-def segment(task: SegmentationTask, run: LoadedRun, images: Tensor, size: tuple[int, int]) -> Tensor:
+def segment(task: Segmenter, run: LoadedRun, images: Tensor, size: tuple[int, int]) -> Tensor:
     """int64 (N, h, w) classes of uint8 images (N, C, h, w) on the model's device, normalized as
     in training, zero-padded to `size` and cropped back."""
     from training.config import Augment
-    from training.data.augment import preprocess_for
+    from training.data import preprocess_for
 
     p, (h, w) = run.preprocess, images.shape[-2:]
     x = preprocess_for(p.mean, p.std, (h, w), Augment(), images.device)(images)
@@ -173,29 +169,7 @@ def segment(task: SegmentationTask, run: LoadedRun, images: Tensor, size: tuple[
     return task.predicted(run.model(x)[..., :h, :w].float())
 
 
-def segment_image(run: LoadedRun, image: Tensor | Image | str | Path) -> Tensor:
-    """One image's classes, int64 (h, w) at its own size, as `predict` writes them: `image` a
-    path, a PIL image or a uint8 tensor (C, h, w). A size the spec does not take is a RunDirError."""
-    from training.tasks import run_task
-    from training.tasks.segmentation import SegmentationTask
-
-    task = run_task(run)
-    if not isinstance(task, SegmentationTask):
-        raise RunDirError(f"{run.info.get('spec', 'the run')} is a {run.task} run, not a segmentation run")
-    if isinstance(image, Tensor):
-        images = image[None] if image.ndim == 3 else image
-    elif isinstance(image, (str, Path)):
-        images = decode_native(Path(image), run.preprocess.mode)[None]
-    else:
-        images = run.preprocess.decode_pil(image)  # at its own size: a segmentation run does not resize
-    size = Sizes.of(run.spec).padded(images.shape[-2], images.shape[-1])
-    if isinstance(size, str):
-        raise RunDirError(size)
-    device = next(run.model.parameters()).device
-    return segment(task, run, images.to(device), size)[0].cpu()
-
-
-def predicted_masks(task: SegmentationTask, run: LoadedRun, files: Sequence[Path], workers: int,
+def predicted_masks(task: Segmenter, run: LoadedRun, files: Sequence[Path], workers: int,
                     device: str) -> Iterator[Masks | str]:
     """Each size group's masks, in decoding order, or an error line per file that was skipped."""
     sizes = Sizes.of(run.spec)
@@ -285,9 +259,9 @@ def check_targets(out: Path, paths: Sequence[tuple[Path, Path]], force: bool) ->
         check_output(path, flag="-o", force=force, parents=True)
 
 
-def predict_masks(task: SegmentationTask, run: LoadedRun, request: PredictRequest) -> tuple[list[str], list[str]]:
+def predict_masks(task: Segmenter, run: LoadedRun, request: PredictRequest) -> tuple[list[str], list[str]]:
     """Predict every file; with request.output, write its masks, overlays and fractions.csv."""
-    from training.evaluate import write_table
+    from training.tasks.base import write_table
     from training.tasks.classification import table_lines
 
     files, out = list(request.files), request.output
@@ -313,7 +287,7 @@ def prepare_output(out: Path, files: Sequence[Path], force: bool) -> list[tuple[
     return paths
 
 
-def written_masks(task: SegmentationTask, run: LoadedRun, request: PredictRequest,
+def written_masks(task: Segmenter, run: LoadedRun, request: PredictRequest,
                   paths: Sequence[tuple[Path, Path]]) -> tuple[dict[int, list[object]], list[str]]:
     """({file index: its fractions row}, error lines); each mask and overlay written (when `paths`)
     by writer threads while the next images are predicted."""

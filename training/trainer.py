@@ -54,8 +54,9 @@ from training.rundir import claim_run_dir, locked, resume_target, resumed_state,
 from training.runinfo import BEST, RESULTS, write_run_info
 from training.signals import StopFlag, handling, stop_at_once, stop_on_signals
 from training.step import make_step
-from training.tasks import Task, make_task
+from training.tasks import Task
 from training.tasks.base import split_columns
+from training.tasks.make import make_task
 
 __all__ = ["Position", "TrainResult", "Trainer", "train"]
 

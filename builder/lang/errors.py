@@ -129,8 +129,25 @@ def validate(model: type[BaseModel], doc: Document, prefix: Path = ()) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(model, data, err) for err in exc.errors()]
+        problems = _one_per_union_value([(_problem(model, data, err), err) for err in exc.errors()])
         raise doc.diagnose(Problem((*prefix, *p.path), p.message, p.at_key) for p in problems) from None
+
+
+def _one_per_union_value(found: list[tuple[Problem, Any]]) -> list[Problem]:
+    """One problem per value that no member of a union of a number and words accepts (`groups: 0`,
+    `stochastic_depth: 1.5`): the words' error for a string (with its "did you mean"), else the number's."""
+    by_path: dict[Path, list[tuple[Problem, Any]]] = {}
+    for problem, err in found:
+        by_path.setdefault(problem.path, []).append((problem, err))
+    out: list[Problem] = []
+    for path, group in by_path.items():
+        words = [p for p, e in group if e["type"] == "literal_error"]
+        others = [p for p, e in group if e["type"] != "literal_error"]
+        if not (words and others and len(group[0][1]["loc"]) > len(path)):
+            out += [p for p, _ in group]
+        else:
+            out.append((words if isinstance(group[0][1].get("input"), str) else others)[0])
+    return out
 
 
 def _problem(model: type[BaseModel], data: Any, err: Mapping[str, Any]) -> Problem:
@@ -154,8 +171,8 @@ def _data_path(data: Any, loc: Sequence[PathSeg]) -> Path:
             continue  # the tag of the block's kind, even where a field has its name (a gate's `gate`)
         if _has(data, seg):
             data = data[seg]
-        elif i < len(loc) - 1:
-            continue  # a tag of a union member, not a place in the data
+        elif i < len(loc) - 1 or not isinstance(data, (dict, list)):
+            continue  # a tag of a union member (below a scalar: the member that refused it), not a place
         path.append(seg)
     return tuple(path)
 

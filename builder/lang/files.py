@@ -35,8 +35,10 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    """Call `write` on a new temporary file beside `path`, fsync it, then rename it over `path`."""
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, replace: bool = True) -> None:
+    """Call `write` on a new temporary file beside `path`, fsync it, then rename it over `path`.
+    `replace=False`: `path` must still not exist when the file is complete (another command may
+    have created it meanwhile); it is then published with a hard link, which never replaces."""
     path = Path(path)
     tmp, fd = _create_temp(path)
     try:
@@ -44,7 +46,10 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path, replace)
+    except FileExistsError:
+        tmp.unlink(missing_ok=True)
+        raise WriteError(f"cannot write {path}: another command created it meanwhile; it is untouched") from None
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         kept = "the previous version is intact" if path.exists() else "nothing was written"
@@ -53,6 +58,22 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def _publish(tmp: Path, path: Path, replace: bool) -> None:
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # EEXIST if `path` appeared since the caller checked
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: the rename, as close as it allows
+        if os.path.lexists(path):
+            raise FileExistsError(path) from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
 
 
 def _create_temp(path: Path) -> tuple[Path, int]:
@@ -67,12 +88,12 @@ def _create_temp(path: Path) -> tuple[Path, int]:
     raise WriteError(f"cannot write {path}: no fresh temporary name beside it")
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda f: f.write(data))
+def write_bytes(path: Path, data: bytes, *, replace: bool = True) -> None:
+    atomic_write(path, lambda f: f.write(data), replace=replace)
 
 
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode())
+def write_text(path: Path, text: str, *, replace: bool = True) -> None:
+    write_bytes(path, text.encode(), replace=replace)
 
 
 def open_append(path: Path) -> IO[str]:

@@ -65,9 +65,13 @@ class NoHead(StrictModel):
 
 class DenseHead(StrictModel):
     """A per-pixel head (segmentation): a 1x1 conv with bias to num_classes, no pooling or flatten.
-    The output is num_classes x H x W of logits, H x W the input's: the blocks must end at it."""
+    The output is num_classes x H x W of logits, H x W the input's: the blocks end at it, or `resize`
+    brings the logits to it."""
 
     kind: Literal["dense"]
+    resize: Literal["none", "bilinear", "nearest"] = "none"
+    """After the conv, resize the logits to the input's size (torchvision's FCN and DeepLab:
+    bilinear, align_corners false); none: the last block must already be at the input's size."""
 
 
 HeadSpec = Annotated[ClassifierHead | ConvHead | NoHead | DenseHead, Field(discriminator="kind")]
@@ -146,13 +150,16 @@ def _none(spec: Any, head: NoHead, last: Shape) -> HeadShape:
 
 def _dense(spec: Any, head: DenseHead, last: Shape) -> HeadShape:
     c, h, w = last
-    k = spec.num_classes
+    k, size = spec.num_classes, (spec.input.height, spec.input.width)
+    labels: tuple[Label, ...] = (Label(f"conv {k} k1", "conv"),)
     problem = None
-    if (h, w) != (spec.input.height, spec.input.width):
+    if head.resize != "none":
+        labels += (Label(f"upsample to the input {head.resize}", "pool"),)
+    elif (h, w) != size:
         problem = (f"a dense head predicts every input pixel, but the last block outputs {c}x{h}x{w}, not "
-                   f"{spec.input.height}x{spec.input.width}; end the blocks at the input's size (an upsample, or "
-                   "a skip with match: resize)")
-    return HeadShape((k, h, w), None, c * k + k, c * k * h * w, (Label(f"conv {k} k1", "conv"),), problem)
+                   f"{size[0]}x{size[1]}; end the blocks at the input's size (an upsample, or a skip with "
+                   "match: resize), or give the head resize: bilinear")
+    return HeadShape((k, *size), None, c * k + k, c * k * h * w, labels, problem)
 
 
 def _scale_hidden(head: ClassifierSpec, scaling: Scaling) -> ClassifierSpec:

@@ -41,7 +41,7 @@ from builder.lang.kinds.conv import BlockSpec, block_activation, block_norm, blo
 from builder.lang.kinds.dropout import DropoutBlock
 from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
-from builder.lang.kinds.residual import ResidualBlock
+from builder.lang.kinds.residual import ResidualBlock, StochasticDepthSpec
 from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.macros import RepeatBlock, TemplateSpec, UseBlock
 from builder.lang.norms import BatchNormSpec, LRNSpec, NoNormSpec, NormSpec
@@ -156,6 +156,8 @@ class Spec(StrictModel):
     head: HeadSpec | None = None
     """The head: classifier (default: the `classifier` key), conv (SqueezeNet's 1x1 conv head) or
     none (no head: the output is the last block's feature map)."""
+    stochastic_depth: StochasticDepthSpec | None = None
+    """A stochastic depth rate growing linearly over the residual blocks with `stochastic_depth: linear`."""
     training: dict[str, Any] | None = None
     """Training recipe (see the README's training reference)."""
 
@@ -178,6 +180,8 @@ class Spec(StrictModel):
                              "(a variant of a spec that has one writes classifier: null)")
         if self.head is None and self.classifier is None:
             raise rule_error("classifier", "null needs a head (head kind none for no head at all)")
+        if self.head is not None:  # one value for "no classifier", so a dumped spec loads back equal
+            object.__setattr__(self, "classifier", None)
         needs = head_def(self.the_head).needs_classes
         if needs and self.classes is None:  # num_classes: null
             kind = getattr(self.the_head, "kind", "classifier")

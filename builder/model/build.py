@@ -19,10 +19,11 @@ import torch
 from torch import nn
 
 from builder.lang.errors import BuilderError
-from builder.lang.heads import head_def
+from builder.lang.heads import DenseHead, head_def
 from builder.lang.registry import child_lists, child_path, default_name, kind_def, kinds, resolve_factory
 from builder.lang.shapes import BlockShape, ShapeReport, infer
 from builder.lang.spec import Spec
+from builder.model.blocks import ResizedToInput
 
 BYTES_PER_PARAM = 4  # float32
 
@@ -41,6 +42,8 @@ def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
     parts: OrderedDict[str, nn.Module] = OrderedDict(features=_features(spec, report))
     head = spec.the_head
     parts.update(_resolve(head_def(head).factory)(spec, head, report.blocks[-1].out_shape))
+    if isinstance(head, DenseHead) and head.resize != "none":  # the logits resized to the input's size
+        return ResizedToInput(parts, head.resize)
     return nn.Sequential(parts)
 
 

@@ -27,14 +27,14 @@ from builder.lang.kinds.groupnorm import GroupNormBlock
 from builder.lang.kinds.layernorm import LayerNormBlock
 from builder.lang.kinds.parallel import ParallelBlock
 from builder.lang.kinds.pool import PoolBlock
-from builder.lang.kinds.residual import ResidualBlock, shortcut_kind
+from builder.lang.kinds.residual import ResidualBlock, linear_rates, shortcut_kind
 from builder.lang.kinds.sequence import SequenceBlock
 from builder.lang.kinds.skip import SkipBlock
 from builder.lang.kinds.upsample import UpsampleBlock
 from builder.lang.registry import body_stride
 from builder.lang.walk import BlockShape
 from builder.model import layers
-from builder.model.blocks import ChannelShuffle, Gate, Parallel, Residual, Skip, SplitParallel
+from builder.model.blocks import ChannelShuffle, Gate, Parallel, Residual, Skip, SplitParallel, StochasticDepth
 
 if TYPE_CHECKING:
     from builder.model.build import BuildContext
@@ -67,7 +67,20 @@ def residual(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.M
         shortcut = nn.Identity()
     elif kind == "projection":
         shortcut = _projection(ctx, block, shape)
-    return Residual(body, shortcut, layers.activation(block.activation))
+    made = Residual(body, shortcut, layers.activation(block.activation), _stochastic_depth(ctx, block, shape, shortcut))
+    if block.layer_scale is not None:
+        made.scale_by(shape.out_shape[0], block.layer_scale)
+    return made
+
+
+def _stochastic_depth(ctx: BuildContext, block: ResidualBlock, shape: BlockShape,
+                      shortcut: nn.Module | None) -> nn.Module | None:
+    """Stochastic depth (torchvision's, mode row) where the rate is above 0 and the block adds
+    (a block without a shortcut keeps its place in a linear schedule but drops nothing)."""
+    rate = block.stochastic_depth
+    if rate == "linear":  # a spec built without loading: resolve the schedule here
+        rate = linear_rates(ctx.spec)[shape.name]
+    return StochasticDepth(rate) if rate and shortcut is not None else None
 
 
 def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> nn.Module:

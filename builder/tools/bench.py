@@ -317,10 +317,10 @@ def _set_speedups(results: list[OptionResult]) -> None:
         o.speedup = None if o.median is None else o.median / base
 
 
-def write_json(result: BenchResult, path: str | os.PathLike[str]) -> str:
+def write_json(result: BenchResult, path: str | os.PathLike[str], *, replace: bool = True) -> str:
     """Write result.to_dict() to path; a failure is a one-line error."""
     try:
-        write_text(Path(path), json.dumps(result.to_dict(), indent=2) + "\n")
+        write_text(Path(path), json.dumps(result.to_dict(), indent=2) + "\n", replace=replace)
     except WriteError as exc:
         raise BenchError(f"--json {path}: {exc}") from None
     return str(path)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecError, validate
 from builder.lang.loading import find_spec, load_spec, resolve_document, shipped_name, shipped_specs, spec_from_document
@@ -17,6 +18,10 @@ from builder.lang.shapes import ShapeReport, infer
 from builder.lang.spec import Spec
 from training.flags import DEVICE, MAX_BATCH, MAX_DEPTH, Flag, bounded_int  # torch-free
 from training.outputs import add_force_flag, check_output
+
+if TYPE_CHECKING:  # torch only for the type checker: this module imports it inside commands
+    import torch
+    from torch import nn
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -125,12 +130,41 @@ def cmd_port_weights(args: argparse.Namespace) -> int:
     from builder.model.build import build_model
     from builder.model.port import port_weights, read_state_dict
 
+    if args.weights is None and args.torchvision is None:
+        raise BuilderError("port-weights: give a WEIGHTS file, --torchvision NAME, or both")
     output = check_output(args.output, flag="-o", force=args.force)
-    model = build_model(load_spec(args.spec, args.overrides))
-    pairs = port_weights(model, read_state_dict(args.weights))
-    write_bytes(output, save({k: v.contiguous() for k, v in model.state_dict().items()}))
-    print(f"copied {len(pairs)} tensors ({pairs[0][0]} -> {pairs[0][1]}, ...); wrote {args.output}")
+    spec = load_spec(args.spec, args.overrides)
+    model = build_model(spec)
+    state = read_state_dict(args.weights) if args.weights is not None else None
+    if args.torchvision is None:
+        assert state is not None  # checked above
+        pairs = port_weights(model, state)
+        checked = "only names and shapes were checked; give --torchvision NAME to compare outputs"
+    else:
+        pairs, checked = _port_from_torchvision(model, spec, args.torchvision, state, where=args.spec)
+    write_bytes(output, save({k: v.contiguous() for k, v in model.state_dict().items()}), replace=args.force)
+    print(f"copied {len(pairs)} tensors ({pairs[0][0]} -> {pairs[0][1]}, ...); wrote {args.output}; {checked}")
     return 0
+
+
+def _port_from_torchvision(
+    model: nn.Module, spec: Spec, name: str, state: Mapping[str, torch.Tensor] | None, *, where: str
+) -> tuple[list[tuple[str, str]], str]:
+    """Port torchvision's `name` (holding `state`, else random) into `model`; refuse when outputs differ."""
+    import torch
+
+    from builder.model.port import TOLERANCE, OutputsDiffer, output_difference, port_weights, torchvision_model
+
+    torch.manual_seed(0)
+    reference = torchvision_model(name, state)
+    pairs = port_weights(model, reference.state_dict())
+    shape = (spec.input.channels, spec.input.height, spec.input.width)
+    diff, relative = output_difference(model, reference, shape)
+    figure = f"max abs output difference from torchvision's {name} {diff:.2e} ({relative:.2e} relative)"
+    if not relative <= TOLERANCE:  # NaN too
+        raise OutputsDiffer(f"{where} is not torchvision's {name}: {figure} exceeds {TOLERANCE:g}; nothing written")
+    return pairs, figure
+
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -143,7 +177,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                    device=args.device, options=args.options)
     print(result)
     if args.json:
-        print(f"wrote {write_json(result, args.json)}")
+        print(f"wrote {write_json(result, args.json, replace=args.force)}")
     return 0
 
 
@@ -247,10 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("port-weights", help="copy a torchvision state dict into the built model")
     _add_spec_args(p)
-    p.add_argument("weights", help="source state dict: .pth/.pt (loaded with weights_only=True) or .safetensors")
+    p.add_argument("weights", nargs="?", help="source state dict: .pth/.pt (loaded with weights_only=True) or "
+                   ".safetensors; with --torchvision it is optional (random weights are compared)")
+    p.add_argument("--torchvision", metavar="NAME", help="torchvision's model NAME holds the weights: port them and "
+                   "refuse (exit 1) unless the outputs agree within 1e-5 relative")
     p.add_argument("-o", "--output", required=True, help="where to write the ported model.safetensors")
     add_force_flag(p)
-    p.set_defaults(func=cmd_port_weights)
+    p.set_defaults(func=cmd_port_weights, late_positionals=("weights",))
 
     p = sub.add_parser("bench", help="measure training images/s under fp32, channels_last, bf16, fp16, compile")
     _add_spec_args(p)
@@ -282,10 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _late_positionals(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Fill an optional positional given after an option (argparse leaves `SPEC --set X WEIGHTS`'s
+    WEIGHTS unmatched: it matches optional positionals only next to the first one)."""
+    for name in getattr(args, "late_positionals", ()):
+        if extra and getattr(args, name) is None and not extra[0].startswith("-"):
+            setattr(args, name, extra.pop(0))
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure is printed as plain lines, never a traceback."""
     try:
-        args = build_parser().parse_args(argv)  # a flag's value out of bounds is a located line (training.flags)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)  # a flag's value out of bounds is a located line
+        _late_positionals(parser, args, extra)
         for name in ("spec", "spec_a"):  # a shipped spec's name becomes the file read, for every message
             if getattr(args, name, None) is not None:
                 setattr(args, name, str(find_spec(getattr(args, name))))

@@ -8,6 +8,7 @@ import argparse
 import hashlib
 import itertools
 import json
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from builder.tools.search_config import SearchConfig
 from builder.tools.sweep_file import SweepFile
 from builder.tools.sweep_record import run_state
 from training.cli import load_training
-from training.flags import RUN_FLAGS
+from training.flags import MAX_VARIANTS, RUN_FLAGS
 from training.runfiles import SPEC_FILE
 
 if TYPE_CHECKING:
@@ -75,10 +76,12 @@ class Plan:
 
 
 def expand(plan: Plan) -> list[Variant]:
-    """Specs x override sets x grid x seeds, in that nesting order, with unique names."""
+    """Specs x override sets x grid x seeds, in that nesting order, with unique names; more than
+    MAX_VARIANTS of them is refused before any is made."""
+    check_count(plan)
     seeds: list[int | None] = [None]  # one seed: the spec's (or --seed)
     if plan.seeds > 1:
-        base = int(plan.flags.get("seed") or 0)
+        base = _base_seed(plan.flags.get("seed"))
         seeds = list(range(base, base + plan.seeds))
     stems = [Path(s).stem for s in plan.specs]
     out: list[Variant] = []
@@ -92,6 +95,24 @@ def expand(plan: Plan) -> list[Variant]:
                 origin = overrides[-1].origin if overrides else plan.origin
                 out.append(Variant(name, group, spec, overrides, seed, origin))
     return _unique(out)
+
+
+def check_count(plan: Plan) -> None:
+    """The number of variants, from the sizes alone (a grid of millions is never expanded)."""
+    sizes = [("specs", len(plan.specs)), ("override sets", len(plan.sets)),
+             *((f"{values[0].path} values", len(values)) for values in plan.grid if values), ("seeds", plan.seeds)]
+    count = math.prod(n for _, n in sizes if n)
+    if count > MAX_VARIANTS:
+        product = " x ".join(f"{n:,} {what if n > 1 else what[:-1]}" for what, n in sizes if n)
+        raise SpecError.at(Loc(plan.origin), f"{count:,} variants ({product}); a sweep runs at most {MAX_VARIANTS:,}")
+
+
+def _base_seed(value: object) -> int:
+    """The first of --seeds N seeds: --seed (as typed) or 0."""
+    try:
+        return int(str(value)) if value is not None else 0
+    except ValueError:
+        raise SpecError.at(Loc(f"--seed {value}"), "must be a whole number") from None
 
 
 def variant_name(stem: str, overrides: Sequence[Override]) -> str:

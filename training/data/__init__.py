@@ -4,7 +4,8 @@
 seg_folder, seg_csv, shapes), takes the
 seeded stratified subsets the config asks for (train_size, test_size), carves a validation split
 from train when the source ships none (val_fraction), decodes image folders into memory when they
-fit, and measures the per-channel statistics of the training images.
+fit, and measures the per-channel statistics of the training images. `preprocess_for` gives the
+per-batch preprocessing (training/data/augment.py; joint with masks for segmentation, joint.py).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
+
 from builder.lang.spec import Spec
-from training.config import DatasetConfig, ImageFolderData
+from training.config import Augment, DatasetConfig, ImageFolderData, SegmentationAugment
 from training.data import cifar10, digits, fake, image_folder, masks, shapes
-from training.data.augment import Preprocess, generator, preprocess_for, random_crop, random_hflip, resize
+from training.data.augment import Preprocess, generator, random_crop, random_hflip, resize
+from training.data.joint import JointPreprocess
 from training.data.splits import (
     Data,
     DecodedImages,
@@ -106,3 +110,16 @@ def check_mask_classes(spec: Spec, data: Data) -> None:
             f"the {data.name} masks have {n} classes ({', '.join(data.classes)}) but the spec has "
             f"{spec.num_classes} output channels; set num_classes: {n}{binary}",
         )
+
+
+def preprocess_for(
+    mean: tuple[float, ...], std: tuple[float, ...], size: tuple[int, int], augment: Augment | SegmentationAugment,
+    device: torch.device, channels_last: bool = False, ignore_index: int = 255,
+) -> Preprocess:
+    """The preprocessing of images of `size` (H, W) normalized by a dataset's `mean` and `std`;
+    with a segmentation dataset's augment, of images and masks together."""
+    stats = [torch.tensor(s, dtype=torch.float32, device=device).view(-1, 1, 1) for s in (mean, std)]
+    if isinstance(augment, SegmentationAugment):
+        return JointPreprocess(size, stats[0], stats[1], Augment(crop_padding=0, hflip=False), channels_last,
+                               augment, ignore_index)
+    return Preprocess(size, stats[0], stats[1], augment, channels_last)

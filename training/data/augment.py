@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.config import Augment, SegmentationAugment
+from training.config import Augment
 
 
 def derived_seed(*parts: int) -> int:
@@ -83,18 +83,3 @@ def random_crop(x: Tensor, padding: tuple[int, int], rng: torch.Generator) -> Te
 def random_hflip(x: Tensor, rng: torch.Generator) -> Tensor:
     flip = (torch.rand(x.shape[0], generator=rng) < 0.5).to(x.device)[:, None, None, None]
     return torch.where(flip, x.flip(3), x)
-
-
-def preprocess_for(
-    mean: tuple[float, ...], std: tuple[float, ...], size: tuple[int, int], augment: Augment | SegmentationAugment,
-    device: torch.device, channels_last: bool = False, ignore_index: int = 255,
-) -> Preprocess:
-    """The preprocessing of images of `size` (H, W) normalized by a dataset's `mean` and `std`;
-    with a segmentation dataset's augment, of images and masks together."""
-    stats = [torch.tensor(s, dtype=torch.float32, device=device).view(-1, 1, 1) for s in (mean, std)]
-    if isinstance(augment, SegmentationAugment):
-        from training.data.joint import JointPreprocess
-
-        return JointPreprocess(size, stats[0], stats[1], Augment(crop_padding=0, hflip=False), channels_last,
-                               augment, ignore_index)
-    return Preprocess(size, stats[0], stats[1], augment, channels_last)

@@ -74,14 +74,15 @@ class DecodedImages(Dataset[tuple[Tensor, int]]):
         return decode_image(path, self.mode, self.size), label
 
 
-def decode_image(path: str, mode: str, size: tuple[int, int]) -> Tensor:
-    """One image file -> uint8 (C, H, W) in `mode` (L or RGB), bilinear-resized to `size` (H, W)."""
+def decode_image(path: str, mode: str, size: tuple[int, int] | None) -> Tensor:
+    """One image file -> uint8 (C, H, W) in `mode` (L or RGB), bilinear-resized to `size` (H, W);
+    None: at its own size (segmentation's predict)."""
     from PIL import Image
 
-    height, width = size
     try:
         with Image.open(path) as file:
             img = file.convert(mode)
+        height, width = size or (img.height, img.width)
         img = img if img.size == (width, height) else img.resize((width, height), Image.Resampling.BILINEAR)
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise BadImageError(f"{path}: cannot read image: {exc}") from None

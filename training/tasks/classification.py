@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.evaluate import write_table
 from training.runinfo import LoadedRun
 from training.tasks import TASKS
-from training.tasks.base import PredictRequest, TaskKind
+from training.tasks.base import PredictRequest, TaskKind, write_table
 
 WRONG_GRID = 16  # images in wrong.png
 SHOWN = 20  # predictions printed when they are also written to a file

@@ -19,16 +19,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.errors import ConfigProblems
+from training.errors import ConfigProblems, RunDirError
 from training.runinfo import LoadedRun
 from training.tasks import TASKS
-from training.tasks.base import PredictRequest, TaskKind
+from training.tasks.base import PredictRequest, TaskKind, write_table
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from training.config import TrainingConfig
 
 Loss = Literal["ce", "dice", "ce+dice"]
 DICE_SMOOTH = 1.0  # added to the soft Dice's numerator and denominator: an empty class scores 1, not 0/0
@@ -44,6 +49,12 @@ class SegmentationTask:
         self.kind: TaskKind = TASKS["segmentation"]
         self.classes, self.ignore_index, self.loss_kind = classes, ignore_index, loss
         self.palette = [list(c) for c in palette] if palette is not None else default_palette(len(classes))
+
+    @classmethod
+    def of(cls, config: TrainingConfig, classes: tuple[str, ...]) -> SegmentationTask:
+        """The task of a segmentation dataset's config (its ignore index, loss and palette)."""
+        data: Any = config.dataset  # a segmentation dataset kind (training.config)
+        return cls(classes, data.ignore_index, data.loss, data.palette)
 
     @property
     def num_classes(self) -> int:
@@ -109,7 +120,6 @@ class SegmentationTask:
                out_dir: Path) -> tuple[dict[str, Any], list[str]]:
         """per_class.csv (IoU, Dice, support per class), confusion.csv and .png (pixels) and
         worst.png (the images of lowest mIoU: image | truth | prediction overlays)."""
-        from training.evaluate import write_table
         from training.plots import plot_confusion, plot_worst
 
         matrix = kept.matrix
@@ -297,3 +307,26 @@ def default_palette(n: int) -> list[list[int]]:
             c >>= 3
         colours.append(rgb)
     return colours
+
+
+def segment_image(run: LoadedRun, image: Tensor | Image | str | Path) -> Tensor:
+    """One image's classes, int64 (h, w) at its own size, as `predict` writes them: `image` a
+    path, a PIL image or a uint8 tensor (C, h, w). A size the spec does not take is a RunDirError."""
+    from training.config import TrainingConfig
+    from training.data.splits import decode_image
+    from training.segment import Sizes, segment
+
+    if run.task != "segmentation":
+        raise RunDirError(f"{run.info.get('spec', 'the run')} is a {run.task} run, not a segmentation run")
+    task = SegmentationTask.of(TrainingConfig.model_validate(run.spec.training or {}), run.classes)
+    if isinstance(image, Tensor):
+        images = image[None] if image.ndim == 3 else image
+    elif isinstance(image, (str, Path)):
+        images = decode_image(str(image), run.preprocess.mode, None)[None]
+    else:
+        images = run.preprocess.decode_pil(image)  # at its own size: a segmentation run does not resize
+    size = Sizes.of(run.spec).padded(images.shape[-2], images.shape[-1])
+    if isinstance(size, str):
+        raise RunDirError(size)
+    device = next(run.model.parameters()).device
+    return segment(task, run, images.to(device), size)[0].cpu()

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import model_validator
 
-from builder.lang.axes import NonNegativeAxes, PositiveAxes
+from builder.lang.axes import NonNegativeAxes, PositiveAxes, pair
 from builder.lang.base import Named, WindowPoolSpec
 from builder.lang.registry import KindDef, leaf_frame, no_multiple, plain_fields, same_width
 from builder.lang.walk import At, Inferred, Shape, Walk, dilation_empties, dilation_problem, pool_label, pooled
@@ -51,7 +51,7 @@ def _infer(walk: Walk, block: PoolBlock, at: At, shape: Shape) -> Inferred:
 
 
 KIND = KindDef(
-    tags=("maxpool", "avgpool"), model=PoolBlock, infer=_infer, children=(), stride=lambda spec, b: b.stride,
+    tags=("maxpool", "avgpool"), model=PoolBlock, infer=_infer, children=(), stride=lambda spec, b: pair(b.stride),
     width=same_width, channel_multiple=no_multiple, fields=plain_fields, frame=leaf_frame,
     factory="builder.model.factories:pool",
 )

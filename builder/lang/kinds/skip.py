@@ -112,6 +112,14 @@ def _nearest(spec: Any, axes: tuple[int, ...], size: int) -> list[int]:
     return [s for s in (next(below, None), next(above, None)) if s is not None]
 
 
+def padded_size(spec: Any, height: int, width: int) -> tuple[int, int] | None:
+    """The smallest input (H, W) at or above (height, width) at which every skip of `spec` fits
+    along each axis (None: none within SEARCH): what an image is padded to before a forward pass."""
+    found = [next((s for s in range(size, size + SEARCH) if _fits(spec, (axis,), s)), None)
+             for axis, size in ((0, height), (1, width))]
+    return (found[0], found[1]) if found[0] is not None and found[1] is not None else None
+
+
 def _fits(spec: Any, axes: tuple[int, ...], size: int) -> bool:
     sizes = {"height": size} if axes == (0,) else {"width": size} if axes == (1,) else {"height": size, "width": size}
     probe = _Probe(spec.model_copy(update={"input": spec.input.model_copy(update=sizes)}))
