@@ -1,7 +1,7 @@
 """Built canon models vs torchvision's own: training throughput (goal >= 0.98x).
 
-resnet18.yaml and mobilenet_v2.yaml built by the builder against torchvision's `resnet18` and
-`mobilenet_v2` (weights=None), the built model holding torchvision's weights (ported, every
+resnet18, mobilenet_v2, efficientnet_b0 and convnext_tiny built by the builder from their specs
+against torchvision's models of those names (weights=None), the built model holding torchvision's weights (ported, every
 shape checked), so both compute on the same values. Both contenders of a pair train
 (forward, cross-entropy backward, SGD step) on the same in-memory float32 batch, contiguous
 (NCHW) memory format for both; they alternate round-robin, each round timing `--steps` steps
@@ -29,7 +29,7 @@ from builder.lang.loading import load_spec
 from builder.model.build import build_model
 from builder.model.port import port_weights
 
-MODELS = ("resnet18", "mobilenet_v2")  # spec name = torchvision name
+MODELS = ("resnet18", "mobilenet_v2", "efficientnet_b0", "convnext_tiny")  # spec name = torchvision name
 
 
 def pair(name: str) -> tuple[nn.Module, nn.Module]:

@@ -259,3 +259,20 @@ def test_mobilenet_v3_ports_from_torchvision_with_equal_outputs(name: str) -> No
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert (ours(x) - theirs(x)).abs().max().item() <= 1e-5
+
+
+@pytest.mark.parametrize("name", ["efficientnet_b0", "efficientnet_b1", "efficientnet_v2_s", "convnext_tiny"])
+def test_stochastic_depth_rates_are_torchvisions_block_by_block(name: str) -> None:
+    """Each residual that adds its input drops its body at torchvision's rate for that block
+    (EfficientNet: 0.2 * i / N over all N blocks; ConvNeXt: 0.1 * i / (N - 1))."""
+    import torchvision
+
+    from builder.model.blocks import Residual
+
+    theirs = torchvision.models.get_model(name, weights=None)
+    expected = [b.stochastic_depth.p for b in theirs.modules()
+                if type(b).__name__ in ("MBConv", "FusedMBConv", "CNBlock") and getattr(b, "use_res_connect", True)]
+    ours = build_model(load_spec(SPECS / f"{name}.yaml", ["input.height=64", "input.width=64"]))
+    rates = [r.stochastic_depth.p if r.stochastic_depth is not None else 0.0
+             for r in ours.modules() if isinstance(r, Residual) and r.shortcut is not None]
+    assert rates == pytest.approx(expected, abs=1e-12) and max(rates) > 0
