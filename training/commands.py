@@ -46,6 +46,16 @@ def add_commands(sub: Any) -> None:
     add_force_flag(p)
     p.set_defaults(func=cmd_predict)
 
+    p = sub.add_parser("samples", help="write a few images of a run's dataset as PNG files, to try predict on",
+                       description="Write the first --count images of the run's test split (else validation, "
+                                   "else training) as DIR/0000.png, ... and DIR/samples.csv (each file's true "
+                                   "class).")
+    p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
+    p.add_argument("-o", "--output", metavar="DIR", required=True, help="the folder the images go into")
+    Flag("--count", "count", "N", "how many images (default 8)", check=bounded_int(1, MAX_COUNT)).add(p, default=8)
+    add_force_flag(p)
+    p.set_defaults(func=cmd_samples)
+
     p = sub.add_parser("export", help="write a run's (or a spec's) model as ONNX, TorchScript or pt2",
                        description="Export with a dynamic batch dimension; ONNX is checked with onnxruntime.")
     p.add_argument("source", metavar="RUN_DIR|SPEC", help="a run directory, or a spec (random weights, seed 0)")
@@ -68,6 +78,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     done = evaluate_run(run_dir, out, weights=args.weights, config=config, device=device)
     print(f"{run_dir} ({args.weights} weights) {done.line}")
     print(f"wrote {out}: {', '.join(done.files)}")
+    return 0
+
+
+def cmd_samples(args: argparse.Namespace) -> int:
+    from training.outputs import OutputRefused
+    from training.runinfo import load_run
+    from training.samples import LISTING, write_samples
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise OutputRefused(f"-o {out}: not a directory (samples writes its images into -o DIR)")
+    run = load_run(args.run, "best", "cpu")
+    names = [out / f"{i:04d}.png" for i in range(args.count)] + [out / LISTING]
+    for path in names:
+        check_output(path, flag="-o", force=args.force, parents=True)
+    out.mkdir(parents=True, exist_ok=True)
+    written = write_samples(run, names[:-1])
+    print(f"wrote {written} images of {run.info['dataset']} and {LISTING} into {out}")
     return 0
 
 

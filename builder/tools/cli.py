@@ -219,6 +219,7 @@ EXAMPLES = {  # shown at the end of each command's --help
     "bench": "python -m builder bench alexnet_cifar --options fp32,bf16 --batch-size 128",
     "train": "python -m builder train alexnet_digits --epochs 3   # then: train --resume runs/alexnet_digits-...",
     "evaluate": "python -m builder evaluate runs/alexnet_digits-20250101-120000 --weights best",
+    "samples": "python -m builder samples runs/alexnet_digits-20250101-120000 -o my_images --count 8",
     "predict": "python -m builder predict runs/alexnet_digits-20250101-120000 my_images/ -o runs/preds.csv",
     "export": "python -m builder export runs/alexnet_digits-20250101-120000 --format onnx -o runs/model.onnx",
     "sweep": "python -m builder sweep alexnet_digits --grid width=0.5,1.0 --epochs 1 --out runs/sweep",

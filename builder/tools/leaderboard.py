@@ -235,13 +235,11 @@ def write_leaderboard(directory: Path, sort: Sort = "best_val_acc", x: XAxis = "
 
 def to_csv(rows: Sequence[Row]) -> str:
     """Fractions and raw counts, full precision: the values read from the run directories."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
+    from training.tasks.base import table_text  # text cells escaped against formulas
+
     names = [f.name for f in fields(Row)]
-    writer.writerow(["rank", *names])
-    for rank, row in enumerate(rows, start=1):
-        writer.writerow([rank, *("" if getattr(row, n) is None else getattr(row, n) for n in names)])
-    return buffer.getvalue()
+    return table_text(["rank", *names], [[rank, *("" if getattr(row, n) is None else getattr(row, n) for n in names)]
+                                         for rank, row in enumerate(rows, start=1)])
 
 
 def to_markdown(rows: Sequence[Row], directory: Path, sort: Sort, png: Path | None) -> str:

@@ -154,10 +154,23 @@ class Task(Protocol):
         ...
 
 
-def write_table(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    """A report table as CSV (atomically, as every file is written)."""
+FORMULA = ("=", "+", "-", "@", "\t", "\r")  # how a spreadsheet cell that it would evaluate begins
+
+
+def escape_cell(value: Any) -> Any:
+    """Text that a spreadsheet would run as a formula gets a leading ' (OWASP's advice against CSV
+    injection: a class or file named =HYPERLINK(...)); numbers and other text stay as they are."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA) else value
+
+
+def table_text(header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> str:
+    """CSV of a header and rows, every text cell escaped against formulas."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
+    writer.writerows([[escape_cell(c) for c in row] for row in [header, *rows]])
+    return buffer.getvalue()
+
+
+def write_table(path: Path, header: Sequence[Any], rows: Sequence[Sequence[Any]]) -> None:
+    """A report table as CSV (atomically, as every file is written)."""
+    write_text(path, table_text(header, rows))
