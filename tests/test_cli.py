@@ -145,3 +145,20 @@ def test_an_absent_device_is_one_line(cli: Callable[..., tuple[int, str, str]]) 
         pytest.skip("this machine has CUDA")
     code, _, err = cli("summarize", "lenet5", "--device", "cuda")
     assert code == 2 and err.strip() == "error: cuda is not available here; use auto or cpu"
+
+
+def test_an_unforeseen_exception_is_one_line_and_its_traceback_on_request(monkeypatch: pytest.MonkeyPatch,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from builder.tools import cli as cli_module
+
+    def boom(args: object) -> int:
+        raise RuntimeError("value cannot be converted")
+
+    monkeypatch.setattr(cli_module, "cmd_validate", boom)
+    monkeypatch.delenv(cli_module.DEBUG_ENV, raising=False)
+    assert cli_module.main(["validate", "lenet5"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RuntimeError: value cannot be converted" in err and "Traceback" not in err
+    monkeypatch.setenv(cli_module.DEBUG_ENV, "1")
+    with pytest.raises(RuntimeError):
+        cli_module.main(["validate", "lenet5"])

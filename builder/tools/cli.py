@@ -330,6 +330,9 @@ def _late_positionals(parser: argparse.ArgumentParser, args: argparse.Namespace,
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
 
 
+DEBUG_ENV = "BUILDER_DEBUG"  # set: an unforeseen exception shows its traceback
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure is printed as plain lines, never a traceback."""
     try:
@@ -349,3 +352,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `... | head`: the reader left; not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silences the flush at exit
         return 141
+    except Exception as exc:  # a failure nothing foresaw: still one line (the traceback on request)
+        if os.environ.get(DEBUG_ENV):
+            raise
+        print(f"error: the command failed unexpectedly: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for the "
+              "traceback, and please report it)", file=sys.stderr)
+        return 1
