@@ -36,6 +36,8 @@ EXPECTED_PARAMS = {  # figures stated by the issues (torchvision's models for th
     ("mobilenet_v2.yaml", 1000): 3_504_872,
     ("resnet20_cifar.yaml", 10): 272_474,
     ("unet.yaml", 1): 21_597_377,
+    ("lraspp_mobilenet_v3_large.yaml", 21): 3_221_538,
+    ("lraspp_mobilenet_v3_large.yaml", 2): 3_218_308,  # the two classifier convs follow num_classes
 }
 
 

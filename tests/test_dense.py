@@ -267,6 +267,35 @@ def test_a_dense_head_may_resize_its_logits_to_the_input(write_spec: Callable[..
     assert [n for n, _ in model.named_children()] == ["features", "head"]
 
 
+LOGITS = DENSE.replace("{out_channels: 8,", "{out_channels: num_classes, activation: none,").replace(
+    "  - {kind: upsample, scale_factor: 2, mode: bilinear}\n", "").replace(
+    "{kind: dense}", "{kind: dense, conv: false, resize: bilinear}")
+
+
+def test_a_dense_head_without_its_conv_only_resizes_the_blocks_logits(write_spec: Callable[..., Path]) -> None:
+    """LR-ASPP's: the blocks end in the logits (a conv to num_classes); the head resizes them."""
+    spec = load_spec(write_spec(LOGITS))
+    report = infer(spec)
+    assert not report.problems and report.head is not None and report.head.out == (5, 16, 16)
+    assert report.classifier_params == 0 and report.head.labels == ("upsample to the input bilinear",)
+    model = build_model(spec).eval()
+    assert [n for n, _ in model.named_children()] == ["features"]
+    assert report.total_params == sum(p.numel() for p in model.parameters()) == 3 * 9 * 5 + 5
+    x = torch.randn(2, 3, 15, 17)
+    want = torch.nn.functional.interpolate(model.features(x), size=(15, 17), mode="bilinear")
+    assert torch.equal(model(x), want)
+
+
+def test_a_dense_head_without_its_conv_needs_the_classes_from_the_blocks(write_spec: Callable[..., Path],
+                                                                         cli: Cli) -> None:
+    path = write_spec(LOGITS.replace("out_channels: num_classes", "out_channels: 8"))
+    code, out, err = cli("validate", path)
+    assert code == 2 and out == ""
+    assert err.strip() == (f"{path}:6:7: error: head: a dense head with conv: false outputs the last block's "
+                           "channels as the classes, but the last block outputs 8x8x8, not 5 channels (num_classes); "
+                           "end the blocks in out_channels: num_classes, or give the head its conv")
+
+
 def test_padded_size_is_the_smallest_that_fits_on_each_axis(write_spec: Callable[..., Path]) -> None:
     from builder.lang.kinds.skip import padded_size
 

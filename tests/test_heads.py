@@ -119,3 +119,28 @@ def test_every_head_has_a_factory() -> None:
     for head in HEADS.values():
         module, _, name = head.factory.partition(":")
         assert callable(getattr(import_module(module), name))
+
+
+CLASSES = BASE + "  - {out_channels: num_classes, kernel_size: 1}\n"
+
+
+def test_a_conv_to_num_classes_follows_the_classes_and_not_the_width(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(CLASSES + "num_classes: 5\nclassifier: {hidden: [], adaptive_pool: [1, 1]}\n")
+    spec = load_spec(path)
+    assert infer(spec).blocks[-1].out_shape == (5, 8, 8) and "conv 5 k1 s1 p0" in infer(spec).blocks[-1].layers
+    assert infer(load_spec(path, ["num_classes=7"])).blocks[-1].out_shape == (7, 8, 8)
+    wide = infer(load_spec(path, ["width=2"]))
+    assert [b.out_shape[0] for b in wide.blocks] == [16, 24, 5]
+    model = build_model(spec)
+    assert model.features.block3.conv.out_channels == 5 and infer(spec).total_params == _params(model)
+    assert "out_channels: num_classes" in dump_spec(spec)  # a dumped spec still follows --set num_classes
+    assert load_spec(write_spec(dump_spec(spec), "dumped.yaml")) == spec
+
+
+def test_a_conv_to_num_classes_without_classes_is_one_located_line(write_spec: Callable[..., Path],
+                                                                   cli: Cli) -> None:
+    path = write_spec(CLASSES + "head: {kind: none}\n")
+    code, out, err = cli("validate", path)
+    assert (code, out) == (2, "")
+    assert err == (f"{path}:6:20: error: blocks[2].out_channels: block3: out_channels: num_classes needs the "
+                   "spec's num_classes, but a spec with head kind none has no classes (give a number)\n")

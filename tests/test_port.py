@@ -89,7 +89,8 @@ def test_torchvision_port_refuses_a_different_model(cli: Callable[..., tuple[int
 def test_unknown_torchvision_name(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
     code, _, err = cli("port-weights", "resnet18", "--torchvision", "resnet81", "-o", tmp_path / "o.safetensors")
     assert code == 2
-    assert err == "error: --torchvision resnet81: not a torchvision classifier; did you mean 'resnet18'?\n"
+    assert err == ("error: --torchvision resnet81: not a torchvision classifier or segmentation model; "
+                   "did you mean 'resnet18'?\n")
 
 
 def test_port_weights_needs_a_source(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:

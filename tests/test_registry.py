@@ -62,6 +62,12 @@ EXAMPLES |= {
 EXAMPLES |= {
     "parallel/split": {"kind": "parallel", "input": "split", "branches": [[], [{**CONV, "out_channels": 3}]]},
     "channel_shuffle": {"kind": "channel_shuffle", "groups": 2},
+    # LR-ASPP's pieces: a product with a 1x1 branch broadcast, unequal chunks, a conv to num_classes
+    "parallel/mul": {"kind": "parallel", "merge": "mul", "branches": [
+        [CONV], [{"kind": "adaptive_avgpool"}, {**CONV, "kernel_size": 1, "padding": 0, "activation": "sigmoid"}]]},
+    "parallel/split_channels": {"kind": "parallel", "input": "split", "split_channels": [1, 3], "merge": "add",
+                                "branches": [[{**CONV, "out_channels": 2}], [{**CONV, "out_channels": 2}]]},
+    "conv/num_classes": {**CONV, "out_channels": "num_classes", "bias": False},
 }
 
 

@@ -1,9 +1,12 @@
 """torchvision's segmentation models as specs: fcn_resnet50 and deeplabv3_resnet50 (aux_loss=False)
-have torchvision's parameter counts, their static shapes are the built modules', and torchvision's
-weights ported by order and shape give torchvision's outputs, the final resize to any input size
-included."""
+and lraspp_mobilenet_v3_large have torchvision's parameter counts, their static shapes are the
+built modules', and torchvision's weights ported by order and shape give torchvision's outputs,
+the final resize to any input size included."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,7 +19,7 @@ from builder.lang.shapes import infer
 from builder.model.build import build_model
 from builder.model.port import port_weights
 
-MODELS = {"fcn_resnet50": 32_957_013, "deeplabv3_resnet50": 39_638_869}
+MODELS = {"fcn_resnet50": 32_957_013, "deeplabv3_resnet50": 39_638_869, "lraspp_mobilenet_v3_large": 3_221_538}
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -24,7 +27,28 @@ def test_segmentation_specs_have_torchvisions_count(name: str) -> None:
     report = infer(load_spec(SPECS / f"{name}.yaml"))
     assert report.total_params == MODELS[name] and not report.problems
     assert report.head is not None and report.head.out == (21, 520, 520)
-    assert report.blocks[-1].out_shape[1:] == (65, 65)  # output stride 8: dilated layer3 and layer4
+    assert report.blocks[-1].out_shape[1:] == (65, 65)  # output stride 8 (LR-ASPP's logits: at low's stride 8)
+
+
+def test_lraspp_has_torchvisions_published_figures_and_follows_num_classes() -> None:
+    """3,221,538 parameters and 2.086 G mult-adds (torchvision's `_ops`); the two classifier convs
+    follow --set num_classes and no other block does; the high path is at output stride 16."""
+    from torchvision.models.segmentation import LRASPP_MobileNet_V3_Large_Weights
+
+    path = SPECS / "lraspp_mobilenet_v3_large.yaml"
+    report = infer(load_spec(path))
+    meta = LRASPP_MobileNet_V3_Large_Weights.DEFAULT.meta
+    assert (report.total_params, round(report.mult_adds / 1e9, 3)) == (meta["num_params"], meta["_ops"])
+    shapes = {s.name: s.out_shape for s in report.all_blocks}
+    assert shapes["bneck4"] == (40, 65, 65) and shapes["high.body.head"] == (960, 33, 33)
+    assert shapes["high.body.lraspp"] == (128, 33, 33) and shapes["high"] == (168, 65, 65)
+    two = infer(load_spec(path, ["num_classes=2"]))
+    assert two.head is not None and two.head.out == (2, 520, 520) and not two.problems
+    assert two.total_params == MODELS["lraspp_mobilenet_v3_large"] - 19 * (40 + 1) - 19 * (128 + 1)
+    changed = {s.name for s, t in zip(report.all_blocks, two.all_blocks, strict=True) if s.out_shape != t.out_shape}
+    assert changed == {"classifier", "classifier.branch1.low_classifier", "classifier.branch2.high_classifier"}
+    half = infer(load_spec(path, ["width=0.5"]))  # the split follows the scaled low and x; the classes stay
+    assert not half.problems and half.head is not None and half.head.out == (21, 520, 520)
 
 
 @pytest.mark.slow
@@ -54,3 +78,13 @@ def test_ported_segmentation_models_give_torchvisions_outputs(name: str) -> None
         assert (got - want).abs().max().item() <= 1e-5
         if size == (64, 64):
             assert seen == {s.name: s.out_shape for s in report.all_blocks}
+
+
+def test_port_weights_ports_torchvisions_lraspp(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
+    """torchvision's segmentation models by name (no pretrained backbone), compared on their "out"."""
+    out = tmp_path / "lraspp.safetensors"
+    code, stdout, err = cli("port-weights", "lraspp_mobilenet_v3_large", "--torchvision", "lraspp_mobilenet_v3_large",
+                            "--set", "input.height=57", "--set", "input.width=71", "-o", out)
+    assert code == 0 and out.is_file(), err
+    assert "copied 272 tensors (backbone.0.0.weight -> features.stem.conv.weight" in stdout
+    assert "max abs output difference from torchvision's lraspp_mobilenet_v3_large" in stdout

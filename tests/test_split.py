@@ -87,3 +87,48 @@ def test_bad_splits_and_shuffles_are_one_located_error(cli: Callable[..., tuple[
     path = write_spec(SPEC.format(block=block))
     code, out, err = cli("validate", path)
     assert (code, out, err) == (2, "", f"{path}:{message}\n")
+
+
+def test_split_channels_give_unequal_chunks_in_torch_split_order() -> None:
+    """LR-ASPP's [low, x] concat split back into low (40) and x (128): here 2 and 4 channels."""
+    spec = _spec([{"kind": "parallel", "input": "split", "split_channels": [2, 4], "name": "unit", "merge": "add",
+                   "branches": [[{"out_channels": 3, "kernel_size": 1, "activation": "none"}],
+                                [{"out_channels": 3, "kernel_size": 1, "activation": "none"}]]}])
+    report = infer(spec)
+    assert [(s.name, s.in_shape, s.out_shape) for s in report.all_blocks] == [
+        ("unit", (6, 5, 5), (3, 5, 5)), ("unit.branch1.block1", (2, 5, 5), (3, 5, 5)),
+        ("unit.branch2.block1", (4, 5, 5), (3, 5, 5))]
+    model = build_model(spec).eval()
+    x = torch.randn(3, 6, 5, 5)
+    low, high = model.features.unit.branch1.block1, model.features.unit.branch2.block1
+    with torch.no_grad():
+        assert torch.equal(model.features(x), low(x[:, :2]) + high(x[:, 2:]))
+
+
+def test_split_channels_scale_with_the_width_as_the_channels_before_them() -> None:
+    spec = Spec.model_validate({
+        "name": "w", "input": {"channels": 3, "height": 5, "width": 5}, "num_classes": 2, "width": 0.5,
+        "width_divisor": 8, "blocks": [
+            {"kind": "parallel", "branches": [[{"out_channels": 40, "kernel_size": 1}],
+                                              [{"out_channels": 128, "kernel_size": 1}]]},  # 168 = 40 + 128
+            {"kind": "parallel", "input": "split", "split_channels": [40, 128], "branches": [[], []]}],
+        "classifier": {"hidden": [], "adaptive_pool": [1, 1]},
+    })
+    scaled = apply_width(spec)
+    assert scaled.blocks[1].split_channels == [24, 64] and not infer(scaled).problems
+
+
+@pytest.mark.parametrize(("block", "message"), [
+    ("{kind: parallel, input: split, split_channels: [17, 99], branches: [[], []]}",
+     "6:52: error: blocks[1].split_channels: split of 117 channels into 17 + 99 = 116: the sizes must add up to "
+     "the input's channels (its input is 117x8x8)"),
+    ("{kind: parallel, input: split, split_channels: [117], branches: [[], []]}",
+     "6:52: error: blocks[1].split_channels: one size per branch (2 branches), got 1"),
+    ("{kind: parallel, split_channels: [17, 100], branches: [[], []]}",
+     "6:38: error: blocks[1].split_channels: applies to input: split only (this block's input is same)"),
+])
+def test_bad_split_channels_are_one_located_error(cli: Callable[..., tuple[int, str, str]],
+                                                  write_spec: Callable[..., Path], block: str, message: str) -> None:
+    path = write_spec(SPEC.format(block=block))
+    code, out, err = cli("validate", path)
+    assert (code, out, err) == (2, "", f"{path}:{message}\n")

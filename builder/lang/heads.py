@@ -4,7 +4,8 @@
   -> flatten -> hidden linears -> num_classes;
 - conv (SqueezeNet's): dropout -> 1x1 conv to num_classes -> activation -> global avg pool -> flatten;
 - none (a feature extractor, as timm's num_classes=0): the output is the last block's feature map;
-- dense (segmentation): a 1x1 conv to num_classes at every pixel, no flatten: num_classes x H x W.
+- dense (segmentation): a 1x1 conv to num_classes at every pixel, no flatten: num_classes x H x W
+  (conv: false: no conv, the blocks end in the logits, as LR-ASPP's sum of two classifiers).
 
 Each head is a model plus a `HeadDef`: its static inference (output shape, parameters,
 mult-adds, labels), its width rule, whether it needs `num_classes`, its drawing title and its
@@ -69,6 +70,9 @@ class DenseHead(StrictModel):
     brings the logits to it."""
 
     kind: Literal["dense"]
+    conv: bool = True
+    """The 1x1 conv to num_classes; false: the blocks already end in the class logits (num_classes
+    channels, e.g. convs with out_channels: num_classes) and the head only resizes them."""
     resize: Literal["none", "bilinear", "nearest"] = "none"
     """After the conv, resize the logits to the input's size (torchvision's FCN and DeepLab:
     bilinear, align_corners false); none: the last block must already be at the input's size."""
@@ -151,7 +155,7 @@ def _none(spec: Any, head: NoHead, last: Shape) -> HeadShape:
 def _dense(spec: Any, head: DenseHead, last: Shape) -> HeadShape:
     c, h, w = last
     k, size = spec.num_classes, (spec.input.height, spec.input.width)
-    labels: tuple[Label, ...] = (Label(f"conv {k} k1", "conv"),)
+    labels: tuple[Label, ...] = (Label(f"conv {k} k1", "conv"),) if head.conv else ()
     problem = None
     if head.resize != "none":
         labels += (Label(f"upsample to the input {head.resize}", "pool"),)
@@ -159,6 +163,12 @@ def _dense(spec: Any, head: DenseHead, last: Shape) -> HeadShape:
         problem = (f"a dense head predicts every input pixel, but the last block outputs {c}x{h}x{w}, not "
                    f"{size[0]}x{size[1]}; end the blocks at the input's size (an upsample, or a skip with "
                    "match: resize), or give the head resize: bilinear")
+    if not head.conv:
+        if c != k:
+            problem = (f"a dense head with conv: false outputs the last block's channels as the classes, but "
+                       f"the last block outputs {c}x{h}x{w}, not {k} channels (num_classes); end the blocks "
+                       "in out_channels: num_classes, or give the head its conv")
+        return HeadShape((k, *size), None, 0, 0, labels, problem)
     return HeadShape((k, *size), None, c * k + k, c * k * h * w, labels, problem)
 
 

@@ -89,26 +89,30 @@ def _last_leaf(module: nn.Module) -> nn.Module | None:
 
 
 class Parallel(nn.Module):
-    """Branches (branch1, branch2, ...) on the same input, concatenated along channels or added."""
+    """Branches (branch1, branch2, ...) on the same input, concatenated along channels, added or
+    multiplied (a 1x1 output broadcast over H x W)."""
 
-    def __init__(self, branches: list[nn.Sequential], merge: Literal["concat", "add"]) -> None:
+    def __init__(self, branches: list[nn.Sequential], merge: Literal["concat", "add", "mul"]) -> None:
         super().__init__()
         for k, branch in enumerate(branches, start=1):
             self.add_module(f"branch{k}", branch)
         self.merge = merge
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (N, C_k, H, W) per branch -> (N, sum C_k, H, W), or their sum
-        outs = [branch(x) for branch in self.children()]
-        if self.merge == "concat":
-            return torch.cat(outs, dim=1)
-        total = outs[0]
-        for out in outs[1:]:
-            total = total + out
-        return total
+        return merged([branch(x) for branch in self.children()], self.merge)
 
     def extra_repr(self) -> str:
         return f"merge={self.merge}"
+
+
+def merged(outs: list[torch.Tensor], merge: str) -> torch.Tensor:
+    """(N, C_k, H, W) per branch -> (N, sum C_k, H, W) (concat), or their sum (add) or product (mul)."""
+    if merge == "concat":
+        return torch.cat(outs, dim=1)
+    total = outs[0]
+    for out in outs[1:]:
+        total = total * out if merge == "mul" else total + out
+    return total
 
 
 class Gate(nn.Module):
@@ -140,17 +144,21 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class SplitParallel(Parallel):
-    """Parallel branches, each on its own chunk of the input channels (x.chunk(n, dim=1), in order)."""
+    """Parallel branches, each on its own chunk of the input channels, in order: x.chunk(n, dim=1),
+    or x.split(sizes, dim=1) when `sizes` are given."""
+
+    def __init__(self, branches: list[nn.Sequential], merge: Literal["concat", "add", "mul"],
+                 sizes: list[int] | None = None) -> None:
+        super().__init__(branches, merge)
+        self.sizes = sizes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # (N, C, H, W) -> n chunks (N, C/n, H, W), branch k on chunk k
-        outs = [branch(part) for branch, part in zip(self.children(), x.chunk(len(self._modules), dim=1))]
-        if self.merge == "concat":
-            return torch.cat(outs, dim=1)
-        total = outs[0]
-        for out in outs[1:]:
-            total = total + out
-        return total
+        # (N, C, H, W) -> n chunks (N, C_k, H, W), branch k on chunk k
+        parts = x.chunk(len(self._modules), dim=1) if self.sizes is None else x.split(self.sizes, dim=1)
+        return merged([branch(part) for branch, part in zip(self.children(), parts)], self.merge)
+
+    def extra_repr(self) -> str:
+        return f"merge={self.merge}" + (f", sizes={self.sizes}" if self.sizes is not None else "")
 
 
 class ChannelShuffle(nn.Module):

@@ -42,15 +42,15 @@ if TYPE_CHECKING:
 
 def conv(ctx: BuildContext, block: BlockSpec, shape: BlockShape) -> nn.Module:
     """conv -> [norm] -> activation -> [norm] -> [pool], in the order conv_block_layers gives."""
-    in_ch = shape.in_shape[0]
+    in_ch, out = shape.in_shape[0], shape.out_shape[0]
     made_conv = nn.Conv2d(
-        in_ch, block.out_channels, torch_arg(block.kernel_size), stride=torch_arg(block.stride),
+        in_ch, out, torch_arg(block.kernel_size), stride=torch_arg(block.stride),
         padding=torch_arg(block.padding), dilation=torch_arg(block.dilation), groups=conv_groups(block, in_ch),
         bias=block.bias,
     )
     made: dict[str, Callable[[Any], Any]] = {  # each present layer makes a module (never None)
         "conv": lambda _: made_conv, "act": layers.activation, "pool": layers.pool,
-        "norm": lambda norm: layers.norm(norm, block.out_channels),
+        "norm": lambda norm: layers.norm(norm, out),
     }
     return nn.Sequential(OrderedDict((role, made[role](layer)) for role, layer in conv_block_layers(ctx.spec, block)))
 
@@ -93,8 +93,9 @@ def _projection(ctx: BuildContext, block: ResidualBlock, shape: BlockShape) -> n
 
 
 def parallel(ctx: BuildContext, block: ParallelBlock, shape: BlockShape) -> nn.Module:
-    made = SplitParallel if block.input == "split" else Parallel
-    return made(ctx.children(block, shape), block.merge)
+    if block.input == "split":
+        return SplitParallel(ctx.children(block, shape), block.merge, block.split_channels)
+    return Parallel(ctx.children(block, shape), block.merge)
 
 
 def pool(ctx: BuildContext, block: PoolBlock, shape: BlockShape) -> nn.Module:

@@ -63,5 +63,6 @@ def none(spec: Any, head: NoHead, in_shape: tuple[int, int, int]) -> Parts:
 
 
 def dense(spec: Any, head: DenseHead, in_shape: tuple[int, int, int]) -> Parts:
-    """head: a 1x1 conv to num_classes at every pixel, (N, C, H, W) -> (N, num_classes, H, W)."""
-    return [("head", nn.Conv2d(in_shape[0], spec.num_classes, 1))]
+    """head: a 1x1 conv to num_classes at every pixel, (N, C, H, W) -> (N, num_classes, H, W);
+    nothing with conv: false (the blocks end in the logits)."""
+    return [("head", nn.Conv2d(in_shape[0], spec.num_classes, 1))] if head.conv else []

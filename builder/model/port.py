@@ -20,6 +20,10 @@ from builder.lang.errors import BuilderError, suggest
 TV_KWARGS: dict[str, dict[str, object]] = {  # what makes torchvision's model the spec's
     "googlenet": {"aux_logits": False, "init_weights": True},
     "inception_v3": {"aux_logits": False, "init_weights": True},
+    # segmentation: no auxiliary classifier, and no pretrained backbone (which would be downloaded)
+    "fcn_resnet50": {"weights_backbone": None, "aux_loss": False},
+    "deeplabv3_resnet50": {"weights_backbone": None, "aux_loss": False},
+    "lraspp_mobilenet_v3_large": {"weights_backbone": None},
 }
 TOLERANCE = 1e-5  # relative to the reference's largest output
 SHOWN = 3  # mismatches listed in full; the rest are counted
@@ -84,12 +88,15 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def torchvision_model(name: str, state: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
     """torchvision's model `name` (with TV_KWARGS) in eval mode, holding `state` if given, else
-    random weights and random BatchNorm statistics (so a swapped mean and variance would show)."""
+    random weights and random BatchNorm statistics (so a swapped mean and variance would show).
+    A classifier or a segmentation model (whose output is a dict: output_difference compares "out")."""
     import torchvision
 
-    names = torchvision.models.list_models(module=torchvision.models)
+    models = torchvision.models
+    names = models.list_models(module=models) + models.list_models(module=models.segmentation)
     if name not in names:
-        raise BuilderError(f"--torchvision {name}: not a torchvision classifier{suggest(name, names)}")
+        raise BuilderError(f"--torchvision {name}: not a torchvision classifier or segmentation model"
+                           f"{suggest(name, names)}")
     model = torchvision.models.get_model(name, weights=None, **TV_KWARGS.get(name, {}))
     if state is None:
         randomize_norm_statistics(model)
@@ -118,5 +125,7 @@ def output_difference(ours: nn.Module, reference: nn.Module, shape: tuple[int, i
     x = torch.randn(2, *shape)  # (N, C, H, W)
     with torch.no_grad():
         want = reference(x)
+        if isinstance(want, Mapping):  # torchvision's segmentation models: {"out": logits, ["aux": ...]}
+            want = want["out"]
         diff = (ours(x) - want).abs().max().item()
     return diff, diff / max(want.abs().max().item(), 1e-12)

@@ -38,18 +38,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     last = report.blocks[-1].out_shape
     print(
         f"{args.spec}: OK: {spec.name}, {len(spec.blocks)} blocks, output {'x'.join(map(str, last))}, "
-        f"{_head_text(report)}, {report.total_params:,} parameters"
+        f"{_head_text(spec, report)}, {report.total_params:,} parameters"
     )
     return 0
 
 
-def _head_text(report: ShapeReport) -> str:
-    """'flatten 9216' for a head with a flatten; 'per-pixel 4x160x160' for a dense head; 'no head'
-    for a spec that ends with its last block."""
+def _head_text(spec: Spec, report: ShapeReport) -> str:
+    """'flatten 9216' for a head with a flatten; 'per-pixel 4x160x160' for a dense head (one without
+    its own conv too); 'no head' for a spec that ends with its last block."""
     head = report.head
     if head is not None and head.flatten is not None:
         return f"flatten {report.flatten}"
-    return f"per-pixel {'x'.join(map(str, head.out))}" if head is not None and head.params else "no head"
+    if head is not None and getattr(spec.the_head, "kind", None) == "dense":
+        return f"per-pixel {'x'.join(map(str, head.out))}"
+    return "no head"
 
 
 def _validate_all(doc: Document) -> Spec:

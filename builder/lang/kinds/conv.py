@@ -38,8 +38,9 @@ class BlockSpec(Named):
 
     kind: Literal["conv"] = "conv"
     """A block without kind is a conv block."""
-    out_channels: PositiveInt
-    """Output channels of the convolution."""
+    out_channels: PositiveInt | Literal["num_classes"]
+    """Output channels of the convolution; num_classes: the spec's (a classifier conv, which follows
+    --set num_classes and which width leaves alone)."""
     kernel_size: PositiveAxes
     """Convolution kernel size: an integer (square) or [h, w] (Inception's [1, 7])."""
     stride: PositiveAxes = 1
@@ -65,7 +66,7 @@ class BlockSpec(Named):
 
     @model_validator(mode="after")
     def _groups_divide_out_channels(self) -> BlockSpec:
-        if isinstance(self.groups, int) and self.out_channels % self.groups:
+        if isinstance(self.groups, int) and isinstance(self.out_channels, int) and self.out_channels % self.groups:
             raise rule_error(
                 "groups", f"out_channels ({self.out_channels}) must be divisible by groups ({self.groups})"
             )
@@ -73,6 +74,11 @@ class BlockSpec(Named):
 
 
 # --- Resolution: what a block actually gets once defaults apply -----------------------------
+
+
+def out_channels(spec: Any, block: BlockSpec) -> int:
+    """The block's output channels: its own, or the spec's num_classes (a BuilderError without one)."""
+    return spec.num_classes if block.out_channels == "num_classes" else block.out_channels
 
 
 def block_norm(spec: Any, block: BlockSpec) -> AnyNorm:
@@ -129,20 +135,22 @@ def kernel_area(block: BlockSpec) -> int:
     return kh * kw
 
 
-def conv_params(in_ch: int, block: BlockSpec) -> int:
-    weight = block.out_channels * (in_ch // conv_groups(block, in_ch)) * kernel_area(block)
-    return weight + (block.out_channels if block.bias else 0)
+def conv_params(in_ch: int, block: BlockSpec, out: int | None = None) -> int:
+    """Parameters of the convolution (`out`: its output channels when they are num_classes)."""
+    channels = out if out is not None else block.out_channels
+    assert isinstance(channels, int), "a num_classes conv needs its resolved channels"
+    return channels * (in_ch // conv_groups(block, in_ch)) * kernel_area(block) + (channels if block.bias else 0)
 
 
 def describe_layers(spec: Any, block: BlockSpec) -> tuple[Label, ...]:
     """Short human labels of a conv block's layers, in forward order."""
-    return tuple(_label(role, layer) for role, layer in conv_block_layers(spec, block))
+    return tuple(_label(spec, role, layer) for role, layer in conv_block_layers(spec, block))
 
 
-def _label(role: str, layer: Any) -> Label:
+def _label(spec: Any, role: str, layer: Any) -> Label:
     if role == "conv":
         window = window_text(layer.kernel_size, layer.stride, layer.padding, layer.dilation)
-        conv = f"conv {layer.out_channels} {window}"
+        conv = f"conv {out_channels(spec, layer)} {window}"
         groups = "" if layer.groups == 1 else " dw" if layer.groups == "depthwise" else f" g{layer.groups}"
         return Label(conv + groups, "conv")
     if role == "norm":
@@ -154,17 +162,21 @@ def _label(role: str, layer: Any) -> Label:
 
 def _infer(walk: Walk, block: BlockSpec, at: At, shape: Shape) -> Inferred:
     c, h, w = shape
-    groups = conv_groups(block, c)
+    if block.out_channels == "num_classes" and walk.spec.classes is None:
+        walk.problem((*at.where, "out_channels"), f"{at.name}: out_channels: num_classes needs the spec's "
+                     "num_classes, but a spec with head kind none has no classes (give a number)")
+        return None, 0, 0, ()
+    out, groups = out_channels(walk.spec, block), conv_groups(block, c)
     if c % groups:
         walk.problem((*at.where, "groups"), f"in_channels ({c}) must be divisible by groups ({groups})")
-    if block.out_channels % groups:
-        walk.problem((*at.where, "groups"), f"out_channels ({block.out_channels}) must be divisible by "
+    if out % groups:
+        walk.problem((*at.where, "groups"), f"out_channels ({out}) must be divisible by "
                      f"groups ({groups}: depthwise, one per input channel)")
     h2, w2 = windows_out((h, w), block.kernel_size, block.stride, block.padding, dilation=block.dilation)
     if (h2 <= 0 or w2 <= 0) and dilation_empties((h, w), block.kernel_size, block.stride, block.padding,
                                                   block.dilation):
         return dilation_problem(walk, at, shape, block.kernel_size, block.padding, block.dilation)
-    macs = max(h2, 0) * max(w2, 0) * block.out_channels * (c // groups) * kernel_area(block)
+    macs = max(h2, 0) * max(w2, 0) * out * (c // groups) * kernel_area(block)
     layers = conv_block_layers(walk.spec, block)
     for role, layer in layers:
         if role == "pool" and h2 > 0 and w2 > 0:
@@ -172,15 +184,15 @@ def _infer(walk: Walk, block: BlockSpec, at: At, shape: Shape) -> Inferred:
     if h2 <= 0 or w2 <= 0:
         return walk.collapse(at, shape, h2, w2)
     for norm in (n for r, n in layers if r == "norm"):
-        _check_norm(walk, at, block, norm)
-    params = conv_params(c, block) + sum(norm_def(n).params(n, block.out_channels) for r, n in layers if r == "norm")
-    return (block.out_channels, h2, w2), params, macs, describe_layers(walk.spec, block)
+        _check_norm(walk, at, block, norm, out)
+    params = conv_params(c, block, out) + sum(norm_def(n).params(n, out) for r, n in layers if r == "norm")
+    return (out, h2, w2), params, macs, describe_layers(walk.spec, block)
 
 
-def _check_norm(walk: Walk, at: At, block: BlockSpec, norm: Any) -> None:
+def _check_norm(walk: Walk, at: At, block: BlockSpec, norm: Any, out: int) -> None:
     """A norm that cannot normalize the block's output channels (groupnorm's groups), located at
     the block's own norm or at defaults.norm, where it came from."""
-    problem = norm_problem(norm, block.out_channels)
+    problem = norm_problem(norm, out)
     if problem is not None:
         where = (*at.where, "norm", "groups") if block.norm is not None else ("defaults", "norm", "groups")
         walk.problem(where, f"{at.name}: {problem}")
@@ -195,7 +207,10 @@ def _stride(spec: Any, block: BlockSpec) -> int | tuple[int, int]:
 
 
 def _width(block: BlockSpec, scaling: Scaling) -> BlockSpec:
-    """out_channels scaled, staying a multiple of its own norm's groups too (groupnorm)."""
+    """out_channels scaled, staying a multiple of its own norm's groups too (groupnorm); num_classes
+    stays (the classes do not scale)."""
+    if block.out_channels == "num_classes":
+        return block
     norm = 1 if block.norm is None else norm_def(block.norm).multiple(block.norm)
     out = round_channels(block.out_channels, scaling.width, lcm(scaling.multiple, norm))
     return block.model_copy(update={"out_channels": out})
@@ -208,6 +223,8 @@ def _multiple(block: BlockSpec) -> int:
 def _fields(spec: Any, block: BlockSpec) -> dict[str, Any]:
     """Its fields with the spec's defaults applied: what it really builds."""
     fields = block.model_dump(exclude={"pool_and_norm", "norm", "pool", "activation", "name"})
+    if block.out_channels == "num_classes" and spec.classes is not None:
+        fields["out_channels"] = spec.classes
     fields["activation"] = block_activation(spec, block)
     fields["norm"] = _compact(block_norm(spec, block).model_dump())
     fields["pool"] = _compact(block_pool(spec, block).model_dump())
