@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from training.metrics import EpochMetrics
+from training.runfiles import BOARD_DIR
 
 Log = Callable[[str], None]
-BOARD_DIR = "tensorboard"
 
 
 def print_line(line: str) -> None:

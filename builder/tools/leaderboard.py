@@ -1,8 +1,10 @@
 """`python -m builder leaderboard DIR`: one row per variant of a sweep, read from its run directories.
 
-Every number comes from a run directory: parameters and mult-adds from the resolved `spec.yaml`
-(static inference, as `validate` prints them), accuracies, epochs and time from `metrics.csv`,
-the training images per epoch from the banner in `train.log`. Runs that differ only in their
+Every number comes from a run directory, read through training/runfiles: parameters and
+mult-adds from the resolved `spec.yaml` (static inference, as `validate` prints them), accuracies,
+epochs and time from `metrics.csv`, the training images per epoch from the trainer's `start` event
+in `events.jsonl`. A run directory whose files are damaged is a row "unreadable" with the one-line
+reason (and `leaderboard` exits 2 after writing the board). Runs that differ only in their
 seed form one row (mean and sample standard deviation). Writes leaderboard.csv, leaderboard.md
 and pareto.png (accuracy against mult-adds or parameters, the Pareto front drawn).
 """
@@ -16,6 +18,7 @@ import math
 import os
 import re
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -24,10 +27,11 @@ from typing import Any, Literal
 from builder.lang.errors import BuilderError, SpecError
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
+from training.errors import RunFileError
+from training.runfiles import METRICS, SPEC_FILE, StartEvent, read_events, read_metrics, read_record, run_status
 
 Sort = Literal["best_val_acc", "test_acc", "params", "mult_adds", "seconds"]
 XAxis = Literal["mult_adds", "params"]
-_BANNER = re.compile(r"\(([\d,]+) train / ")
 
 
 @dataclass(frozen=True)
@@ -79,27 +83,27 @@ class Leaderboard:
     csv_path: Path
     md_path: Path
     png_path: Path | None
+    problems: tuple[str, ...] = ()  # one line per run directory that could not be read
 
 
 def read_run(run_dir: Path) -> RunResult | None:
-    """The results of a run directory, or None when it holds neither a sweep record nor a run."""
-    from builder.tools.sweep import read_record
-
+    """The results of a run directory, or None when it holds neither a sweep record nor a run;
+    a RunFileError line when one of its files is damaged."""
     record = read_record(run_dir) or {}
-    if not record and not (run_dir / "metrics.csv").is_file():
+    if not record and not (run_dir / METRICS).exists():
         return None
-    rows = _metrics(run_dir / "metrics.csv")
-    params, mult_adds, spec_name = _static(run_dir / "spec.yaml")
+    rows = read_metrics(run_dir / METRICS, required=False)
+    params, mult_adds, spec_name = _static(run_dir / SPEC_FILE)
     val_metric = "val_acc" if rows and "val_acc" in rows[0] else "test_acc"
-    vals = [float(r[val_metric]) for r in rows if r.get(val_metric)]
-    tests = [float(r["test_acc"]) for r in rows if r.get("test_acc")]
-    seconds = sum(float(r["seconds"]) for r in rows)
-    images = _train_images(run_dir / "train.log")
+    vals = [r[val_metric] for r in rows if r.get(val_metric) is not None]
+    tests = [r["test_acc"] for r in rows if r.get("test_acc") is not None]
+    seconds = sum(r.get("seconds") or 0.0 for r in rows)
+    images = _train_images(run_dir)
     status = str(record.get("status") or _plain_status(run_dir))
     return RunResult(
         name=run_dir.name, group=str(record.get("group", run_dir.name)), spec_name=spec_name,
         overrides=tuple(record.get("overrides", ())), status=status, reason=str(record.get("reason", "")),
-        params=params, mult_adds=mult_adds, epochs=int(rows[-1]["epoch"]) if rows else 0,
+        params=params, mult_adds=mult_adds, epochs=rows[-1]["epoch"] if rows else 0,
         best_val_acc=max(vals) if vals else None, val_metric=val_metric,
         test_acc=tests[-1] if tests else None,
         seconds=seconds, images_per_s=images * len(rows) / seconds if images and seconds > 0 else None,
@@ -108,17 +112,14 @@ def read_run(run_dir: Path) -> RunResult | None:
 
 def _plain_status(run_dir: Path) -> str:
     """A run directory that `train` made by itself (no variant.json): done, or stopped with a checkpoint."""
-    from training.checkpoint import CHECKPOINT, WEIGHTS
+    status = run_status(run_dir)
+    return status if status in ("done", "interrupted") else "unknown"
 
-    return "done" if (run_dir / WEIGHTS).is_file() else "interrupted" if (run_dir / CHECKPOINT).is_file() else "unknown"
 
-
-def _metrics(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-    except OSError:
-        return []
+def _unreadable(run_dir: Path, why: str) -> RunResult:
+    return RunResult(name=run_dir.name, group=run_dir.name, spec_name="", overrides=(), status="unreadable",
+                     reason=why, params=None, mult_adds=None, epochs=0, best_val_acc=None, val_metric="test_acc",
+                     test_acc=None, seconds=0.0, images_per_s=None)
 
 
 def _static(spec_path: Path) -> tuple[int | None, int | None, str]:
@@ -133,13 +134,10 @@ def _static(spec_path: Path) -> tuple[int | None, int | None, str]:
     return report.total_params, report.mult_adds, spec.name
 
 
-def _train_images(log: Path) -> int | None:
-    """Training images per epoch, from the trainer's banner (the first one: a resume repeats it)."""
-    try:
-        match = _BANNER.search(log.read_text(errors="replace"))
-    except OSError:
-        return None
-    return int(match.group(1).replace(",", "")) if match else None
+def _train_images(run_dir: Path) -> int | None:
+    """Training images per epoch, from the trainer's first `start` event (a resume repeats it)."""
+    start = next((e for e in read_events(run_dir) if isinstance(e, StartEvent)), None)
+    return start.train_images if start is not None else None
 
 
 def summarize_runs(runs: Sequence[RunResult]) -> Row:
@@ -156,7 +154,7 @@ def summarize_runs(runs: Sequence[RunResult]) -> Row:
         val_metric=first.val_metric, test_acc=_mean(tests), test_acc_std=_std(tests),
         epochs=max(r.epochs for r in runs), seconds=_mean([r.seconds for r in done]) or 0.0,
         images_per_s=_mean(speeds), status="/".join(statuses),
-        reason="; ".join(sorted({r.reason for r in runs if r.reason and r.status == "failed"})),
+        reason="; ".join(sorted({r.reason for r in runs if r.reason and r.status in ("failed", "unreadable")})),
     )
 
 
@@ -168,11 +166,17 @@ def _std(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
-def collect(directory: Path, sort: Sort = "best_val_acc") -> list[Row]:
-    """The rows of every run directory below `directory`, best first (failed runs last)."""
+def collect(directory: Path, sort: Sort = "best_val_acc", problems: list[str] | None = None) -> list[Row]:
+    """The rows of every run directory below `directory`, best first (failed runs last); a damaged
+    one is a row "unreadable", its reason also appended to `problems`."""
     groups: dict[str, list[RunResult]] = {}
-    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
-        result = read_run(run_dir)
+    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir() and not p.is_symlink()):
+        try:
+            result = read_run(run_dir)
+        except RunFileError as exc:
+            result = _unreadable(run_dir, str(exc))
+            if problems is not None:
+                problems.append(f"error: {exc}")
         if result is not None:
             groups.setdefault(result.group, []).append(result)
     rows = [summarize_runs(runs) for runs in groups.values()]
@@ -193,13 +197,14 @@ def write_leaderboard(directory: Path, sort: Sort = "best_val_acc", x: XAxis = "
     """leaderboard.csv, leaderboard.md and pareto.png in `directory`."""
     if not directory.is_dir():
         raise BuilderError(f"{directory}: no such sweep directory")
-    rows = collect(directory, sort)
+    problems: list[str] = []
+    rows = collect(directory, sort, problems)
     csv_path, md_path = directory / "leaderboard.csv", directory / "leaderboard.md"
     _write(csv_path, to_csv(rows).encode())
     png = directory / "pareto.png" if plot_pareto(directory / "pareto.png", rows, x) else None
     text = to_markdown(rows, directory, sort, png)
     _write(md_path, text.encode())
-    return Leaderboard(rows, text, csv_path, md_path, png)
+    return Leaderboard(rows, text, csv_path, md_path, png, tuple(problems))
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -351,7 +356,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     board = write_leaderboard(Path(args.dir), args.sort, args.x)
     print(board.markdown, end="")
     print(f"wrote {board.csv_path}, {board.md_path}" + (f", {board.png_path}" if board.png_path else ""))
-    return 0
+    for line in board.problems:
+        print(line, file=sys.stderr)
+    return 2 if board.problems else 0
 
 
 def add_leaderboard_parser(sub: Any) -> None:

@@ -36,14 +36,14 @@ from builder.lang.loading import load_spec, parse_path
 from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel, rule_error
 from builder.lang.yaml_io import load_document, parse_scalar
 from training.cli import FLAGS, load_training
+from training.runfiles import LOG, RECORD, SPEC_FILE, read_record, recipe_changes, run_status, spec_data, write_record
 
 if TYPE_CHECKING:
     from builder.lang.spec import Spec
     from training.config import TrainingConfig
 
 Log = Callable[[str], None]
-RECORD = "variant.json"  # what the sweep knows about a run directory: its overrides, status, reason
-LOG = "train.log"  # the child's stdout and stderr
+__all__ = ["LOG", "RECORD", "read_record", "write_record"]  # the run directory's names and records: training/runfiles
 # 128 + SIGINT or SIGTERM: the trainer checkpointed and stopped; killed by one of them (before the trainer
 # handles signals, or after it is done): whatever checkpoint there is stands.
 INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)
@@ -400,18 +400,12 @@ def changed_since(run_dir: Path, spec: Spec, config: TrainingConfig) -> str | No
     The fields a resumed run may change (epochs, device...) and precision (auto is resolved per
     device) do not count, as for `train --resume`."""
     from training.config import RESUMABLE_CHANGES
-    from training.rundir import differences, spec_data
 
     try:
-        saved = load_spec(run_dir / "spec.yaml")
+        saved = load_spec(run_dir / SPEC_FILE)
     except SpecError:
         return "its spec.yaml is unreadable"
-    found = list(differences(spec_data(saved), spec_data(spec)))
-    found += [
-        (("training", *path), old, new)
-        for path, old, new in differences(saved.training or {}, config.model_dump(mode="json"))
-        if path[0] not in {*RESUMABLE_CHANGES, "precision"}
-    ]
+    found = recipe_changes(spec_data(saved), saved.training or {}, spec, config, RESUMABLE_CHANGES | {"precision"})
     if not found:
         return None
     path, old, new = found[0]
@@ -435,35 +429,15 @@ def train_command(ns: argparse.Namespace, run_dir: Path, resume: bool) -> list[s
 
 
 def run_state(run_dir: Path, epochs: int) -> Literal["done", "resume", "new"]:
-    """done: weights and `epochs` rows of metrics; resume: a checkpoint; new: nothing to continue."""
-    from training.checkpoint import CHECKPOINT, WEIGHTS
-
-    metrics = run_dir / "metrics.csv"
-    rows = len(metrics.read_text().splitlines()) - 1 if metrics.is_file() else 0
-    if (run_dir / WEIGHTS).is_file() and rows >= epochs:
-        return "done"
-    return "resume" if (run_dir / CHECKPOINT).is_file() else "new"
-
-
-def write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    """variant.json, atomically (a sweep killed mid-write leaves the old one)."""
-    tmp = run_dir / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, run_dir / RECORD)
+    """done: complete for `epochs` epochs; resume: a checkpoint; new: nothing to continue (runfiles.run_status)."""
+    status = run_status(run_dir, epochs)
+    return "done" if status == "done" else "resume" if status == "interrupted" else "new"
 
 
 def new_record(plan: Plan, v: Variant, **more: Any) -> dict[str, Any]:
     """What variant.json says while the run goes on (the leaderboard reads group and overrides)."""
     return {"name": v.name, "group": v.group, "spec": v.spec, "overrides": [o.arg for o in v.overrides],
             "common": plan.common, "seed": v.seed, **more, "status": "running"}
-
-
-def read_record(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads((run_dir / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @dataclass
@@ -606,6 +580,8 @@ def finish(out: Path, outcomes: list[Outcome], stopped: bool, log: Log) -> int:
 
     board = write_leaderboard(out)
     log(board.markdown.rstrip())
+    for line in board.problems:
+        log(line)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "pruned", "failed", "interrupted")}
     log(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; leaderboard in {board.csv_path}")
     if stopped or counts["interrupted"]:
