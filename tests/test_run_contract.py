@@ -471,3 +471,25 @@ def test_a_damaged_run_in_a_sweep_is_a_row_and_one_line(
     rows = (sweep / "leaderboard.csv").read_text()
     assert ",good," in rows and ",unreadable," in rows
     assert snapshot(bad) == before
+
+
+def test_a_fifo_in_an_image_folder_stops_the_start_with_one_line(
+    tmp_path: Path, cli: Cli, write_spec: Callable[..., Path]
+) -> None:
+    root = digits_tree(tmp_path / "digits")
+    os.mkfifo(root / "train" / "3" / "fifo.png")
+    spec = write_spec(DIGITS_SPEC + f"  dataset: {{kind: image_folder, root: {root}}}\n", "folder.yaml")
+    with no_hang():
+        line = one_line(cli, 2, "train", spec, "--out", tmp_path / "r", "--epochs", "1", "--quiet")
+    assert line == f"error: {root / 'train' / '3' / 'fifo.png'}: cannot read image: not a regular file (a pipe, " \
+                   "device or directory)"
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_report_folder_claimed_for_an_evaluation_that_fails_is_removed(run: Path, tmp_path: Path) -> None:
+    target = copy(run, tmp_path)
+    before = snapshot(target)
+    with pytest.raises(RuntimeError), report_dir(target, "final", None) as folder:
+        assert folder == target / "evaluate-final"
+        raise RuntimeError("the evaluation failed")
+    assert snapshot(target) == before

@@ -17,7 +17,7 @@ from builder.lang.errors import BuilderError, Document, validate
 from builder.lang.loading import apply_override, resolve_document, spec_from_document
 from training.config import TrainingConfig
 from training.errors import ConfigProblems, QuietExit, TrainingFailed, TrainingInterrupted, TrainUsageError
-from training.runinfo import SPEC_FILE
+from training.runfiles import SPEC_FILE
 
 if TYPE_CHECKING:
     from builder.lang.spec import Spec

@@ -74,7 +74,7 @@ def data_config(run_dir: Path, data: str) -> Any:
     from builder.lang.loading import resolve_document
     from training.cli import apply_data_flag
     from training.config import TrainingConfig
-    from training.runinfo import SPEC_FILE, read_run_info
+    from training.runfiles import SPEC_FILE, read_run_info
 
     read_run_info(run_dir)
     doc = resolve_document(run_dir / SPEC_FILE)

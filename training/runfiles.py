@@ -83,6 +83,7 @@ MAX_COLUMNS = 256
 _NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO must not wait for a writer
 _NUMBER = re.compile(r"^-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")  # what write_metrics writes
 _COLUMN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_FIELD = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}")  # a key of a spec or config mapping
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -652,6 +653,7 @@ def check_checkpoint(state: dict[str, Any], path: Path) -> None:
         if not isinstance(state[key], dict) or not _plain(state[key], MAX_PLAIN_DEPTH):
             raise CheckpointError(f"{path}: {key} is not plain data (a mapping of numbers, strings and lists)")
     config = validated(TrainingConfig, state["config"], f"{path}: config", CheckpointError)
+    state["config"] = config.model_dump(mode="json")  # as the trainer wrote it: defaults filled in
     state["position"] = position_state(state["position"], str(path))
     _check_history(state["position"], config, path)
     for key in ("model", "optimizer", "scheduler", "scaler"):
@@ -663,8 +665,9 @@ def check_checkpoint(state: dict[str, Any], path: Path) -> None:
 def _plain(value: Any, depth: int) -> bool:
     if depth < 0:
         return False
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain(v, depth - 1) for k, v in value.items())
+    if isinstance(value, dict):  # keys are field names: they are shown in messages
+        return all(isinstance(k, str) and _FIELD.fullmatch(k) is not None and _plain(v, depth - 1)
+                   for k, v in value.items())
     if isinstance(value, list):
         return all(_plain(v, depth - 1) for v in value)
     if isinstance(value, float):
