@@ -39,6 +39,7 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from builder.lang.errors import BuilderError, Problem
+from builder.lang.yaml_io import MAX_DEPTH
 from training.errors import CheckpointError, ConfigProblems, RunFileError
 from training.files import TMP_SUFFIX, write_bytes, write_text
 
@@ -595,7 +596,7 @@ def differences(old: Any, new: Any, path: DocPath = ()) -> Iterator[tuple[DocPat
 
 STATE_KEYS = frozenset({"spec", "config", "position", "model", "optimizer", "scheduler", "scaler", "rng"})
 CHECKPOINT_KEYS = STATE_KEYS | {"format", "version"}  # the checksum is verified and dropped on loading
-MAX_PLAIN_DEPTH = 64  # spec and config in a checkpoint: plain data no deeper than a spec can be
+MAX_PLAIN_DEPTH = MAX_DEPTH  # spec and config in a checkpoint: no deeper than a spec.yaml may be
 
 
 class PositionState(BaseModel):

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError, SpecError
 from builder.tools.sweep import (
-    LOG,
     CategoricalParam,
     Children,
     FloatParam,
@@ -37,10 +36,9 @@ from builder.tools.sweep import (
     new_record,
     train_command,
     train_namespace,
-    write_record,
 )
 from training.cli import load_training
-from training.runfiles import METRICS, EpochEvent, read_events, read_metrics
+from training.runfiles import LOG, METRICS, EpochEvent, read_events, read_metrics, write_record
 
 if TYPE_CHECKING:
     import optuna

@@ -36,14 +36,13 @@ from builder.lang.loading import load_spec, parse_path
 from builder.lang.spec import NonNegativeInt, PositiveInt, StrictModel, rule_error
 from builder.lang.yaml_io import load_document, parse_scalar
 from training.cli import FLAGS, load_training
-from training.runfiles import LOG, RECORD, SPEC_FILE, read_record, recipe_changes, run_status, spec_data, write_record
+from training.runfiles import LOG, SPEC_FILE, recipe_changes, run_status, spec_data, write_record
 
 if TYPE_CHECKING:
     from builder.lang.spec import Spec
     from training.config import TrainingConfig
 
 Log = Callable[[str], None]
-__all__ = ["LOG", "RECORD", "read_record", "write_record"]  # the run directory's names and records: training/runfiles
 # 128 + SIGINT or SIGTERM: the trainer checkpointed and stopped; killed by one of them (before the trainer
 # handles signals, or after it is done): whatever checkpoint there is stands.
 INTERRUPTED = (130, 143, -signal.SIGINT, -signal.SIGTERM)
