@@ -1,6 +1,7 @@
 # Two commands from a fresh clone (each sets up .venv first if needed, then says where results are):
 #   make demo   # AlexNet on scikit-learn's digits, offline: summary, drawing, training curves, weights
-#   make test   # the whole test suite (what CI runs)
+#   make test   # the test suite less the tests marked slow (about 2 minutes on 2 idle cores)
+#   make check  # what CI runs (.ci/run): ruff, mypy and every test, slow ones included
 # Options: make demo ARGS="--epochs 2"; VENV=path to use another virtual environment.
 
 VENV ?= .venv
@@ -10,7 +11,7 @@ STAMP := $(VENV)/.installed-$(shell python3 -c "import hashlib; print(hashlib.sh
 SPEC := arch_specs/alexnet_digits.yaml
 ARGS ?=
 
-.PHONY: setup demo test
+.PHONY: setup demo test test-all lint check
 
 setup: $(STAMP)
 
@@ -24,10 +25,21 @@ $(STAMP):
 demo: setup
 	@mkdir -p runs
 	$(PY) -m builder summarize $(SPEC)
-	$(PY) -m builder draw $(SPEC) -o runs/alexnet_digits.png
+	$(PY) -m builder draw $(SPEC) -o runs/alexnet_digits.png --force
 	$(PY) -m builder train $(SPEC) $(ARGS)
 	@echo "demo done: the drawing is runs/alexnet_digits.png; the run (summary.txt, metrics.csv, curves.png, model.safetensors) is the newest runs/alexnet_digits-* directory named above"
 
 test: setup
+	$(PY) -m pytest -q -m "not slow"
+	@echo "tests done (slow ones skipped: make test-all runs them); see the summary line above"
+
+test-all: setup
 	$(PY) -m pytest -q
-	@echo "tests done; see the summary line above"
+	@echo "all tests done; see the summary line above"
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+# pytest exits 5 when it collected no tests: make fails on it like on any other non-zero status.
+check: lint test-all

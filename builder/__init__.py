@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError, Loc, SpecError
 from builder.lang.loading import load_spec
+from builder.lang.registry import KindDef, register_kind
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
 
     from builder.model.summary import Summary
 
-__all__ = ["BuilderError", "Spec", "SpecError", "build_model", "infer", "load_spec", "summarize"]
+__all__ = [
+    "BuilderError", "KindDef", "Spec", "SpecError", "build_model", "infer", "load_spec", "register_kind", "summarize",
+]
 
 
 def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:

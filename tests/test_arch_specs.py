@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPECS
+from conftest import SPECS, heavy_specs
 from torch import nn
 
 from builder.lang.errors import SpecError
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec
+from builder.model.blocks import StochasticDepth
 from builder.model.build import build_model
 from builder.model.lrn import LocalResponseNorm
 from builder.model.summary import summarize
@@ -34,6 +35,7 @@ EXPECTED_PARAMS = {  # figures stated by the issues (torchvision's models for th
     ("densenet121.yaml", 1000): 7_978_856,
     ("mobilenet_v2.yaml", 1000): 3_504_872,
     ("resnet20_cifar.yaml", 10): 272_474,
+    ("unet.yaml", 1): 21_597_377,
 }
 
 
@@ -51,7 +53,7 @@ def test_specs_stay_short(path: Path) -> None:
     assert len(lines) <= 62
 
 
-@pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", heavy_specs(), ids=lambda p: p.name)
 def test_spec_builds_summarizes_and_trains_one_step(path: Path) -> None:
     assert summarize(load_spec(path), device="meta").ok  # every nested block checked at full size
     spec = _small(path)
@@ -59,14 +61,21 @@ def test_spec_builds_summarizes_and_trains_one_step(path: Path) -> None:
 
     torch.manual_seed(0)
     model = build_model(spec)
+    for module in model.modules():  # a body that stochastic depth drops for the whole batch gets no gradient
+        if isinstance(module, StochasticDepth):
+            module.p = 0.0
     names = [f"features.{b.name}" for b in report.all_blocks]
-    seen = _record_shapes(model, [*names, "flatten"])
+    flat = report.head is not None and report.head.flatten is not None  # a dense head has no flatten
+    seen = _record_shapes(model, [*names, *["flatten"] * flat])
     x = torch.randn(2, spec.input.channels, spec.input.height, spec.input.width)
-    loss = nn.functional.cross_entropy(model(x), torch.tensor([0, 1]))
+    out = model(x)
+    target = torch.randint(0, spec.num_classes, (2, *out.shape[2:]))  # a label per image, or per pixel
+    loss = nn.functional.cross_entropy(out, target) if spec.num_classes > 1 else out.square().mean()
     loss.backward()
 
     assert [seen[name] for name in names] == [b.out_shape for b in report.all_blocks]
-    assert seen["flatten"] == (report.flatten,)
+    assert report.head is not None and tuple(out.shape[1:]) == report.head.out
+    assert not flat or seen["flatten"] == (report.flatten,)
     assert sum(p.numel() for p in model.parameters()) == report.total_params
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []

@@ -86,6 +86,15 @@ def test_parse_options() -> None:
         parse_options("fp32,channel_last")
 
 
+def test_bench_checks_its_counts_when_called_directly(spec_path: Path) -> None:
+    """The command line bounds --batch-size (training.flags); a call from Python meets bench's own check."""
+    for counts, message in (({"batch_size": 0}, "--batch-size must be >= 1, got 0"),
+                            ({"batch_size": 10**12}, "--batch-size must be <= 100,000, got 1,000,000,000,000"),
+                            ({"warmup": -1}, "--warmup must be >= 0, got -1")):
+        with pytest.raises(BenchError, match=f"^{message}$"):
+            bench(load_spec(spec_path), device="cpu", **counts)
+
+
 def test_cli_prints_the_table_and_writes_json(
     cli: Callable[..., tuple[int, str, str]], spec_path: Path, tmp_path: Path
 ) -> None:
@@ -106,9 +115,10 @@ def test_cli_prints_the_table_and_writes_json(
     [
         (("--options", "fp32,bf61"), "error: unknown option 'bf61'; expected fp32, channels_last, bf16, fp16, "
                                      "compile or all; did you mean 'bf16'?"),
-        (("--batch-size", "0"), "error: --batch-size must be >= 1, got 0"),
+        (("--batch-size", "0"), "--batch-size 0: error: must be from 1 to 65,536, got 0"),  # training.flags
         (("--repeats", "0"), "error: --repeats must be >= 1, got 0"),
-        (("--batch-size", str(10**12)), "error: --batch-size must be <= 100,000, got 1,000,000,000,000"),
+        (("--batch-size", str(10**12)), "--batch-size 1000000000000: error: must be from 1 to 65,536, got "
+                                        "1,000,000,000,000"),
         (("--steps", "100001"), "error: --steps must be <= 100,000, got 100,001"),
         (("--device", "nonsense"), "error: --device nonsense: unknown device 'nonsense'; expected auto, cpu, cuda, "
          "cuda:N or mps"),

@@ -112,7 +112,7 @@ blocks:
   - kind: residual          # body ends in an in-place ReLU, whose backward reads its output
     body:
       - {out_channels: 4, kernel_size: 3, padding: 1}
-classifier: {adaptive_pool: [1, 1], hidden: []}
+classifier: {adaptive_pool: [1, 1], hidden: [], dropout: 0}  # no random mask: two forwards compare
 """
 
 

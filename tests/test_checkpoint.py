@@ -14,6 +14,7 @@ import pytest
 import torch
 from torch import nn
 
+from builder.lang.files import atomic_write
 from training.checkpoint import (
     load_checkpoint,
     load_weights,
@@ -23,7 +24,6 @@ from training.checkpoint import (
     set_rng_states,
 )
 from training.errors import CheckpointError
-from training.files import atomic_write
 
 Cli = Callable[..., tuple[int, str, str]]
 

@@ -406,6 +406,7 @@ def test_in_memory_splits_move_to_the_training_device_once() -> None:
     assert images.is_meta and images.shape == (2, 1, 2, 2) and labels.shape == (2,)
 
 
+@pytest.mark.slow
 def test_image_folder_val_is_validation_and_test_is_test(tmp_path: Path, spec_of: Callable[..., object]) -> None:
     root = make_tree(tmp_path / "a", {"train": {"cat": 10, "dog": 10}, "val": {"cat": 1, "dog": 2}, "test": {"cat": 2}})
     (root / "test" / "dog").mkdir()

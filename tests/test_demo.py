@@ -17,11 +17,12 @@ def _untracked() -> set[str]:
     return {line[3:] for line in out.splitlines() if line.startswith("??")}
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".git").exists(), reason="needs make and a checkout")
 def test_make_demo_trains_and_leaves_no_untracked_files(tmp_path: Path) -> None:
     before = _untracked()
     run_dir = tmp_path / "demo"
-    # STAMP names an existing file so the set-up step (CI's `make test` runs it) is taken as done,
+    # STAMP names an existing file so the set-up step (CI runs it) is taken as done,
     # and VENV is the environment running these tests.
     done = subprocess.run(
         ["make", "demo", f"VENV={Path(sys.executable).parent.parent}", "STAMP=pyproject.toml",

@@ -56,6 +56,7 @@ def test_global_batch_must_divide_by_the_processes() -> None:
         check_batch_size(Dist(0, 3), 16)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(tmp_path: Path) -> None:
     spec_path = tmp_path / "ddp_tiny.yaml"
     spec_path.write_text(DDP_SPEC)

@@ -45,7 +45,7 @@ def test_every_problem_is_reported_once_with_its_position(write_spec: Callable[.
         f"{path}:10:38: error: blocks[2].kernel_size: must be > 0, got 0",
         f"{path}:10:49: error: blocks[2].stride: must be an integer, got 1.5",
         f"{path}:11:53: error: blocks[3].activation: must be one of relu, relu6, leaky_relu, gelu, silu, tanh, "
-        "sigmoid, elu, none; got 'reluu'; did you mean 'relu'?",
+        "sigmoid, elu, hardswish, hardsigmoid, none; got 'reluu'; did you mean 'relu'?",
         f"{path}:12:48: error: blocks[4].groups: out_channels (30) must be divisible by groups (4)",
         f"{path}:13:23: error: classifier.dropout: must be < 1.0, got 1.0",
         f"{path}:13:43: error: classifier.hidden[1]: must be > 0, got -1",

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPECS
+from conftest import SPECS, heavy_specs
 from test_trainer import DIGITS_SPEC
 
 from builder.lang.errors import SpecError
@@ -18,9 +18,10 @@ from training.export import ONNX_TOLERANCE, export
 from training.runinfo import load_run
 
 Cli = Callable[..., tuple[int, str, str]]
-SHIPPED = sorted(p.name for p in SPECS.glob("*.yaml"))
+SHIPPED = [p.name for p in heavy_specs()]  # every family; large variants are checked statically (conftest)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHIPPED)
 def test_onnx_matches_pytorch_on_every_shipped_spec(name: str, tmp_path: Path) -> None:
     # Narrow hidden layers keep the files small; every conv, pool and LRN layer is as shipped.
@@ -62,6 +63,7 @@ def test_export_bad_input_is_one_line_and_exit_2(run_dir: Path, tmp_path: Path, 
     assert code == 2 and stderr.strip() == "error: --format tflite: unknown; expected onnx, torchscript, pt2"
     (tmp_path / "taken.onnx").write_bytes(b"mine")
     code, _, stderr = cli("export", run_dir, "--format", "onnx", "-o", tmp_path / "taken.onnx")
-    assert code == 2 and "never overwrites" in stderr and (tmp_path / "taken.onnx").read_bytes() == b"mine"
+    assert code == 2 and "exists; pass --force to replace it" in stderr
+    assert (tmp_path / "taken.onnx").read_bytes() == b"mine"
     code, _, stderr = cli("export", tmp_path / "nothing", "--format", "onnx")
     assert code == 2 and len(stderr.strip().splitlines()) == 1

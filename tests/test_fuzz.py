@@ -18,6 +18,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from conftest import SPECS
 from hypothesis import HealthCheck, given, settings
@@ -93,6 +94,7 @@ def _overrides(data: st.DataObject) -> list[str]:
     return data.draw(st.lists(st.tuples(paths, values).map(lambda pv: f"{pv[0]}={pv[1]}"), max_size=2))
 
 
+@pytest.mark.slow
 @settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize="BUILDER_FUZZ_EXAMPLES" not in os.environ,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
 @given(data=st.data())
@@ -106,10 +108,10 @@ def test_validate_survives_mutated_shipped_specs(tmp_path: Path, data: st.DataOb
     for override in _overrides(data):
         args += ["--set", override]
     out, err = io.StringIO(), io.StringIO()
-    start = time.perf_counter()
+    start = time.process_time()
     with redirect_stdout(out), redirect_stderr(err):
         code = main(args)  # any exception other than the project's errors fails the test: a traceback
-    assert time.perf_counter() - start < 5.0
+    assert time.process_time() - start < 60  # a guard against runaway work (ms normally), not a speed check
     assert code in (0, 2)
     if code == 0:
         assert err.getvalue() == "" and out.getvalue().startswith(f"{path}: OK: ")

@@ -249,7 +249,7 @@ def test_a_full_disk_at_a_checkpoint_is_one_line_and_keeps_the_previous_checkpoi
 ) -> None:
     import errno
 
-    from training import files
+    from builder.lang import files
     from training.checkpoint import CHECKPOINT, load_checkpoint
 
     real, calls = files.os.replace, {"n": 0}

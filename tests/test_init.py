@@ -58,6 +58,7 @@ def test_unknown_or_missing_names_are_refused_unless_allowed(
     assert code == 0
 
 
+@pytest.mark.slow
 def test_fine_tune_ported_torchvision_alexnet_on_digits(tmp_path: Path, cli: Cli) -> None:
     """torchvision's AlexNet (random init: no download) ported, then fine-tuned with a 10-class head."""
     import torchvision

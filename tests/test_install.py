@@ -55,6 +55,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return python
 
 
+@pytest.mark.slow
 def test_installed_package_validates_and_summarizes_by_name_from_an_empty_directory(
     installed: Path, tmp_path: Path
 ) -> None:

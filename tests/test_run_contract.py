@@ -342,8 +342,9 @@ def test_out_onto_a_folder_that_merely_holds_a_run_json_is_refused(
 def test_a_failed_start_leaves_nothing_that_refuses_the_same_out(
     tmp_path: Path, cli: Cli, write_spec: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from builder.lang.files import WriteError
+
     from training import trainer
-    from training.files import WriteError
 
     spec = write_spec(DIGITS_SPEC, "tiny.yaml")
 

@@ -101,6 +101,7 @@ def expected_stop(values: list[float], patience: int, min_delta: float, higher: 
     return len(values)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("metric", "patience", "min_delta"), [("val_acc", 1, 1.0), ("val_loss", 1, 0.02)])
 def test_early_stopping_stops_at_the_right_epoch(
     spec_path: Path, tmp_path: Path, metric: str, patience: int, min_delta: float

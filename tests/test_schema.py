@@ -10,7 +10,8 @@ import pytest
 import yaml
 from conftest import SPECS
 
-from builder.lang.schema import SCHEMA_FILE, schema_text, spec_schema
+from builder.lang.schema import SCHEMA_FILE
+from builder.tools.schema import schema_text, spec_schema
 
 SHIPPED = sorted(SPECS.glob("*.yaml"))
 

@@ -14,7 +14,8 @@ import optuna
 import pytest
 
 from builder.tools.search import EpochWatcher, run_trial
-from builder.tools.sweep import Children, child_env, plan_from_args
+from builder.tools.sweep_plan import plan_from_args
+from builder.tools.sweep_run import Children, child_env
 from tests.conftest import ROOT
 from tests.test_sweep import TINY, args
 from training.runfiles import new_event, write_events
@@ -125,6 +126,7 @@ def test_a_sample_the_spec_cannot_take_is_a_failed_trial_with_its_located_reason
     assert outcome.reason == "--set blocks[0].out_channels=0: error: blocks[0].out_channels: must be > 0, got 0"
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_sqlite_study_and_its_budget(sweep_file: Path, tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     command = [sys.executable, "-m", "builder", "sweep", str(sweep_file), "--out", str(out)]

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from builder.lang.loading import load_spec
-from builder.tools.sweep import child_env, expand, plan_from_args, variant_name
+from builder.tools.sweep_plan import expand, plan_from_args, variant_name
+from builder.tools.sweep_run import child_env
 from tests.conftest import ROOT
 from training import TrainingConfig, train
 from training.checkpoint import CHECKPOINT, WEIGHTS, load_weights
@@ -46,10 +47,10 @@ def tiny(write_spec: Callable[..., Path]) -> Path:
 
 
 def args(*paths: str, **kw: object) -> Namespace:
-    from training.cli import FLAGS  # every training flag the sweep passes on, unset
+    from training.flags import RUN_FLAGS  # every training flag the sweep passes on, unset
 
-    base: dict[str, object] = {dest: None for dest, *_ in FLAGS}
-    base.update(paths=list(paths), grid=[], overrides=[], seeds=None, jobs=None, out=None, data=None)
+    base: dict[str, object] = {f.dest: None for f in RUN_FLAGS}
+    base.update(paths=list(paths), grid=[], overrides=[], seeds=None, jobs=None, out=None)
     return Namespace(**{**base, **kw})
 
 
@@ -78,10 +79,18 @@ def test_names_are_safe_directory_names_and_values_that_slug_alike_stay_apart(ti
     names = [v.name for v in expand(plan)]
     assert names == ["tiny--classifier.hidden=8-8--blocks0.out_channels=4",
                      "tiny--classifier.hidden=8_8--blocks0.out_channels=4"]
-    from builder.tools.sweep import Override
+    from builder.tools.sweep_plan import Override
 
     long = variant_name("tiny", [Override("classifier.hidden", list(range(100)), "x")])
     assert len(long) <= 150 and "/" not in long
+
+
+def test_a_spec_named_with_dots_gets_its_runs_inside_the_sweep_directory(tiny: Path) -> None:
+    dots = tiny.with_name("...yaml")
+    dots.write_text(tiny.read_text())
+    names = [v.name for v in expand(plan_from_args(args(str(dots))))]
+    assert names == ["_"]
+    assert variant_name(".hidden", []) == "hidden"
 
 
 def test_a_sweep_file_gives_specs_grid_override_sets_and_flags(tiny: Path, write_spec: Callable[..., Path]) -> None:
@@ -147,6 +156,7 @@ def test_a_bad_grid_value_or_flag_is_located_at_the_argument(tiny: Path, tmp_pat
 # --- running: failures, leaderboard, skip ----------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_failing_variant_is_recorded_and_the_sweep_goes_on_then_finished_ones_are_skipped(
     tiny: Path, tmp_path: Path, cli: Cli
 ) -> None:
@@ -182,6 +192,7 @@ def test_a_failing_variant_is_recorded_and_the_sweep_goes_on_then_finished_ones_
     )
 
 
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_its_variant_exactly(tiny: Path, tmp_path: Path, cli: Cli) -> None:
     """Ctrl-C reaches the sweep, which passes it on; the same command later ends where one run would."""
     out = tmp_path / "sweep"
@@ -226,8 +237,12 @@ def test_a_sweep_file_that_does_not_parse_is_reported_as_itself(write_spec: Call
     assert code == 2 and err.strip() == f"{bad}:3:12: error: invalid YAML: expected ',' or '}}', but got '['"
 
 
-def test_the_sweep_files_train_section_has_exactly_trains_flags() -> None:
-    from builder.tools.sweep import TrainFlags
-    from training.cli import FLAGS
-
-    assert set(TrainFlags.model_fields) == {dest for dest, *_ in FLAGS} | {"data"}
+def test_the_sweep_files_train_section_takes_trains_flags_with_their_bounds(
+    write_spec: Callable[..., Path], tiny: Path, cli: Cli
+) -> None:
+    sweep = write_spec("specs: [tiny.yaml]\ntrain: {batch_size: 8, data: fake, lr: 1.0e+308, quiet: true}\n", "s.yaml")
+    code, _, err = cli("sweep", sweep)
+    assert code == 2 and err.splitlines() == [
+        f"{sweep}:2:40: error: train.lr: must be <= 1000000.0, got 1e+308",
+        f"{sweep}:2:50: error: train.quiet: unknown field 'quiet'",
+    ]

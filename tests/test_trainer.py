@@ -166,6 +166,7 @@ def test_sigterm_after_an_epoch_checkpoints_and_exits_143(spec_path: Path, tmp_p
     assert signal.getsignal(signal.SIGTERM) is before  # the handlers are restored
 
 
+@pytest.mark.slow
 def test_sigint_to_the_cli_checkpoints_prints_the_resume_command_and_resumes(
     spec_path: Path, tmp_path: Path, cli: Cli
 ) -> None:

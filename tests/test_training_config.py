@@ -12,7 +12,7 @@ import pytest
 from conftest import SPECS
 
 from builder.lang.errors import SpecError
-from training.cli import FLAGS, load_training
+from training.cli import load_training
 from training.config import (
     AdamWConfig,
     CosineSchedule,
@@ -23,6 +23,7 @@ from training.config import (
     SGDConfig,
     TrainingConfig,
 )
+from training.flags import TRAIN_FLAGS
 
 BASE = """\
 name: small
@@ -37,7 +38,7 @@ Cli = Callable[..., tuple[int, str, str]]
 
 
 def args(spec: Path, *overrides: str, **flags: str) -> argparse.Namespace:
-    values = {**{dest: None for dest, *_ in FLAGS}, "data": None, "resume": None}
+    values = {**{f.dest: None for f in TRAIN_FLAGS}, "data": None, "resume": None}
     return argparse.Namespace(spec=str(spec), overrides=list(overrides), **{**values, **flags})
 
 
@@ -146,7 +147,7 @@ def test_an_unknown_metric_is_located_with_a_suggestion(write_spec: Callable[...
         ({"seed": "-3"}, "--seed -3: error: training.seed: must be >= 0, got -3"),
         ({"device": "gpu"}, "--device gpu: error: training.device: must be auto, cpu, mps, cuda or cuda:N, got 'gpu'"),
         ({"data": "mnist"}, "--data mnist: error: training.dataset.kind: unknown kind 'mnist'; expected one of digits, "
-                            "cifar10, image_folder, fake"),
+                            "cifar10, image_folder, fake, seg_folder, seg_csv, shapes"),
         ({"data": "digits:/x"}, "--data digits:/x: error: training.dataset.root: unknown field 'root'"),
     ],
 )
@@ -191,7 +192,7 @@ def test_validate_and_the_train_parser_stay_torch_free(write_spec: Callable[...,
     code = (
         "import sys; from builder.tools.cli import main, build_parser; build_parser();"
         f"main(['validate', {str(path)!r}]);"
-        "from training.cli import FLAGS, load_training; import training;"
+        "from training.cli import load_training; import training, training.flags;"
         "assert 'torch' not in sys.modules, 'torch was imported'"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

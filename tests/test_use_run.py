@@ -121,7 +121,7 @@ def test_predict_converts_rgba_and_skips_a_corrupt_image(run: Path, tmp_path: Pa
     [
         (["evaluate", "{tmp}"], "is not a run directory"),
         (["predict", "{run}", "{tmp}/missing.png"], "missing.png: no such file or directory"),
-        (["predict", "{run}", "{tmp}", "--topk", "0"], "--topk must be >= 1"),
+        (["predict", "{run}", "{tmp}", "--topk", "0"], "--topk 0: error: must be from 1 to 1,000, got 0"),
         (["evaluate", "{run}", "--out", "{run}"], "is not empty; evaluate never overwrites files"),
     ],
 )

@@ -25,8 +25,8 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
+from builder.lang.files import atomic_write, write_bytes
 from training.errors import CheckpointError
-from training.files import atomic_write, write_bytes
 from training.runfiles import CHECKPOINT, WEIGHTS, open_regular, read_bytes
 
 __all__ = ["CHECKPOINT", "WEIGHTS", "checksum", "load_checkpoint", "load_weights", "rng_states", "save_checkpoint",

@@ -13,45 +13,27 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from builder.lang.errors import BuilderError, Document, validate
+from builder.lang.errors import BuilderError, Document, SpecError, validate
 from builder.lang.loading import apply_override, resolve_document, spec_from_document
 from training.config import TrainingConfig
 from training.errors import ConfigProblems, QuietExit, TrainingFailed, TrainingInterrupted, TrainUsageError
+from training.flags import TRAIN_FLAGS, add_run_flags
 from training.runfiles import SPEC_FILE
 
 if TYPE_CHECKING:
     from builder.lang.spec import Spec
-
-# (argparse dest, flag, field path under the document, metavar, help)
-FLAGS = (
-    ("epochs", "--epochs", "training.epochs", "N", "number of epochs"),
-    ("batch_size", "--batch-size", "training.batch_size", "N", "mini-batch size"),
-    ("lr", "--lr", "training.optimizer.lr", "LR", "learning rate, the peak one for one_cycle"),
-    ("seed", "--seed", "training.seed", "N", "seed of weights, shuffling, augmentation and dropout"),
-    ("device", "--device", "training.device", "DEVICE", "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps"),
-    ("threads", "--threads", "training.threads", "N", "CPU threads (default: torch's, one per core)"),
-    ("init", "--init", "training.init.weights", "PATH", "start from these .safetensors weights (fine-tuning)"),
-)
-
 
 def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register the `train` subcommand on the builder CLI's subparsers."""
     p = sub.add_parser(
         "train", help="train a spec on real data",
         description="Train a spec with its training: section (see the README), overridden by these flags.",
-        epilog="examples: python -m builder train arch_specs/alexnet_digits.yaml --epochs 4; "
-               "python -m builder train --resume runs/alexnet_digits-20250101-120000",
     )
     add_spec_args(p)
     # SPEC may be left out with --resume: the run's own resolved spec.yaml is used.
     spec_arg = next(a for a in p._actions if a.dest == "spec")
     spec_arg.nargs, spec_arg.help = "?", "path to a YAML spec (with --resume it may be left out: RUN_DIR/spec.yaml)"
-    for dest, flag, path, metavar, text in FLAGS:
-        p.add_argument(flag, dest=dest, metavar=metavar, help=f"{text} (sets {path})")
-    p.add_argument(
-        "--data", metavar="KIND[:ROOT]",
-        help="dataset: digits, fake, cifar10[:ROOT] or image_folder:ROOT (sets training.dataset)",
-    )
+    add_run_flags(p, " (sets training.dataset)")
     p.add_argument("--out", metavar="DIR", help="output directory (default runs/<spec name>-<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bars: one line per epoch, for logs")
@@ -67,12 +49,18 @@ def load_training(args: argparse.Namespace) -> tuple[Document, Spec, TrainingCon
         apply_data_flag(doc, args.data)
     for override in args.overrides:
         apply_override(doc, override)
-    for dest, flag, path, _, _ in FLAGS:
-        value = getattr(args, dest)
-        if value is not None:
-            apply_override(doc, f"{path}={value}", source=f"{flag} {value}")
+    given = [(flag, getattr(args, flag.dest)) for flag in TRAIN_FLAGS if getattr(args, flag.dest) is not None]
+    for flag, value in given:
+        apply_override(doc, f"{flag.field}={value}", source=f"{flag.name} {value}")
     spec = spec_from_document(doc)
-    return doc, spec, validate(TrainingConfig, doc, prefix=("training",))
+    found = [d for flag, value in given if (d := flag.over_limit(value)) is not None]
+    try:
+        config = validate(TrainingConfig, doc, prefix=("training",))
+    except SpecError as exc:
+        raise SpecError([*found, *exc.diagnostics]) from None
+    if found:
+        raise SpecError(found)
+    return doc, spec, config
 
 
 def spec_path(args: argparse.Namespace) -> str:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from builder.lang.errors import BuilderError
-
-WEIGHTS_HELP = "best (the best validation epoch; default) or final (the last epoch)"
+from training.flags import DATA, DEVICE, MAX_COUNT, MAX_WORKERS, WEIGHTS, Flag, bounded_int
+from training.outputs import add_force_flag, check_output
 
 
 class UsageError(BuilderError):
@@ -20,52 +20,61 @@ class UsageError(BuilderError):
 def add_commands(sub: Any) -> None:
     """Register evaluate, predict and export on the builder CLI's subparsers."""
     p = sub.add_parser("evaluate", help="a run's top-1/top-5, per-class metrics, confusion matrix, worst errors",
-                       description="Evaluate a run's weights on its test split (or --data), as the trainer does.",
-                       epilog="example: python -m builder evaluate runs/alexnet_digits-20250101-120000 --weights final")
+                       description="Evaluate a run's weights on its test split (or --data), as the trainer does.")
     p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
-    p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
-    p.add_argument("--data", metavar="KIND[:ROOT]", help="another dataset: digits, fake, cifar10[:ROOT], "
-                   "image_folder:ROOT (its test/ split, else val/)")
+    WEIGHTS.add(p, default="best")
+    DATA.add(p, more=" to evaluate on instead of the run's (its test/ split, else val/)")
     p.add_argument("--out", metavar="DIR", help="where the reports go (default RUN_DIR/evaluate-WEIGHTS[-N])")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps")
+    DEVICE.add(p, default="cpu", more="; default cpu")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files or folders with a run's model",
-                       description="Classify images (jpg, png, bmp, webp; folders searched recursively).",
-                       epilog="example: python -m builder predict runs/alexnet_digits-20250101-120000 photos/ "
-                              "-o preds.csv")
+                       description="Classify images (jpg, png, bmp, webp; folders searched recursively).")
     p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
-    p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
-    p.add_argument("--topk", type=int, default=1, metavar="K", help="also list the K most likely classes")
+    WEIGHTS.add(p, default="best")
+    topk = Flag("--topk", "topk", "K", "also list the K most likely classes", check=bounded_int(1, MAX_COUNT))
+    topk.add(p, default=1)
     p.add_argument("-o", "--output", metavar="CSV", help="write the predictions as CSV (path,pred,prob,top2,...)")
-    p.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: CPUs - 1, at most 8)")
-    p.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N, mps")
+    Flag("--workers", "workers", "N", "decoding processes (default: CPUs - 1, at most 8)",
+         check=bounded_int(0, MAX_WORKERS)).add(p)
+    DEVICE.add(p, default="cpu", more="; default cpu")
+    add_force_flag(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("export", help="write a run's (or a spec's) model as ONNX, TorchScript or pt2",
-                       description="Export with a dynamic batch dimension; ONNX is checked with onnxruntime.",
-                       epilog="example: python -m builder export runs/alexnet_digits-20250101-120000 --format onnx")
+                       description="Export with a dynamic batch dimension; ONNX is checked with onnxruntime.")
     p.add_argument("source", metavar="RUN_DIR|SPEC", help="a run directory, or a spec (random weights, seed 0)")
     p.add_argument("--format", required=True, help="onnx, torchscript or pt2")
-    p.add_argument("--weights", choices=("best", "final"), default="best", help=WEIGHTS_HELP)
+    WEIGHTS.add(p, default="best")
     p.add_argument("-o", "--output", metavar="FILE", help="output file (default: NAME-WEIGHTS.EXT in RUN_DIR, "
-                   "or NAME.EXT here for a spec); an existing file is never overwritten")
+                   "or NAME.EXT here for a spec)")
+    add_force_flag(p)
     p.set_defaults(func=cmd_export)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from training.evaluate import evaluate_run
 
-    run_dir = Path(args.run)
+    device, run_dir = compute_device(args.device), Path(args.run)
     config = data_config(run_dir, args.data) if args.data else None
     out = Path(args.out) if args.out else None
     if out is not None and out.is_dir() and any(out.iterdir()):  # said before the evaluation, and again on claiming
         raise UsageError(f"--out {out} is not empty; evaluate never overwrites files: choose a new directory")
-    done = evaluate_run(run_dir, out, weights=args.weights, config=config, device=args.device)
+    done = evaluate_run(run_dir, out, weights=args.weights, config=config, device=device)
     print(f"{run_dir} ({args.weights} weights) {done.line}")
     print(f"wrote {done.out}: {', '.join(done.files)}")
     return 0
+
+
+def compute_device(name: str) -> str:
+    """The device evaluate and predict compute on, chosen as train chooses it."""
+    from builder.model.device import DeviceError, find_device
+
+    try:
+        return str(find_device(name, real=True))
+    except DeviceError as exc:
+        raise UsageError(f"--device {name}: {exc}") from None
 
 
 def data_config(run_dir: Path, data: str) -> Any:
@@ -85,17 +94,19 @@ def data_config(run_dir: Path, data: str) -> Any:
 def cmd_predict(args: argparse.Namespace) -> int:
     from training.predict import find_images
     from training.runinfo import load_run
-    from training.tasks import PredictRequest, run_task
+    from training.tasks import PredictRequest
+    from training.tasks.make import run_task
 
-    if args.topk < 1:
-        raise UsageError(f"--topk must be >= 1, got {args.topk}")
-    run = load_run(args.run, args.weights, args.device)
+    if args.output:
+        check_output(args.output, flag="-o", force=args.force)
+    device = compute_device(args.device)
+    run = load_run(args.run, args.weights, device)
     files = find_images(args.paths)
     if not files:
         raise UsageError(f"no images (jpg, png, bmp, webp) in {' '.join(args.paths)}")
     task = run_task(run)
     output = Path(args.output) if args.output else None
-    lines, errors = task.predict(run, PredictRequest(files, output, args.topk, args.workers, args.device))
+    lines, errors = task.predict(run, PredictRequest(files, output, args.topk, args.workers, device))
     for line in errors:
         print(f"skipped: {line}", file=sys.stderr)
     for line in lines:
@@ -110,14 +121,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     if args.format not in FORMATS:
         raise UsageError(f"--format {args.format}: unknown; expected {', '.join(FORMATS)}")
+    if args.output:
+        check_output(args.output, flag="-o", force=args.force)
     model, spec, default = export_source(Path(args.source), args.weights)
     out = Path(args.output) if args.output else default.with_name(default.name + FORMATS[args.format])
-    if out.exists():
-        raise UsageError(f"{out} exists; export never overwrites a file: choose another -o or remove it")
-    if not out.parent.is_dir():
-        raise UsageError(f"-o {out}: no such directory {out.parent}")
+    check_output(out, flag="-o" if args.output else "", force=args.force, chosen=not args.output)
     torch.manual_seed(0)
-    difference = export(model, spec, args.format, out)
+    difference = export(model, spec, args.format, out, replace=args.force)
     print(f"wrote {out} ({args.format}, dynamic batch dimension)")
     if difference is not None:
         print(f"onnxruntime vs PyTorch on random input: max abs difference {difference:.3g}")

@@ -105,7 +105,90 @@ class FakeData(_Splits):
     augment: Augment = Augment()
 
 
-DatasetConfig = Annotated[DigitsData | Cifar10Data | ImageFolderData | FakeData, Field(discriminator="kind")]
+# --- segmentation datasets: an image and a mask per sample ------------------------------------
+
+Degrees = Annotated[float, Field(ge=0, le=180, allow_inf_nan=False)]
+Jitter = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
+RGB = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]
+
+
+class SegmentationAugment(StrictModel):
+    """Training-only joint augmentation: geometric transforms move the image and its mask together
+    (nearest for the mask; uncovered mask pixels become ignore_index); colour touches the image only."""
+
+    hflip: bool = True  # with probability 1/2
+    vflip: bool = False
+    rotate: Degrees = 0.0  # a random rotation of up to this many degrees either way
+    scale: Annotated[list[Annotated[float, Field(gt=0, le=4, allow_inf_nan=False)]],
+                     Field(min_length=2, max_length=2)] = [1.0, 1.0]  # noqa: RUF012 - a random zoom in [lo, hi]
+    translate: Annotated[float, Field(ge=0, le=0.5)] = 0.0  # a random shift of up to this fraction of the size
+    brightness: Jitter = 0.0  # colour jitter factors, as torchvision's ColorJitter
+    contrast: Jitter = 0.0
+    saturation: Jitter = 0.0
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered(cls, scale: list[float]) -> list[float]:
+        if scale[0] > scale[1]:
+            raise ValueError(f"must be [low, high] with low <= high, got {scale}")
+        return scale
+
+
+class _SegmentationData(_Splits):
+    """What every segmentation dataset accepts: the masks' kind, the classes, the loss."""
+
+    task: ClassVar[str] = "segmentation"
+    classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)] | None = None  # None: 0..n-1
+    ignore_index: Annotated[int, Field(ge=0, le=255)] = 255  # mask value that counts for nothing
+    loss: Literal["ce", "dice", "ce+dice"] = "ce"  # ce: BCE with logits for one output channel, else cross-entropy
+    palette: list[RGB] | None = None  # a colour per class for predicted masks; None: PASCAL VOC's colour map
+    augment: SegmentationAugment = SegmentationAugment()
+
+
+class _MaskFiles(_SegmentationData):
+    """Masks read from files."""
+
+    # binary: grayscale 0/255 masks, a pixel is foreground where value / 255 > 0.5 (classes
+    # background and foreground); index: each pixel's value is its class (grayscale or palette PNG)
+    masks: Literal["binary", "index"] = "index"
+    num_classes: Annotated[int, Field(ge=2, le=255)] | None = None  # index masks; None: len(classes), else the spec's
+
+
+class SegmentationFolderData(_MaskFiles):
+    """MMSegmentation's layout: ROOT/img_dir/{train,val,test}/NAME.jpg and ROOT/ann_dir/{train,val,test}/NAME.png,
+    image and mask paired by file stem; val/ (else carved from train) and/or test/."""
+
+    kind: Literal["seg_folder"]
+    root: Annotated[str, Field(min_length=1)]
+    img_dir: Annotated[str, Field(min_length=1)] = "img_dir"
+    ann_dir: Annotated[str, Field(min_length=1)] = "ann_dir"
+    mask_suffix: str = ""  # the mask of image NAME.EXT is NAME + mask_suffix + .EXT' (e.g. _mask)
+
+
+class SegmentationCsvData(_MaskFiles):
+    """CSVs with `image` and `mask` columns (paths relative to the CSV): ROOT is one such file
+    (validation carved from it), or a folder with train.csv and val.csv and/or test.csv."""
+
+    kind: Literal["seg_csv"]
+    root: Annotated[str, Field(min_length=1)]
+
+
+class ShapesData(_SegmentationData):
+    """Synthetic, deterministic: discs, squares, triangles and diamonds (one shape kind per class,
+    each in its own colour) on noisy backgrounds at the spec's input size; no download."""
+
+    kind: Literal["shapes"]
+    train_size: Count = 256  # images generated (validation is carved from them)
+    test_size: Count = 64
+    num_classes: Annotated[int, Field(ge=2, le=255)] = 4  # with the background; 2: binary masks
+    noise: Annotated[float, Field(ge=0, le=1)] = 0.1  # std of the Gaussian noise on a 0..1 scale
+    seed: Annotated[int, Field(ge=0, lt=2**31)] = 0  # the images: test images use seed + 1
+
+
+DatasetConfig = Annotated[
+    DigitsData | Cifar10Data | ImageFolderData | FakeData | SegmentationFolderData | SegmentationCsvData | ShapesData,
+    Field(discriminator="kind"),
+]
 
 
 # --- optimizers -------------------------------------------------------------------------------

@@ -10,8 +10,6 @@ trainer reported for the weights.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,9 @@ from typing import Any
 
 import torch
 
+from builder.lang.files import write_text
 from training.config import TrainingConfig
 from training.data import Split, load_data
-from training.files import write_text
 from training.runfiles import report_dir
 from training.runinfo import LoadedRun, Weights, load_run
 
@@ -36,14 +34,6 @@ class Evaluation:
     out: Path  # the output directory
 
 
-def write_table(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    write_text(path, buffer.getvalue())
-
-
 def evaluate_run(
     run_dir: Path, out: Path | None, *, weights: Weights = "best", config: TrainingConfig | None = None,
     device: str = "cpu",
@@ -51,7 +41,7 @@ def evaluate_run(
     """Evaluate a run on its test split (or `config.dataset`) and write the reports into `out`
     (empty or new), by default a new RUN_DIR/evaluate-WEIGHTS[-N] (runfiles.report_dir)."""
     from training.evaluation import evaluate_split
-    from training.tasks import run_task
+    from training.tasks.make import run_task
 
     run = load_run(run_dir, weights, device)
     cfg = config or TrainingConfig.model_validate(run.spec.training or {})

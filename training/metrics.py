@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from training.files import write_bytes
+from builder.lang.files import write_bytes
 from training.tasks import ACCURACY, Metric, columns
 
 # Classification's columns; a task's are training.tasks.columns(its metrics).

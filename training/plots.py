@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
 
-from training.files import write_bytes
+from builder.lang.files import write_bytes
 
 if TYPE_CHECKING:
     from pathlib import Path

@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from builder.lang.files import write_text
 from builder.lang.loading import dump_spec
 from builder.lang.spec import Spec
 from training.config import TrainingConfig
 from training.errors import CheckpointError, RunDirError, RunFileError
-from training.files import write_text
 from training.runfiles import (
     BOARD_DIR,
     CHECKPOINT,

@@ -39,9 +39,9 @@ from typing import IO, TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from builder.lang.errors import BuilderError, Problem
+from builder.lang.files import TMP_NAME, write_bytes, write_text
 from builder.lang.yaml_io import MAX_DEPTH
 from training.errors import CheckpointError, ConfigProblems, RunFileError
-from training.files import TMP_SUFFIX, write_bytes, write_text
 
 if TYPE_CHECKING:
     from torch import Tensor, nn
@@ -69,7 +69,8 @@ LOG = "train.log"  # builder sweep: the child's stdout and stderr
 REPORT = "evaluate-{weights}"  # evaluate's default report folder inside the run (then -2, -3, ...)
 RUN_FILES = frozenset({SPEC_FILE, RUN_INFO, SUMMARY, CHECKPOINT, WEIGHTS, BEST, METRICS, EVENTS, RESULTS, CURVES,
                        LOCK, RECORD, LOG})  # regular files; BOARD_DIR is the one directory
-TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{12}" + re.escape(TMP_SUFFIX) + "$")  # what atomic_write leaves when killed
+TMP_FILE = TMP_NAME  # what atomic_write leaves when killed
+MARKERS = ((RUN_INFO,), (CHECKPOINT,), (RECORD,), (LOCK, SPEC_FILE))  # any one set makes a directory a run's
 FORMAT = "cnn-builder-run"
 
 # --- limits (docs/reliability.md) ------------------------------------------------------------------
@@ -900,3 +901,14 @@ def _dir(path: Path) -> tuple[Path, bool]:
         return path, False
     except OSError as exc:
         raise RunFileError(f"cannot create {path}: {exc.strerror or exc}") from None
+
+
+def is_run_dir(path: Path) -> bool:
+    """Whether `path` holds a run (finished, running, or a sweep's variant that has not started)."""
+    return any(all((path / name).exists() for name in names) for names in MARKERS)
+
+
+def enclosing_run(path: Path) -> Path | None:
+    """The run directory that the directory `path` is, or lies directly in (RUN/tensorboard,
+    RUN/evaluate-best...), or None."""
+    return next((d for d in (path, path.parent) if is_run_dir(d)), None)

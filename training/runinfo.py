@@ -85,7 +85,7 @@ class EvalPreprocess:
         return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].contiguous()
 
     def batch_preprocess(self, augment: Any, device: torch.device) -> Any:
-        from training.data.augment import preprocess_for
+        from training.data import preprocess_for
 
         return preprocess_for(self.mean, self.std, self.size, augment, device)
 

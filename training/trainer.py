@@ -75,8 +75,9 @@ from training.runfiles import (
 from training.runinfo import write_run_info
 from training.signals import StopFlag, handling, stop_at_once, stop_on_signals
 from training.step import make_step
-from training.tasks import Task, make_task
+from training.tasks import Task
 from training.tasks.base import split_columns
+from training.tasks.make import make_task
 
 __all__ = ["Position", "TrainResult", "Trainer", "train"]
 
@@ -253,7 +254,7 @@ class Trainer:
                               criterion=self.task.loss)
         size = (spec.input.height, spec.input.width)
         self.preprocess = preprocess_for(data.mean, data.std, size, config.dataset.augment, device,
-                                         config.channels_last)
+                                         config.channels_last, getattr(config.dataset, "ignore_index", 255))
         self.saved_at: str | None = None  # where the last checkpoint was taken
         self.resumed = saved is not None
         # events.jsonl, for tools (the sweep, the search, the leaderboard); a resumed run's continue
@@ -409,7 +410,7 @@ class Trainer:
         single host synchronization, which also checks the loss before any weight is touched."""
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         rank = (self.dist.rank,) if self.dist.enabled else ()  # each process augments its own share
-        inputs = self.preprocess(images, generator(self.config.seed, epoch, step, *rank))
+        inputs, labels = self.preprocess.pair(images, labels, generator(self.config.seed, epoch, step, *rank))
         found: list[float] = []
 
         def check(loss: Tensor, outputs: Tensor) -> None:

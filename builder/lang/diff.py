@@ -4,25 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from builder.lang.registry import kind_def, walk_blocks
 from builder.lang.shapes import BlockShape, ShapeReport, infer
-from builder.lang.spec import BlockSpec, Spec, block_activation, block_norm, block_pool, walk_blocks
+from builder.lang.spec import Spec
 
 
 def effective_block(spec: Spec, block: Any) -> dict[str, Any]:
-    """A block's fields with defaults applied: what it really builds (child blocks left out)."""
-    if not isinstance(block, BlockSpec):
-        return _flatten(block.model_dump(exclude={"blocks", "body", "branches", "name"}))
-    fields = block.model_dump(exclude={"pool_and_norm", "norm", "pool", "activation", "name"})
-    fields["activation"] = block_activation(spec, block)
-    fields["norm"] = _compact(block_norm(spec, block).model_dump())
-    fields["pool"] = _compact(block_pool(spec, block).model_dump())
-    return fields
-
-
-def _compact(layer: dict[str, Any]) -> str:
-    """{'kind': 'lrn', 'size': 5} -> 'lrn(size=5)'."""
-    kind = layer.pop("kind")
-    return f"{kind}({', '.join(f'{k}={v}' for k, v in layer.items())})" if layer else kind
+    """A block's fields with defaults applied: what it really builds (child blocks left out; its kind says)."""
+    return kind_def(block).fields(spec, block)
 
 
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -88,12 +77,20 @@ def _delta(a: int, b: int) -> str:
     return f"{a:,} -> {b:,} ({b - a:+,}{pct})"
 
 
+def _head_fields(spec: Spec) -> dict[str, Any]:
+    """The head's fields; its kind too, unless it is the classifier (which may be written without)."""
+    fields = _flatten(spec.the_head.model_dump())
+    if fields.get("kind", "classifier") == "classifier":
+        fields.pop("kind", None)
+    return fields
+
+
 def diff_specs(a: Spec, b: Spec) -> list[str]:
     """Lines describing B relative to A: top-level fields, each block, the classifier, totals."""
     ra, rb = infer(a), infer(b)
     top = _changes(
-        _flatten(a.model_dump(include={"name", "input", "num_classes"})),
-        _flatten(b.model_dump(include={"name", "input", "num_classes"})),
+        _flatten(a.model_dump(include={"name", "input", "classes"})),
+        _flatten(b.model_dump(include={"name", "input", "classes"})),
     )
     lines = _section("spec", top)
     ba, bb = _all_blocks(a, ra), _all_blocks(b, rb)
@@ -107,11 +104,12 @@ def diff_specs(a: Spec, b: Spec) -> list[str]:
             only.append(name)
         if "." not in name or block != [f"{name}: same"]:  # nested blocks only when they differ
             lines += block
-    head = _changes(_flatten(a.classifier.model_dump()), _flatten(b.classifier.model_dump()))
+    head = _changes(_head_fields(a), _head_fields(b))
     if ra.flatten != rb.flatten:
         head.append(f"flatten: {ra.flatten} -> {rb.flatten}")
     if ra.classifier_params != rb.classifier_params:
         head.append(f"parameters: {_delta(ra.classifier_params, rb.classifier_params)}")
-    lines += _section("classifier", head)
+    both = {getattr(s.the_head, "kind", "classifier") for s in (a, b)}
+    lines += _section("classifier" if both == {"classifier"} else "head", head)
     lines.append(f"total parameters: {_delta(ra.total_params, rb.total_params)}")
     return lines

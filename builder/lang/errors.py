@@ -129,8 +129,25 @@ def validate(model: type[BaseModel], doc: Document, prefix: Path = ()) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem(model, data, err) for err in exc.errors()]
+        problems = _one_per_union_value([(_problem(model, data, err), err) for err in exc.errors()])
         raise doc.diagnose(Problem((*prefix, *p.path), p.message, p.at_key) for p in problems) from None
+
+
+def _one_per_union_value(found: list[tuple[Problem, Any]]) -> list[Problem]:
+    """One problem per value that no member of a union of a number and words accepts (`groups: 0`,
+    `stochastic_depth: 1.5`): the words' error for a string (with its "did you mean"), else the number's."""
+    by_path: dict[Path, list[tuple[Problem, Any]]] = {}
+    for problem, err in found:
+        by_path.setdefault(problem.path, []).append((problem, err))
+    out: list[Problem] = []
+    for path, group in by_path.items():
+        words = [p for p, e in group if e["type"] == "literal_error"]
+        others = [p for p, e in group if e["type"] != "literal_error"]
+        if not (words and others and len(group[0][1]["loc"]) > len(path)):
+            out += [p for p, _ in group]
+        else:
+            out.append((words if isinstance(group[0][1].get("input"), str) else others)[0])
+    return out
 
 
 def _problem(model: type[BaseModel], data: Any, err: Mapping[str, Any]) -> Problem:
@@ -150,10 +167,12 @@ def _data_path(data: Any, loc: Sequence[PathSeg]) -> Path:
     """Drop pydantic's union-tag segments ('lrn', 'function-after[...]') from an error loc."""
     path: list[PathSeg] = []
     for i, seg in enumerate(loc):
+        if i < len(loc) - 1 and isinstance(data, dict) and data.get("kind") == seg:
+            continue  # the tag of the block's kind, even where a field has its name (a gate's `gate`)
         if _has(data, seg):
             data = data[seg]
-        elif i < len(loc) - 1:
-            continue  # a tag of a union member, not a place in the data
+        elif i < len(loc) - 1 or not isinstance(data, (dict, list)):
+            continue  # a tag of a union member (below a scalar: the member that refused it), not a place
         path.append(seg)
     return tuple(path)
 
@@ -234,7 +253,9 @@ def _fields_at(model: type[BaseModel], data: Any, path: Path) -> list[str]:
             return []
         data = data[seg] if _has(data, seg) else None
     tp = _unwrap(tp, data)
-    return list(tp.model_fields) if isinstance(tp, type) and issubclass(tp, BaseModel) else []
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+        return []
+    return [info.alias or name for name, info in tp.model_fields.items()]  # as a spec spells them
 
 
 def _unwrap(tp: Any, data: Any) -> Any:
@@ -242,7 +263,8 @@ def _unwrap(tp: Any, data: Any) -> Any:
     while True:
         origin = get_origin(tp)
         if origin is Annotated:
-            tp = get_args(tp)[0]
+            chooser = next((m for m in tp.__metadata__ if hasattr(m, "member_for")), None)
+            tp = get_args(tp)[0] if chooser is None else chooser.member_for(data)  # a registry union
         elif origin in (Union, types.UnionType):
             members = [m for m in get_args(tp) if m is not type(None)]
             tp = next((m for m in members if _tag_matches(m, data)), members[0])

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from builder.lang.errors import Diagnostic, Document, Loc, Path, SpecError, format_path, suggest
+from builder.lang.registry import ChildField, kinds
 
 MAX_BLOCKS = 10_000  # an expanded spec larger than this is refused (a repeat of a repeat of ...)
 
@@ -26,6 +27,10 @@ class _Node:
     loc: Loc
     path: Path
     key_loc: Loc | None = None
+    written_in: tuple[str, ...] | None = None
+    """The templates being expanded where an argument was written (None: where it now is). A
+    `use` is checked for recursion against these, so a template may be nested in its own
+    arguments (finite data) but never use itself from its block."""
 
 
 @dataclass
@@ -136,9 +141,10 @@ def _refs(node: _Node) -> list[tuple[str, _Node]]:
 def _substitute(node: _Node, args: dict[str, _Node]) -> _Node:
     """A copy of a template block with each `$param` replaced by its argument (value and location)."""
     if isinstance(node.value, dict):
-        return _Node({k: _substitute(v, args) for k, v in node.value.items()}, node.loc, node.path, node.key_loc)
+        return _Node({k: _substitute(v, args) for k, v in node.value.items()}, node.loc, node.path, node.key_loc,
+                     node.written_in)
     if isinstance(node.value, list):
-        return _Node([_substitute(v, args) for v in node.value], node.loc, node.path, node.key_loc)
+        return _Node([_substitute(v, args) for v in node.value], node.loc, node.path, node.key_loc, node.written_in)
     if isinstance(node.value, str) and node.value[1:] in args and node.value.startswith("$"):
         arg = copy.deepcopy(args[node.value[1:]])
         arg.key_loc = node.key_loc
@@ -158,7 +164,7 @@ def _use(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _Node | None
     if name in stack:
         state.error(fields["template"], f"template '{name}' uses itself ({' -> '.join((*stack, name))})")
         return None
-    args = _arguments(state, node, name)
+    args = _arguments(state, node, name, stack)
     if args is None:
         return None
     block = _substitute(state.templates[name].value["block"], args)
@@ -167,7 +173,9 @@ def _use(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _Node | None
     return _expand_block(state, block, (*stack, name))
 
 
-def _arguments(state: _Expansion, node: _Node, name: str) -> dict[str, _Node] | None:
+def _arguments(state: _Expansion, node: _Node, name: str, stack: tuple[str, ...]) -> dict[str, _Node] | None:
+    """The arguments of a use of template `name`, each marked with where it was written: a given
+    one at the use (`stack`), a default in the template (`stack` and `name`)."""
     template = state.templates[name].value
     params = _params(state.templates[name])
     given = node.value["args"].value if "args" in node.value else {}
@@ -183,7 +191,22 @@ def _arguments(state: _Expansion, node: _Node, name: str) -> dict[str, _Node] | 
         state.error(node.value.get("args", node), f"missing argument{'s' * (len(missing) > 1)} of template "
                     f"'{name}': {', '.join(missing)}")
         ok = False
-    return {**defaults, **given} if ok else None
+    if not ok:
+        return None
+    return {**{k: _written_in(v, (*stack, name)) for k, v in defaults.items()},
+            **{k: _written_in(v, stack) for k, v in given.items()}}
+
+
+def _written_in(node: _Node, stack: tuple[str, ...]) -> _Node:
+    """A copy of an argument with every value not yet marked marked as written under `stack`."""
+    made = copy.deepcopy(node)
+    todo = [made]
+    while todo:
+        item = todo.pop()
+        item.written_in = stack if item.written_in is None else item.written_in
+        if isinstance(item.value, (dict, list)):
+            todo += item.value.values() if isinstance(item.value, dict) else item.value
+    return made
 
 
 # --- Blocks --------------------------------------------------------------------------------
@@ -201,6 +224,7 @@ def _expand_list(state: _Expansion, blocks: list[_Node], stack: tuple[str, ...])
 def _expand_block(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _Node | None:
     if not isinstance(node.value, dict):
         return node  # validation reports it
+    stack = node.written_in if node.written_in is not None else stack  # an argument: where it was written
     state.blocks += 1
     if state.blocks > MAX_BLOCKS:
         if state.blocks == MAX_BLOCKS + 1:
@@ -213,13 +237,17 @@ def _expand_block(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _No
         return _use(state, node, stack)
     if kind == "repeat":
         return _repeat(state, node, stack)
-    for key in ("blocks", "body"):
-        if key in node.value:
-            node.value[key].value = _expand_list(state, node.value[key].value, stack)
-    if "branches" in node.value:
-        for branch in node.value["branches"].value:
-            branch.value = _expand_list(state, branch.value, stack)
+    for child in _child_fields(kind):  # the kind's child lists, as the registry declares them
+        if child.field in node.value:
+            lists = node.value[child.field].value if child.many else [node.value[child.field]]
+            for item in lists:
+                item.value = _expand_list(state, item.value, stack)
     return node
+
+
+def _child_fields(kind: Any) -> tuple[ChildField, ...]:
+    found = kinds().get(kind) if isinstance(kind, str) else None
+    return found.children if found is not None else ()
 
 
 # What expansion itself reads, with the type it needs. The spec as written was validated before
@@ -231,15 +259,19 @@ _NEEDS: dict[str, dict[str, tuple[type, str]]] = {
         "first": (dict, "a mapping"),
     },
     "use": {"template": (str, "a string"), "args": (dict, "a mapping")},
-    "sequence": {"blocks": (list, "a list")},
-    "residual": {"body": (list, "a list")},
-    "parallel": {"branches": (list, "a list")},
 }
+
+
+def _needs(kind: Any) -> dict[str, tuple[type, str]]:
+    """What expansion reads of a block of `kind`: a macro's fields, or a kind's child lists."""
+    if not isinstance(kind, str):
+        return {}
+    return _NEEDS.get(kind) or {c.field: (list, "a list") for c in _child_fields(kind)}
 
 
 def _well_formed(state: _Expansion, node: _Node, kind: Any) -> bool:
     ok = True
-    for key, (kind_of, text) in _NEEDS.get(kind, {}).items() if isinstance(kind, str) else ():
+    for key, (kind_of, text) in _needs(kind).items():
         value = node.value.get(key)
         if value is None and key in ("first", "args"):
             continue  # optional
@@ -249,9 +281,10 @@ def _well_formed(state: _Expansion, node: _Node, kind: Any) -> bool:
         if bad:
             state.error(value or node, f"{key}: must be {text}" + (f", got {_plain(value)!r}" if value else ""))
             ok = False
-    if kind == "parallel" and ok and not all(isinstance(b.value, list) for b in node.value["branches"].value):
-        state.error(node.value["branches"], "branches: each branch must be a list of blocks")
-        ok = False
+    for child in _child_fields(kind) if ok else ():
+        if child.many and not all(isinstance(b.value, list) for b in node.value[child.field].value):
+            state.error(node.value[child.field], f"{child.field}: each item must be a list of blocks")
+            ok = False
     return ok
 
 
@@ -285,7 +318,7 @@ def _patch(state: _Expansion, base: _Node, patch: _Node) -> _Node:
                             f"(patching {format_path(base.path) or 'the block'})", at_key=True)
                 continue
             items[index] = _patch(state, items[index], sub)
-        return _Node(items, base.loc, base.path, base.key_loc)
+        return _Node(items, base.loc, base.path, base.key_loc, base.written_in)
     if not (isinstance(base.value, dict) and isinstance(patch.value, dict)):
         return patch
     if "kind" in patch.value and _plain(patch.value["kind"]) != _plain(base.value.get("kind", patch)):
@@ -293,4 +326,4 @@ def _patch(state: _Expansion, base: _Node, patch: _Node) -> _Node:
     merged = dict(base.value)
     for key, sub in patch.value.items():
         merged[key] = _patch(state, base.value[key], sub) if key in base.value else sub
-    return _Node(merged, base.loc, base.path, base.key_loc)
+    return _Node(merged, base.loc, base.path, base.key_loc, base.written_in)

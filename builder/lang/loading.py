@@ -18,6 +18,7 @@ from typing import Any
 
 from builder.lang.errors import Document, Loc, Path, SpecError, format_path, suggest, validate
 from builder.lang.expand import expand_document
+from builder.lang.kinds.residual import apply_stochastic_depth
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec, apply_width
 from builder.lang.yaml_io import dump, load_document, parse_scalar
@@ -147,7 +148,7 @@ def spec_from_document(doc: Document) -> Spec:
     """Validate a resolved document, expand its templates and repeats, and check its static shapes."""
     validate(Spec, doc)  # the spec as written, so expansion can trust its structure
     expanded = expand_document(doc)
-    spec = apply_width(validate(Spec, expanded))
+    spec = apply_stochastic_depth(apply_width(validate(Spec, expanded)))
     problems = infer(spec).problems
     if problems:
         error = expanded.diagnose(problems)

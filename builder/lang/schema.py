@@ -1,12 +1,13 @@
 """JSON Schema of a spec file, from the pydantic models, for editors (yaml-language-server).
 
 A spec with `extends` may leave out anything it inherits, so it is checked against a
-"partial" copy of the schema in which nothing is required and `blocks` may be a patch.
+"partial" copy of the schema in which nothing is required and `blocks` may be a patch. The
+`training:` section is the trainer's; builder.tools.schema embeds it (this layer knows no trainer).
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from typing import Any
 
 from builder.lang.spec import Spec
@@ -14,14 +15,19 @@ from builder.lang.spec import Spec
 SCHEMA_FILE = "spec.schema.json"  # committed in arch_specs/, kept in sync by a test
 
 
-def spec_schema() -> dict[str, Any]:
-    """The schema of a spec file: the full Spec, or the partial one when it `extends` a base."""
+Embed = Callable[[dict[str, Any], dict[str, Any]], None]  # (the Spec's schema, its $defs): adds sections
+
+
+def spec_schema(embed: Embed | None = None) -> dict[str, Any]:
+    """The schema of a spec file: the full Spec, or the partial one when it `extends` a base;
+    `embed` adds what this layer does not know (the training section) before the partial copy."""
     full = Spec.model_json_schema(ref_template="#/$defs/{model}")
     defs = full.pop("$defs")
-    _embed_training(full, defs)
+    if embed is not None:
+        embed(full, defs)
     partial = _partial(full)
     # a patch may change any field of any kind of block, so its items are the union of partial blocks
-    any_partial_block = {"anyOf": partial["properties"]["blocks"]["items"]["oneOf"]}
+    any_partial_block = {"anyOf": partial["properties"]["blocks"]["items"]["anyOf"]}
     partial["properties"]["blocks"] = {
         "anyOf": [partial["properties"]["blocks"],
                   {"type": "object", "patternProperties": {"^[0-9]+$": any_partial_block},
@@ -40,37 +46,11 @@ def spec_schema() -> dict[str, Any]:
 
 
 def _partial(node: Any) -> Any:
-    """A copy with no `required` lists and every $ref pointing at the partial definitions."""
+    """A copy with no `required` lists, every $ref pointing at the partial definitions, and every
+    oneOf an anyOf (without required fields, a conv block is also a partial conv_transpose block)."""
     if isinstance(node, dict):
         return {
-            k: (v.replace("#/$defs/", "#/$defs/Partial") if k == "$ref" else _partial(v))
+            ("anyOf" if k == "oneOf" else k): (v.replace("#/$defs/", "#/$defs/Partial") if k == "$ref" else _partial(v))
             for k, v in node.items() if k != "required"
         }
     return [_partial(v) for v in node] if isinstance(node, list) else node
-
-
-def _embed_training(root: dict[str, Any], defs: dict[str, Any]) -> None:
-    try:
-        from training.config import DEFAULT_KINDS, TrainingConfig
-    except ImportError:  # the trainer is optional for the spec schema
-        return
-    training = TrainingConfig.model_json_schema(ref_template="#/$defs/{model}")
-    defs.update(training.pop("$defs", {}))
-    for field, kind in DEFAULT_KINDS.items():
-        _kind_optional(training["properties"][field], kind, defs)
-    defs["TrainingConfig"] = training
-    root["properties"]["training"] = {"anyOf": [{"$ref": "#/$defs/TrainingConfig"}, {"type": "null"}],
-                                      "description": "Training recipe; see the README."}
-
-
-def _kind_optional(union: dict[str, Any], default_kind: str, defs: dict[str, Any]) -> None:
-    """A mapping without `kind` means the default kind (see training.config), so the default
-    member does not require `kind`, and the union becomes anyOf (several members may match)."""
-    default_ref = union.pop("discriminator")["mapping"][default_kind]
-    union["anyOf"] = union.pop("oneOf")
-    member = defs[default_ref.removeprefix("#/$defs/")]
-    member["required"] = [r for r in member.get("required", []) if r != "kind"]
-
-
-def schema_text() -> str:
-    return json.dumps(spec_schema(), indent=2, sort_keys=True) + "\n"

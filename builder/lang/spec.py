@@ -1,73 +1,109 @@
 """Pydantic models of an architecture spec. Pure Python: this module never imports torch.
 
-A spec is a stack of blocks followed by a classifier (optional adaptive pool -> flatten ->
-hidden linears -> output). A block without `kind` is a conv block (conv -> [batchnorm] ->
-activation -> [lrn] -> [pool]); the other kinds compose blocks (sequence, residual, parallel),
-write them once (repeat, use of a template) or stand alone (pools, batchnorm, activation,
-dropout). Templates and repeats are expanded on the raw document (builder.lang.expand) before
-the final validation, so a validated spec that is built holds only concrete blocks.
+A spec is a stack of blocks followed by a head (builder.lang.heads): by default a classifier
+(optional adaptive pool -> flatten -> hidden linears -> output). Each block is of a kind from
+the registry (builder.lang.registry): a block without `kind` is a conv block (conv ->
+[batchnorm] -> activation -> [lrn] -> [pool]); the other built-in kinds (builder.lang.kinds)
+compose blocks (sequence, residual, parallel) or stand alone (pools, batchnorm, activation,
+dropout); `repeat` and `use` write blocks once and are expanded on the raw document
+(builder.lang.expand) before the final validation, so a validated spec that is built holds only
+concrete blocks.
 Every model is strict: unknown keys are rejected and `true` or `3.5` are not ints.
 The docstring under each field is its description in the JSON Schema (editor hover text).
 """
 
 from __future__ import annotations
 
-import ast
-import inspect
-import sys
-from collections.abc import Iterator
-from functools import cache
-from math import lcm
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-Path = tuple[str | int, ...]  # a place in the data, as in builder.lang.errors
+from builder.lang.base import (
+    Activation,
+    BlockName,
+    Named,
+    NonNegativeInt,
+    NoPoolSpec,
+    Path,
+    PoolSpec,
+    PositiveInt,
+    StrictModel,
+    WindowPoolSpec,
+    field_docs,
+    rule_error,
+)
+from builder.lang.errors import BuilderError
+from builder.lang.heads import AnyHead, ClassifierHead, ClassifierSpec, ConvHead, HeadSpec, NoHead, head_def
+from builder.lang.kinds.activation import ActivationBlock
+from builder.lang.kinds.adaptive_avgpool import AdaptiveAvgPoolBlock
+from builder.lang.kinds.batchnorm import BatchNormBlock
+from builder.lang.kinds.conv import BlockSpec, block_activation, block_norm, block_pool, conv_block_layers
+from builder.lang.kinds.dropout import DropoutBlock
+from builder.lang.kinds.parallel import ParallelBlock
+from builder.lang.kinds.pool import PoolBlock
+from builder.lang.kinds.residual import ResidualBlock, StochasticDepthSpec
+from builder.lang.kinds.sequence import SequenceBlock
+from builder.lang.macros import RepeatBlock, TemplateSpec, UseBlock
+from builder.lang.norms import BatchNormSpec, LRNSpec, NoNormSpec, NormSpec
+from builder.lang.registry import (
+    Block,
+    Scaling,
+    child_lists,
+    default_name,
+    register_kind,
+    round_channels,
+    scale_list,
+    walk_blocks,
+)
 
-Activation = Literal["relu", "relu6", "leaky_relu", "gelu", "silu", "tanh", "sigmoid", "elu", "none"]
-
-PositiveInt = Annotated[int, Field(gt=0)]
-NonNegativeInt = Annotated[int, Field(ge=0)]
-
-
-def rule_error(field: str, message: str) -> PydanticCustomError:
-    """A cross-field error pinned to `field` of the model that raises it (see errors.py)."""
-    return PydanticCustomError("spec_rule", message.replace("{", "{{").replace("}", "}}"), {"field": field})
-
-
-def field_docs(schema: dict[str, Any], cls: type[BaseModel]) -> None:
-    """json_schema_extra: each field's attribute docstring as its description in the JSON Schema.
-
-    Read from the source only when a schema is made: pydantic's use_attribute_docstrings, which
-    gives the same descriptions, parses each model's source at import, about half of the start-up
-    of `validate`. A field's docstring is the one in the class that declares the field."""
-    properties = schema.get("properties", {})
-    for name, info in cls.model_fields.items():
-        owner = next(c for c in cls.__mro__ if name in vars(c).get("__annotations__", {}))
-        doc = _attribute_docs(owner.__module__).get((owner.__qualname__, name))
-        if doc and info.description is None and name in properties:
-            properties[name]["description"] = doc
-
-
-@cache
-def _attribute_docs(module: str) -> dict[tuple[str, str], str]:
-    """{(class name, field): docstring} of every top-level class of `module`, from one parse of its source."""
-    docs: dict[tuple[str, str], str] = {}
-    for node in ast.parse(inspect.getsource(sys.modules[module])).body:
-        if isinstance(node, ast.ClassDef):
-            for field, text in zip(node.body, node.body[1:], strict=False):
-                if (isinstance(field, ast.AnnAssign) and isinstance(field.target, ast.Name)
-                        and isinstance(text, ast.Expr) and isinstance(text.value, ast.Constant)
-                        and isinstance(text.value.value, str)):
-                    docs[(node.name, field.target.id)] = inspect.cleandoc(text.value.value)
-    return docs
-
-
-class StrictModel(BaseModel):
-    """Base of every spec model: no unknown keys, no coercion, immutable."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, json_schema_extra=field_docs, defer_build=True)
+__all__ = [  # the kind models and helpers that used to live here, for code that imports them from spec
+    "Activation",
+    "ActivationBlock",
+    "AdaptiveAvgPoolBlock",
+    "BatchNormBlock",
+    "BatchNormSpec",
+    "Block",
+    "BlockName",
+    "BlockSpec",
+    "ClassifierHead",
+    "ClassifierSpec",
+    "ConvHead",
+    "Defaults",
+    "DropoutBlock",
+    "InputSpec",
+    "LRNSpec",
+    "Named",
+    "NoHead",
+    "NoNormSpec",
+    "NoPoolSpec",
+    "NonNegativeInt",
+    "NormSpec",
+    "ParallelBlock",
+    "Path",
+    "PoolBlock",
+    "PoolSpec",
+    "PositiveInt",
+    "RepeatBlock",
+    "ResidualBlock",
+    "SequenceBlock",
+    "Spec",
+    "StrictModel",
+    "TemplateSpec",
+    "UseBlock",
+    "WindowPoolSpec",
+    "apply_width",
+    "block_activation",
+    "block_norm",
+    "block_pool",
+    "child_lists",
+    "conv_block_layers",
+    "default_name",
+    "field_docs",
+    "register_kind",
+    "round_channels",
+    "rule_error",
+    "walk_blocks",
+]
 
 
 class InputSpec(StrictModel):
@@ -81,69 +117,6 @@ class InputSpec(StrictModel):
     """Image width in pixels."""
 
 
-class LRNSpec(StrictModel):
-    """nn.LocalResponseNorm; placed after the activation, as in the AlexNet paper."""
-
-    kind: Literal["lrn"]
-    size: PositiveInt = 5
-    """Number of neighbouring channels to normalize over."""
-    alpha: Annotated[float, Field(gt=0)] = 1e-4
-    """Multiplicative factor."""
-    beta: Annotated[float, Field(gt=0)] = 0.75
-    """Exponent."""
-    k: Annotated[float, Field(gt=0)] = 2.0
-    """Additive constant."""
-
-
-class BatchNormSpec(StrictModel):
-    """nn.BatchNorm2d; placed between the convolution and the activation."""
-
-    kind: Literal["batchnorm"]
-    eps: Annotated[float, Field(gt=0)] = 1e-5
-    """Added to the variance for numerical stability."""
-    momentum: Annotated[float, Field(gt=0, le=1)] = 0.1
-    """Update factor of the running statistics."""
-
-
-class NoNormSpec(StrictModel):
-    """No normalization layer."""
-
-    kind: Literal["none"]
-
-
-NormSpec = Annotated[LRNSpec | BatchNormSpec | NoNormSpec, Field(discriminator="kind")]
-
-
-class WindowPoolSpec(StrictModel):
-    """A max or average pooling window (floor mode, as nn.MaxPool2d's default)."""
-
-    kind: Literal["max", "avg"]
-    kernel_size: PositiveInt = 3
-    """Window size (square)."""
-    stride: PositiveInt = 2
-    """Window step; smaller than kernel_size gives AlexNet's overlapping pooling."""
-    padding: NonNegativeInt = 0
-    """Implicit padding on each side; at most kernel_size/2."""
-    ceil_mode: bool = False
-    """Round the output size up instead of down (torchvision's GoogLeNet pools)."""
-
-    @model_validator(mode="after")
-    def _padding_fits_kernel(self) -> WindowPoolSpec:
-        # torch refuses pad > kernel/2: the window would see only padding.
-        if 2 * self.padding > self.kernel_size:
-            raise rule_error("padding", f"must be at most kernel_size/2 ({self.kernel_size // 2})")
-        return self
-
-
-class NoPoolSpec(StrictModel):
-    """No pooling layer."""
-
-    kind: Literal["none"]
-
-
-PoolSpec = Annotated[WindowPoolSpec | NoPoolSpec, Field(discriminator="kind")]
-
-
 class Defaults(StrictModel):
     """Spec-level defaults that blocks inherit unless they set their own."""
 
@@ -155,232 +128,10 @@ class Defaults(StrictModel):
     """Activation of blocks that set none of their own."""
 
 
-BlockName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
-
-
-class _Named(StrictModel):
-    """What every block has: an optional module name (default block1, block2, ... in its list)."""
-
-    name: BlockName | None = None
-    """Module name of this block (features.<...>.<name>); default block<i>, its 1-based position."""
-
-
-class BlockSpec(_Named):
-    """One conv block: conv -> [batchnorm] -> activation -> [lrn] -> [pool]. Keys follow nn.Conv2d."""
-
-    kind: Literal["conv"] = "conv"
-    """A block without kind is a conv block."""
-    out_channels: PositiveInt
-    """Output channels of the convolution."""
-    kernel_size: PositiveInt
-    """Convolution kernel size (square)."""
-    stride: PositiveInt = 1
-    """Convolution stride."""
-    padding: NonNegativeInt = 0
-    """Zero padding on each side."""
-    groups: PositiveInt | Literal["depthwise"] = 1
-    """Grouped convolution: must divide in_channels and out_channels; depthwise: one group per input channel."""
-    bias: bool = True
-    """Whether the convolution has a bias (redundant before batchnorm)."""
-    pool_and_norm: bool = False
-    """Use defaults.norm and defaults.pool (where the block sets none of its own)."""
-    norm: NormSpec | None = None
-    """This block's norm; overrides defaults.norm and applies even without pool_and_norm."""
-    pool: PoolSpec | None = None
-    """This block's pool; overrides defaults.pool and applies even without pool_and_norm."""
-    activation: Activation | None = None
-    """This block's activation (default: defaults.activation)."""
-    expect: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None = None
-    """Asserted output shape [C, H, W]; a mismatch is an error."""
-
-    @model_validator(mode="after")
-    def _groups_divide_out_channels(self) -> BlockSpec:
-        if isinstance(self.groups, int) and self.out_channels % self.groups:
-            raise rule_error(
-                "groups", f"out_channels ({self.out_channels}) must be divisible by groups ({self.groups})"
-            )
-        return self
-
-
-class PoolBlock(_Named):
-    """A standalone nn.MaxPool2d (maxpool) or nn.AvgPool2d (avgpool, counting the zero padding)."""
-
-    kind: Literal["maxpool", "avgpool"]
-    kernel_size: PositiveInt = 3
-    """Window size (square)."""
-    stride: PositiveInt = 2
-    """Window step."""
-    padding: NonNegativeInt = 0
-    """Implicit padding on each side; at most kernel_size/2."""
-    ceil_mode: bool = False
-    """Round the output size up instead of down (torchvision's GoogLeNet)."""
-
-    @model_validator(mode="after")
-    def _padding_fits_kernel(self) -> PoolBlock:
-        self.window()  # the same rules as a conv block's pool
-        return self
-
-    def window(self) -> WindowPoolSpec:
-        """The same window as a conv block's pool: one arithmetic and one layer factory for both."""
-        return WindowPoolSpec(kind="max" if self.kind == "maxpool" else "avg", kernel_size=self.kernel_size,
-                              stride=self.stride, padding=self.padding, ceil_mode=self.ceil_mode)
-
-
-class AdaptiveAvgPoolBlock(_Named):
-    """nn.AdaptiveAvgPool2d: any input size to a fixed output size ([1, 1]: global average pooling)."""
-
-    kind: Literal["adaptive_avgpool"]
-    output_size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = [1, 1]
-    """[H, W] of the output."""
-
-
-class BatchNormBlock(_Named):
-    """A standalone nn.BatchNorm2d over the incoming channels (DenseNet's pre-activation order)."""
-
-    kind: Literal["batchnorm"]
-    eps: Annotated[float, Field(gt=0)] = 1e-5
-    """Added to the variance for numerical stability."""
-    momentum: Annotated[float, Field(gt=0, le=1)] = 0.1
-    """Update factor of the running statistics."""
-
-
-class ActivationBlock(_Named):
-    """A standalone activation."""
-
-    kind: Literal["activation"]
-    fn: Activation
-    """Which activation."""
-
-
-class DropoutBlock(_Named):
-    """A standalone nn.Dropout."""
-
-    kind: Literal["dropout"]
-    p: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    """Probability of zeroing an element during training."""
-
-
-class SequenceBlock(_Named):
-    """Blocks applied one after another, under one name (a stage)."""
-
-    kind: Literal["sequence"]
-    blocks: Annotated[list[Block], Field(min_length=1)]
-    """The blocks, in order."""
-
-
-class ResidualBlock(_Named):
-    """out = act(body(x) + shortcut(x)): ResNet's basic and bottleneck blocks, MobileNetV2's inverted residual."""
-
-    kind: Literal["residual"]
-    body: Annotated[list[Block], Field(min_length=1)]
-    """The blocks of the main path."""
-    shortcut: Literal["auto", "identity", "projection", "identity_or_none"] = "auto"
-    """identity; projection (1x1 conv with the body's stride, then norm); auto: projection exactly when
-    the body changes the shape; identity_or_none: identity when the shape is unchanged, else no add."""
-    shortcut_norm: Literal["batchnorm", "none"] = "batchnorm"
-    """Norm after the projection's convolution."""
-    activation: Activation = "none"
-    """Activation after the add (relu: ResNet's post-activation)."""
-
-
-class ParallelBlock(_Named):
-    """Branches applied to the same input, merged: Inception, DenseNet's dense layer, SqueezeNet's fire."""
-
-    kind: Literal["parallel"]
-    branches: Annotated[list[list[Block]], Field(min_length=1)]
-    """Each branch is a list of blocks; an empty list is the identity."""
-    merge: Literal["concat", "add"] = "concat"
-    """concat: along channels (equal spatial sizes); add: elementwise (equal shapes)."""
-
-
-class RepeatBlock(_Named):
-    """One block written once, applied `times` times (expanded into a sequence block1..blockN).
-
-    Every copy is the block as written, except the first, which `first` patches (mappings merge,
-    `{INDEX: {...}}` patches a list item, as in extends). Input channels follow the previous copy,
-    and an `auto` shortcut becomes a projection where the shape changes.
-    """
-
-    kind: Literal["repeat"]
-    times: PositiveInt
-    """How many copies."""
-    block: Block
-    """The block to repeat."""
-    first: dict[str, Any] | None = None
-    """Patch of the first copy only, e.g. {stride: 2} or {args: {stride: 2}}."""
-
-
-class UseBlock(_Named):
-    """An instance of a template defined in `templates`, with its arguments."""
-
-    kind: Literal["use"]
-    template: str
-    """Name of the template."""
-    args: dict[str, Any] = {}
-    """Values of the template's parameters (plain values; they replace `$param` in the template)."""
-
-
-class TemplateSpec(StrictModel):
-    """A named block with parameters: `$param` anywhere in `block` is replaced by the argument."""
-
-    params: list[BlockName] = []
-    """Names of the parameters; each must be used in `block`."""
-    defaults: dict[str, Any] = {}
-    """Values of parameters that a use may leave out."""
-    block: dict[str, Any]
-    """The block, with `$param` values (a whole value, never part of one)."""
-
-
-BLOCK_KINDS = (
-    "conv", "sequence", "residual", "parallel", "repeat", "use",
-    "maxpool", "avgpool", "adaptive_avgpool", "batchnorm", "activation", "dropout",
-)
-
-
-def _block_kind(value: Any) -> str:
-    """The union tag: `kind`, and conv when it is absent (AlexNet's format has no kind)."""
-    if isinstance(value, dict):
-        kind = value.get("kind", "conv")
-        return kind if isinstance(kind, str) else repr(kind)
-    return getattr(value, "kind", "conv")
-
-
-Block = Annotated[
-    Union[  # noqa: UP007 (Tag needs the members spelled out)
-        Annotated[BlockSpec, Tag("conv")],
-        Annotated[SequenceBlock, Tag("sequence")],
-        Annotated[ResidualBlock, Tag("residual")],
-        Annotated[ParallelBlock, Tag("parallel")],
-        Annotated[RepeatBlock, Tag("repeat")],
-        Annotated[UseBlock, Tag("use")],
-        Annotated[PoolBlock, Tag("maxpool")],
-        Annotated[PoolBlock, Tag("avgpool")],
-        Annotated[AdaptiveAvgPoolBlock, Tag("adaptive_avgpool")],
-        Annotated[BatchNormBlock, Tag("batchnorm")],
-        Annotated[ActivationBlock, Tag("activation")],
-        Annotated[DropoutBlock, Tag("dropout")],
-    ],
-    Discriminator(_block_kind),
-]
-LayerBlock = PoolBlock | AdaptiveAvgPoolBlock | BatchNormBlock | ActivationBlock | DropoutBlock
-
-class ClassifierSpec(StrictModel):
-    """The head: [adaptive avg pool] -> flatten -> hidden linears -> num_classes."""
-
-    hidden: list[PositiveInt] = [4096, 4096]
-    """Sizes of the hidden fully connected layers; [] for a single linear layer."""
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.5
-    """Dropout probability around each hidden layer; 0 disables it."""
-    dropout_position: Literal["before", "after"] = "after"
-    """Dropout after each hidden layer (paper) or before it (torchvision)."""
-    activation: Activation = "relu"
-    """Activation after each hidden layer; none reproduces code without one."""
-    adaptive_pool: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
-    """[H, W]: adaptive average pool before flattening, so any input size works."""
-
-
 class Spec(StrictModel):
     """A CNN architecture. The `training` section is validated by training.config."""
+
+    model_config = ConfigDict(serialize_by_alias=True)  # num_classes, not its field name
 
     extends: str | None = None
     """Path of a base spec (relative to this file) to inherit from."""
@@ -388,8 +139,8 @@ class Spec(StrictModel):
     """Name of the architecture (letters, digits, _ . -); used for run directories."""
     input: InputSpec
     """Shape of one input image."""
-    num_classes: PositiveInt
-    """Number of output classes."""
+    classes: PositiveInt | None = Field(alias="num_classes")
+    """Number of output classes; required, except with head kind none, which has none."""
     width: Annotated[float, Field(gt=0, le=64)] = 1.0
     """Width multiplier for every out_channels and hidden size."""
     width_divisor: PositiveInt = 1
@@ -400,129 +151,87 @@ class Spec(StrictModel):
     """Named blocks with parameters, instantiated by blocks of kind use."""
     blocks: Annotated[list[Block], Field(min_length=1)]
     """The blocks, in order (module names features.block1, block2, ... unless named)."""
-    classifier: ClassifierSpec = ClassifierSpec()
-    """The fully connected head."""
+    classifier: ClassifierSpec | None = ClassifierSpec()
+    """The fully connected head (the default head; the same as head: {kind: classifier, ...})."""
+    head: HeadSpec | None = None
+    """The head: classifier (default: the `classifier` key), conv (SqueezeNet's 1x1 conv head) or
+    none (no head: the output is the last block's feature map)."""
+    stochastic_depth: StochasticDepthSpec | None = None
+    """A stochastic depth rate growing linearly over the residual blocks with `stochastic_depth: linear`."""
     training: dict[str, Any] | None = None
     """Training recipe (see the README's training reference)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _no_classes_without_a_head(cls, data: Any) -> Any:
+        # num_classes is required (reported with every other problem) unless the head is none
+        head = data.get("head") if isinstance(data, dict) else None
+        kind = head.get("kind") if isinstance(head, dict) else getattr(head, "kind", None)
+        if kind == "none" and "num_classes" not in data:
+            return {**data, "num_classes": None}
+        return data
 
-for _model in (SequenceBlock, ResidualBlock, ParallelBlock, RepeatBlock, Spec):
-    _model.model_rebuild()
+    @model_validator(mode="after")
+    def _one_head(self) -> Spec:
+        given = "classifier" in self.model_fields_set and self.classifier is not None
+        if self.head is not None and given:
+            what = "has no classifier" if self.head.kind == "none" else f"has its {self.head.kind} head instead"
+            raise rule_error("classifier", f"a spec with head kind {self.head.kind} {what}; remove classifier "
+                             "(a variant of a spec that has one writes classifier: null)")
+        if self.head is None and self.classifier is None:
+            raise rule_error("classifier", "null needs a head (head kind none for no head at all)")
+        if self.head is not None:  # one value for "no classifier", so a dumped spec loads back equal
+            object.__setattr__(self, "classifier", None)
+        needs = head_def(self.the_head).needs_classes
+        if needs and self.classes is None:  # num_classes: null
+            kind = getattr(self.the_head, "kind", "classifier")
+            raise rule_error("num_classes", f"must be an integer > 0 for head kind {kind}")
+        if not needs and self.classes is not None:
+            raise rule_error("num_classes", "a spec with head kind none outputs its last block's features "
+                             "and has no classes; remove num_classes")
+        return self
 
+    @model_serializer(mode="wrap")
+    def _without_the_unused_head(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # a dumped spec (resolve, a run's spec.yaml) must load back: with a `head`, no `classifier`;
+        # without one, no `head` key, so a classifier spec dumps as it did before heads existed
+        data: dict[str, Any] = handler(self)
+        data.pop("classifier" if self.head is not None else "head", None)
+        return data
 
-# --- Resolution: what a block actually gets once defaults apply -----------------------------
+    @property
+    def num_classes(self) -> int:
+        """The number of output classes (a BuilderError for a spec without a classifying head)."""
+        if self.classes is None:
+            raise BuilderError(f"{self.name}: a spec with head kind none has no classes "
+                               "(it outputs features; give it a head to classify)")
+        return self.classes
 
-
-def block_norm(spec: Spec, block: BlockSpec) -> LRNSpec | BatchNormSpec | NoNormSpec:
-    """The block's own norm, else the spec default when `pool_and_norm` is set, else none."""
-    if block.norm is not None:
-        return block.norm
-    return spec.defaults.norm if block.pool_and_norm else NoNormSpec(kind="none")
-
-
-def block_pool(spec: Spec, block: BlockSpec) -> WindowPoolSpec | NoPoolSpec:
-    """The block's own pool, else the spec default when `pool_and_norm` is set, else none."""
-    if block.pool is not None:
-        return block.pool
-    return spec.defaults.pool if block.pool_and_norm else NoPoolSpec(kind="none")
-
-
-def block_activation(spec: Spec, block: BlockSpec) -> Activation:
-    return block.activation if block.activation is not None else spec.defaults.activation
-
-
-ConvLayer = tuple[Literal["conv", "norm", "act", "pool"], Any]
-
-
-def conv_block_layers(spec: Spec, block: BlockSpec) -> list[ConvLayer]:
-    """The layers of a conv block in forward order, as (module name, what it is).
-
-    The one source of the layer order that shapes, build and draw all follow:
-    conv -> [batchnorm] -> activation -> [lrn] -> [pool]. BatchNorm sits between the conv and
-    the activation; LRN after the activation, as in the AlexNet paper. Absent layers are left out.
-    """
-    norm, pool, act = block_norm(spec, block), block_pool(spec, block), block_activation(spec, block)
-    layers: list[ConvLayer] = [("conv", block)]
-    if isinstance(norm, BatchNormSpec):
-        layers.append(("norm", norm))
-    if act != "none":
-        layers.append(("act", act))
-    if isinstance(norm, LRNSpec):
-        layers.append(("norm", norm))
-    if isinstance(pool, WindowPoolSpec):
-        layers.append(("pool", pool))
-    return layers
-
-
-def default_name(block: Any, index: int) -> str:
-    """A block's module name: its own `name`, else block<i> (1-based position in its list)."""
-    return block.name if getattr(block, "name", None) else f"block{index + 1}"
-
-
-def child_lists(block: Any) -> list[tuple[str, Path, list[Any]]]:
-    """The block lists inside a composite block: (module name prefix, data path, blocks).
-
-    The naming rule that shapes and build follow: a sequence's blocks sit directly under it,
-    a residual's under `body`, a parallel block's under `branch1`, `branch2`, ...
-    """
-    if isinstance(block, SequenceBlock):
-        return [("", ("blocks",), block.blocks)]
-    if isinstance(block, ResidualBlock):
-        return [("body.", ("body",), block.body)]
-    if isinstance(block, ParallelBlock):
-        return [(f"branch{k + 1}.", ("branches", k), b) for k, b in enumerate(block.branches)]
-    return []
-
-
-def walk_blocks(blocks: list[Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """(module path under features, block) of every block at every depth, a composite first."""
-    for i, block in enumerate(blocks):
-        name = prefix + default_name(block, i)
-        yield name, block
-        for sub, _, children in child_lists(block):
-            yield from walk_blocks(children, f"{name}.{sub}")
+    @property
+    def the_head(self) -> AnyHead:
+        """The head in effect: `head`, else `classifier` (the default head)."""
+        if self.head is not None:
+            return self.head
+        assert self.classifier is not None  # _one_head
+        return self.classifier
 
 
 # --- Width scaling ---------------------------------------------------------------------------
 
 
-def round_channels(channels: int, width: float, multiple: int) -> int:
-    """channels * width rounded half up to a multiple of `multiple`, and never below it."""
-    return max(multiple, int(channels * width / multiple + 0.5) * multiple)
-
-
 def apply_width(spec: Spec) -> Spec:
-    """The spec with `width` folded into every out_channels and hidden size (width becomes 1).
+    """The spec with `width` folded into every out_channels and the head's sizes (width becomes 1).
 
-    A conv block's out_channels stays a multiple of width_divisor, of its own groups and of the
-    next block's groups in the same list (which must divide its in_channels). Depthwise
-    convolutions follow their input, so they stay valid at any width.
+    Each kind scales its own channel counts (its KindDef's width rule): a conv block's
+    out_channels stays a multiple of width_divisor, of its own groups and of the next block's
+    groups in the same list (which must divide its in_channels). Depthwise convolutions follow
+    their input, so they stay valid at any width.
     """
     if spec.width == 1.0:
         return spec
-    blocks = _scale_list(spec.blocks, spec.width, spec.width_divisor)
-    hidden = [round_channels(h, spec.width, spec.width_divisor) for h in spec.classifier.hidden]
-    classifier = spec.classifier.model_copy(update={"hidden": hidden})
-    return spec.model_copy(update={"width": 1.0, "blocks": blocks, "classifier": classifier})
+    blocks = scale_list(spec.blocks, spec.width, spec.width_divisor)
+    scaling = Scaling(spec.width, spec.width_divisor, spec.width_divisor)
+    field = "head" if spec.head is not None else "classifier"
+    head = head_def(spec.the_head).width(spec.the_head, scaling)
+    return spec.model_copy(update={"width": 1.0, "blocks": blocks, field: head})
 
-
-def _groups(block: Any) -> int:
-    return block.groups if isinstance(block, BlockSpec) and isinstance(block.groups, int) else 1
-
-
-def _scale_list(blocks: list[Any], width: float, divisor: int) -> list[Any]:
-    nexts = [_groups(b) for b in blocks[1:]] + [1]
-    return [_scale(b, width, divisor, lcm(divisor, _groups(b), h)) for b, h in zip(blocks, nexts)]
-
-
-def _scale(block: Any, width: float, divisor: int, multiple: int) -> Any:
-    """One block scaled; a composite's own lists restart from the spec's divisor."""
-    if isinstance(block, BlockSpec):
-        return block.model_copy(update={"out_channels": round_channels(block.out_channels, width, multiple)})
-    if isinstance(block, SequenceBlock):
-        return block.model_copy(update={"blocks": _scale_list(block.blocks, width, divisor)})
-    if isinstance(block, ResidualBlock):
-        return block.model_copy(update={"body": _scale_list(block.body, width, divisor)})
-    if isinstance(block, ParallelBlock):
-        return block.model_copy(update={"branches": [_scale_list(b, width, divisor) for b in block.branches]})
-    return block

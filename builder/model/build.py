@@ -1,5 +1,8 @@
 """Spec -> nn.Module. Module names are stable: features.block1.conv, classifier.fc1, ...
 
+Blocks are built by their kinds' factories (builder.model.factories), the head by its own
+(builder.model.heads).
+
 The result is float32 on the CPU (or on the device of an enclosing `torch.device(...)`
 context, which is how summaries build on "meta" without allocating weights).
 """
@@ -8,32 +11,19 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import pairwise
+from importlib import import_module
 from typing import Any
 
 import torch
 from torch import nn
 
 from builder.lang.errors import BuilderError
-from builder.lang.shapes import BlockShape, body_stride, conv_groups, infer, shortcut_kind
-from builder.lang.spec import (
-    ActivationBlock,
-    AdaptiveAvgPoolBlock,
-    BatchNormBlock,
-    BlockSpec,
-    DropoutBlock,
-    ParallelBlock,
-    PoolBlock,
-    ResidualBlock,
-    SequenceBlock,
-    Spec,
-    conv_block_layers,
-    default_name,
-)
-from builder.model import layers
-from builder.model.blocks import Parallel, Residual
+from builder.lang.heads import DenseHead, head_def
+from builder.lang.registry import child_lists, child_path, default_name, kind_def, kinds, resolve_factory
+from builder.lang.shapes import BlockShape, ShapeReport, infer
+from builder.lang.spec import Spec
+from builder.model.blocks import ResizedToInput
 
 BYTES_PER_PARAM = 4  # float32
 
@@ -43,140 +33,64 @@ class ModelTooLargeError(BuilderError):
 
 
 def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
-    """Build the network of a validated spec: features -> [avgpool] -> flatten -> classifier."""
+    """Build the network of a validated spec: features, then its head's modules (the classifier
+    head's: [avgpool] -> flatten -> classifier)."""
     if check_memory and torch.get_default_device().type != "meta":
         ensure_fits_in_memory(spec)
-    parts: OrderedDict[str, nn.Module] = OrderedDict(features=build_features(spec))
-    if spec.classifier.adaptive_pool:
-        parts["avgpool"] = nn.AdaptiveAvgPool2d(tuple(spec.classifier.adaptive_pool))
-    parts["flatten"] = nn.Flatten(1)
-    parts["classifier"] = build_classifier(spec)
+    report = infer(spec)
+    assert report.flatten is not None, "build_model needs a spec that passed shape inference"
+    parts: OrderedDict[str, nn.Module] = OrderedDict(features=_features(spec, report))
+    head = spec.the_head
+    parts.update(_resolve(head_def(head).factory)(spec, head, report.blocks[-1].out_shape))
+    if isinstance(head, DenseHead) and head.resize != "none":  # the logits resized to the input's size
+        return ResizedToInput(parts, head.resize)
     return nn.Sequential(parts)
+
+
+def _resolve(factory: str) -> Any:
+    module, _, name = factory.partition(":")
+    return getattr(import_module(module), name)
 
 
 def build_features(spec: Spec) -> nn.Sequential:
     """Every block of the spec, named and shaped exactly as static inference names and shapes them."""
     report = infer(spec)
     assert report.flatten is not None, "build_model needs a spec that passed shape inference"
-    return build_list(_Plan(spec, {s.name: s for s in report.all_blocks}), spec.blocks, "")
+    return _features(spec, report)
+
+
+def _features(spec: Spec, report: ShapeReport) -> nn.Sequential:
+    check_factories()
+    return BuildContext(spec, {s.name: s for s in report.all_blocks}).build_list(spec.blocks, "", "")
 
 
 @dataclass(frozen=True)
-class _Plan:
-    """The spec and its static shapes by module path: the builder follows inference, never guesses."""
+class BuildContext:
+    """What a kind's factory gets: the spec and its static shapes by module path (the builder
+    follows inference, never guesses), and the builder of its child lists."""
 
     spec: Spec
     shapes: dict[str, BlockShape]
 
+    def build_list(self, blocks: list[Any], parent: str, prefix: str) -> nn.Sequential:
+        """A list of blocks as an nn.Sequential, children named as in static inference."""
+        parts: OrderedDict[str, nn.Module] = OrderedDict()
+        for i, block in enumerate(blocks):
+            name = default_name(block, i)
+            factory = resolve_factory(kind_def(block))
+            parts[name] = factory(self, block, self.shapes[child_path(parent, prefix, name)])
+        return nn.Sequential(parts)
 
-def build_list(plan: _Plan, blocks: list[Any], prefix: str) -> nn.Sequential:
-    """A list of blocks as an nn.Sequential, children named as in static inference."""
-    parts: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, block in enumerate(blocks):
-        name = default_name(block, i)
-        parts[name] = KINDS[type(block)](plan, block, plan.shapes[prefix + name])
-    return nn.Sequential(parts)
-
-
-def build_block(plan: _Plan, block: BlockSpec, shape: BlockShape) -> nn.Module:
-    """conv -> [batchnorm] -> activation -> [lrn] -> [pool], in the order conv_block_layers gives."""
-    in_ch = shape.in_shape[0]
-    conv = nn.Conv2d(
-        in_ch, block.out_channels, block.kernel_size, stride=block.stride, padding=block.padding,
-        groups=conv_groups(block, in_ch), bias=block.bias,
-    )
-    made: dict[str, Callable[[Any], Any]] = {  # each present layer makes a module (never None)
-        "conv": lambda _: conv, "act": layers.activation, "pool": layers.pool,
-        "norm": lambda norm: layers.norm(norm, block.out_channels),
-    }
-    return nn.Sequential(OrderedDict((role, made[role](layer)) for role, layer in conv_block_layers(plan.spec, block)))
+    def children(self, block: Any, shape: BlockShape) -> list[nn.Sequential]:
+        """Each child list of `block` (at `shape.name`) built, in child_lists order; the factory
+        must register each under its prefix (`body`, `branch1`, ...; a "" prefix: the block itself)."""
+        return [self.build_list(c.blocks, shape.name, c.prefix) for c in child_lists(block)]
 
 
-def _sequence(plan: _Plan, block: SequenceBlock, shape: BlockShape) -> nn.Module:
-    return build_list(plan, block.blocks, f"{shape.name}.")
-
-
-def _residual(plan: _Plan, block: ResidualBlock, shape: BlockShape) -> nn.Module:
-    body = build_list(plan, block.body, f"{shape.name}.body.")
-    kind = shortcut_kind(block, shape.in_shape, shape.out_shape)
-    shortcut: nn.Module | None = None
-    if kind == "identity":
-        shortcut = nn.Identity()
-    elif kind == "projection":
-        shortcut = _projection(plan, block, shape)
-    return Residual(body, shortcut, layers.activation(block.activation))
-
-
-def _projection(plan: _Plan, block: ResidualBlock, shape: BlockShape) -> nn.Module:
-    """1x1 conv with the body's stride, then BatchNorm (ResNet's downsample)."""
-    c_in, c_out = shape.in_shape[0], shape.out_shape[0]
-    conv = nn.Conv2d(c_in, c_out, 1, stride=body_stride(plan.spec, block.body), bias=False)
-    if block.shortcut_norm == "none":
-        return nn.Sequential(OrderedDict(conv=conv))
-    return nn.Sequential(OrderedDict(conv=conv, norm=nn.BatchNorm2d(c_out)))
-
-
-def _parallel(plan: _Plan, block: ParallelBlock, shape: BlockShape) -> nn.Module:
-    branches = [build_list(plan, branch, f"{shape.name}.branch{k + 1}.") for k, branch in enumerate(block.branches)]
-    return Parallel(branches, block.merge)
-
-
-def _pool(plan: _Plan, block: PoolBlock, shape: BlockShape) -> nn.Module:
-    made = layers.pool(block.window())
-    assert made is not None
-    return made
-
-
-def _adaptive(plan: _Plan, block: AdaptiveAvgPoolBlock, shape: BlockShape) -> nn.Module:
-    return nn.AdaptiveAvgPool2d((block.output_size[0], block.output_size[1]))
-
-
-def _batchnorm(plan: _Plan, block: BatchNormBlock, shape: BlockShape) -> nn.Module:
-    return nn.BatchNorm2d(shape.in_shape[0], eps=block.eps, momentum=block.momentum)
-
-
-def _activation(plan: _Plan, block: ActivationBlock, shape: BlockShape) -> nn.Module:
-    # not in place: a standalone activation may open a branch or a residual body, whose input
-    # the other branches or the shortcut still need
-    made = layers.activation(block.fn, inplace=False)
-    return made if made is not None else nn.Identity()
-
-
-def _dropout(plan: _Plan, block: DropoutBlock, shape: BlockShape) -> nn.Module:
-    return nn.Dropout(block.p)
-
-
-KINDS: dict[type, Callable[[_Plan, Any, BlockShape], nn.Module]] = {
-    BlockSpec: build_block,
-    SequenceBlock: _sequence,
-    ResidualBlock: _residual,
-    ParallelBlock: _parallel,
-    PoolBlock: _pool,
-    AdaptiveAvgPoolBlock: _adaptive,
-    BatchNormBlock: _batchnorm,
-    ActivationBlock: _activation,
-    DropoutBlock: _dropout,
-}
-
-
-def build_classifier(spec: Spec) -> nn.Sequential:
-    """Hidden linears fc1..fcN with activation and dropout, then the output linear."""
-    head = spec.classifier
-    flat = infer(spec).flatten
-    assert flat is not None, "build_model needs a spec that passed shape inference"
-    sizes = [flat, *head.hidden]
-    parts: OrderedDict[str, nn.Module] = OrderedDict()
-    for i, (a, b) in enumerate(pairwise(sizes), start=1):
-        if head.dropout and head.dropout_position == "before":
-            parts[f"drop{i}"] = nn.Dropout(head.dropout)
-        parts[f"fc{i}"] = nn.Linear(a, b)
-        act = layers.activation(head.activation)
-        if act is not None:
-            parts[f"act{i}"] = act
-        if head.dropout and head.dropout_position == "after":
-            parts[f"drop{i}"] = nn.Dropout(head.dropout)
-    parts[f"fc{len(sizes)}"] = nn.Linear(sizes[-1], spec.num_classes)
-    return nn.Sequential(parts)
+def check_factories() -> None:
+    """Every registered kind's factory resolves (a kind without one fails here, not mid-build)."""
+    for kind in kinds().values():
+        resolve_factory(kind)
 
 
 def available_memory() -> int:

@@ -163,12 +163,13 @@ def layer_rows(model: nn.Module, stats: ModelStatistics, depth: int) -> list[Lay
 
 
 def _mismatches(model: nn.Module, stats: ModelStatistics, shapes: ShapeReport) -> list[str]:
-    """Compare torchinfo's output shape of every block (at every depth) and of the flatten with the static ones."""
+    """Compare torchinfo's output shape of every block (at every depth) and the head's flatten with inference."""
     seen = {id(layer.module): layer.output_size[1:] for layer in stats.summary_list}
     expected: list[tuple[str, nn.Module, list[int]]] = [
         (f"features.{b.name}", model.get_submodule(f"features.{b.name}"), list(b.out_shape)) for b in shapes.all_blocks
     ]
-    expected.append(("flatten", model.get_submodule("flatten"), [shapes.flatten or 0]))
+    if shapes.head is not None and shapes.head.flatten is not None:  # a head with a flatten module
+        expected.append(("flatten", model.get_submodule("flatten"), [shapes.flatten or 0]))
     out = [
         f"{name}: torchinfo says {seen.get(id(module))}, static inference says {want}"
         for name, module, want in expected

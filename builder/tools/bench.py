@@ -24,11 +24,11 @@ import torch
 from torch import nn
 
 from builder.lang.errors import BuilderError, suggest
+from builder.lang.files import WriteError, write_text
 from builder.lang.spec import Spec
 from builder.model.build import build_model
 from builder.model.device import DeviceError, find_device
 from training.config import TrainingConfig
-from training.files import WriteError, write_text
 from training.step import TrainStep, make_step
 
 OPTIONS = ("fp32", "channels_last", "bf16", "fp16", "compile")
@@ -317,10 +317,10 @@ def _set_speedups(results: list[OptionResult]) -> None:
         o.speedup = None if o.median is None else o.median / base
 
 
-def write_json(result: BenchResult, path: str | os.PathLike[str]) -> str:
+def write_json(result: BenchResult, path: str | os.PathLike[str], *, replace: bool = True) -> str:
     """Write result.to_dict() to path; a failure is a one-line error."""
     try:
-        write_text(Path(path), json.dumps(result.to_dict(), indent=2) + "\n")
+        write_text(Path(path), json.dumps(result.to_dict(), indent=2) + "\n", replace=replace)
     except WriteError as exc:
         raise BenchError(f"--json {path}: {exc}") from None
     return str(path)

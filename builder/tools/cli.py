@@ -9,12 +9,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecError, validate
 from builder.lang.loading import find_spec, load_spec, resolve_document, shipped_name, shipped_specs, spec_from_document
-from builder.lang.shapes import infer
+from builder.lang.shapes import ShapeReport, infer
 from builder.lang.spec import Spec
+from training.flags import DEVICE, MAX_BATCH, MAX_DEPTH, Flag, bounded_int  # torch-free
+from training.outputs import add_force_flag, check_output
+
+if TYPE_CHECKING:  # torch only for the type checker: this module imports it inside commands
+    import torch
+    from torch import nn
 
 
 def _add_spec_args(parser: argparse.ArgumentParser) -> None:
@@ -31,9 +38,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     last = report.blocks[-1].out_shape
     print(
         f"{args.spec}: OK: {spec.name}, {len(spec.blocks)} blocks, output {'x'.join(map(str, last))}, "
-        f"flatten {report.flatten}, {report.total_params:,} parameters"
+        f"{_head_text(report)}, {report.total_params:,} parameters"
     )
     return 0
+
+
+def _head_text(report: ShapeReport) -> str:
+    """'flatten 9216' for a head with a flatten; 'per-pixel 4x160x160' for a dense head; 'no head'
+    for a spec that ends with its last block."""
+    head = report.head
+    if head is not None and head.flatten is not None:
+        return f"flatten {report.flatten}"
+    return f"per-pixel {'x'.join(map(str, head.out))}" if head is not None and head.params else "no head"
 
 
 def _validate_all(doc: Document) -> Spec:
@@ -85,7 +101,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from builder.lang.schema import schema_text
+    from builder.tools.schema import schema_text
 
     print(schema_text(), end="")
     return 0
@@ -97,6 +113,7 @@ MAX_DRAW_BLOCKS = 200  # 200 blocks drew in 8 s, 2,000 in 51 s (2 busy cores); m
 def cmd_draw(args: argparse.Namespace) -> int:
     from builder.tools.draw import draw
 
+    check_output(args.output, flag="-o", force=args.force, parents=True)
     spec = load_spec(args.spec, args.overrides)
     if len(spec.blocks) > MAX_DRAW_BLOCKS:
         msg = f"{len(spec.blocks)} blocks; draw accepts at most {MAX_DRAW_BLOCKS} (use `summarize` instead)"
@@ -107,27 +124,60 @@ def cmd_draw(args: argparse.Namespace) -> int:
 
 
 def cmd_port_weights(args: argparse.Namespace) -> int:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    from builder.lang.files import write_bytes
     from builder.model.build import build_model
     from builder.model.port import port_weights, read_state_dict
 
-    model = build_model(load_spec(args.spec, args.overrides))
-    pairs = port_weights(model, read_state_dict(args.weights))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(args.output))
-    print(f"copied {len(pairs)} tensors ({pairs[0][0]} -> {pairs[0][1]}, ...); wrote {args.output}")
+    if args.weights is None and args.torchvision is None:
+        raise BuilderError("port-weights: give a WEIGHTS file, --torchvision NAME, or both")
+    output = check_output(args.output, flag="-o", force=args.force)
+    spec = load_spec(args.spec, args.overrides)
+    model = build_model(spec)
+    state = read_state_dict(args.weights) if args.weights is not None else None
+    if args.torchvision is None:
+        assert state is not None  # checked above
+        pairs = port_weights(model, state)
+        checked = "only names and shapes were checked; give --torchvision NAME to compare outputs"
+    else:
+        pairs, checked = _port_from_torchvision(model, spec, args.torchvision, state, where=args.spec)
+    write_bytes(output, save({k: v.contiguous() for k, v in model.state_dict().items()}), replace=args.force)
+    print(f"copied {len(pairs)} tensors ({pairs[0][0]} -> {pairs[0][1]}, ...); wrote {args.output}; {checked}")
     return 0
+
+
+def _port_from_torchvision(
+    model: nn.Module, spec: Spec, name: str, state: Mapping[str, torch.Tensor] | None, *, where: str
+) -> tuple[list[tuple[str, str]], str]:
+    """Port torchvision's `name` (holding `state`, else random) into `model`; refuse when outputs differ."""
+    import torch
+
+    from builder.model.port import TOLERANCE, OutputsDiffer, output_difference, port_weights, torchvision_model
+
+    torch.manual_seed(0)
+    reference = torchvision_model(name, state)
+    pairs = port_weights(model, reference.state_dict())
+    shape = (spec.input.channels, spec.input.height, spec.input.width)
+    diff, relative = output_difference(model, reference, shape)
+    figure = f"max abs output difference from torchvision's {name} {diff:.2e} ({relative:.2e} relative)"
+    if not relative <= TOLERANCE:  # NaN too
+        raise OutputsDiffer(f"{where} is not torchvision's {name}: {figure} exceeds {TOLERANCE:g}; nothing written")
+    return pairs, figure
+
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from builder.tools.bench import bench, write_json
 
+    if args.json:
+        check_output(args.json, flag="--json", force=args.force)
     spec = load_spec(args.spec, args.overrides)
     result = bench(spec, batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
                    device=args.device, options=args.options)
     print(result)
     if args.json:
-        print(f"wrote {write_json(result, args.json)}")
+        print(f"wrote {write_json(result, args.json, replace=args.force)}")
     return 0
 
 
@@ -142,7 +192,7 @@ def cmd_list(args: argparse.Namespace) -> int:
             continue
         report, shape = infer(spec), spec.input
         rows.append((shipped_name(path), spec.name, f"{shape.channels}x{shape.height}x{shape.width}",
-                     str(spec.num_classes), f"{report.total_params:,}", _giga(report.mult_adds), str(path)))
+                     str(spec.classes or "-"), f"{report.total_params:,}", _giga(report.mult_adds), str(path)))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         print("  ".join(cell.rjust(w) if 3 <= i <= 5 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
@@ -171,7 +221,7 @@ EXAMPLES = {  # shown at the end of each command's --help
     "evaluate": "python -m builder evaluate runs/alexnet_digits-20250101-120000 --weights best",
     "predict": "python -m builder predict runs/alexnet_digits-20250101-120000 my_images/ -o runs/preds.csv",
     "export": "python -m builder export runs/alexnet_digits-20250101-120000 --format onnx -o runs/model.onnx",
-    "sweep": "python -m builder sweep alexnet_digits --grid classifier.dropout=0.3,0.5 --epochs 1 --out runs/sweep",
+    "sweep": "python -m builder sweep alexnet_digits --grid width=0.5,1.0 --epochs 1 --out runs/sweep",
     "leaderboard": "python -m builder leaderboard runs/sweep",
 }
 
@@ -202,8 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_spec_args(p)
     p.add_argument("--device", default="auto",
                    help="auto (default: cpu for a small model, else meta), meta (no weights allocated), cpu, cuda, ...")
-    p.add_argument("--batch-size", type=int, default=1, help="batch size of the dummy input (default 1)")
-    p.add_argument("--depth", type=int, default=3, help="nesting depth of the table (default 3)")
+    Flag("--batch-size", "batch_size", "N", "batch size of the dummy input (default 1)",
+         check=bounded_int(1, MAX_BATCH)).add(p, default=1)
+    Flag("--depth", "depth", "N", "nesting depth of the table (default 3)",
+         check=bounded_int(0, MAX_DEPTH)).add(p, default=3)
     p.set_defaults(func=cmd_summarize)
 
     p = sub.add_parser("resolve", help="print the fully resolved spec (extends, defaults, --set, width)")
@@ -224,23 +276,30 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("draw", help="render the architecture as a PNG or SVG picture")
     _add_spec_args(p)
     p.add_argument("-o", "--output", required=True, help="output file, .png or .svg")
+    add_force_flag(p)
     p.set_defaults(func=cmd_draw)
 
     p = sub.add_parser("port-weights", help="copy a torchvision state dict into the built model")
     _add_spec_args(p)
-    p.add_argument("weights", help="source state dict: .pth/.pt (loaded with weights_only=True) or .safetensors")
+    p.add_argument("weights", nargs="?", help="source state dict: .pth/.pt (loaded with weights_only=True) or "
+                   ".safetensors; with --torchvision it is optional (random weights are compared)")
+    p.add_argument("--torchvision", metavar="NAME", help="torchvision's model NAME holds the weights: port them and "
+                   "refuse (exit 1) unless the outputs agree within 1e-5 relative")
     p.add_argument("-o", "--output", required=True, help="where to write the ported model.safetensors")
-    p.set_defaults(func=cmd_port_weights)
+    add_force_flag(p)
+    p.set_defaults(func=cmd_port_weights, late_positionals=("weights",))
 
     p = sub.add_parser("bench", help="measure training images/s under fp32, channels_last, bf16, fp16, compile")
     _add_spec_args(p)
-    p.add_argument("--batch-size", type=int, default=64, help="images per step (default 64)")
+    Flag("--batch-size", "batch_size", "N", "images per step (default 64)",
+         check=bounded_int(1, MAX_BATCH)).add(p, default=64)
     p.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per option first (default 3)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the median is reported (default 3)")
-    p.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N, mps")
+    DEVICE.add(p, default="auto")
     p.add_argument("--options", default="all", help="comma list of fp32,channels_last,bf16,fp16,compile (default all)")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    add_force_flag(p)
     p.set_defaults(func=cmd_bench)
 
     from training.cli import add_train_parser  # torch-free at import
@@ -260,10 +319,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _late_positionals(parser: argparse.ArgumentParser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Fill an optional positional given after an option (argparse leaves `SPEC --set X WEIGHTS`'s
+    WEIGHTS unmatched: it matches optional positionals only next to the first one)."""
+    for name in getattr(args, "late_positionals", ()):
+        if extra and getattr(args, name) is None and not extra[0].startswith("-"):
+            setattr(args, name, extra.pop(0))
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure is printed as plain lines, never a traceback."""
-    args = build_parser().parse_args(argv)
     try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)  # a flag's value out of bounds is a located line
+        _late_positionals(parser, args, extra)
         for name in ("spec", "spec_a"):  # a shipped spec's name becomes the file read, for every message
             if getattr(args, name, None) is not None:
                 setattr(args, name, str(find_spec(getattr(args, name))))

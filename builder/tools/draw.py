@@ -1,6 +1,6 @@
 """A picture of a spec's architecture, drawn from static shape inference (builder.lang.shapes).
 
-Data flows top to bottom: input -> blocks -> classifier, in columns that wrap left to right.
+Data flows top to bottom: input -> blocks -> head, in columns that wrap left to right.
 Every block is what `infer` reports, at every depth, so the picture cannot disagree with the model:
 
 - a leaf block (conv block, pool, batchnorm, activation, dropout) is a box with its module name,
@@ -24,14 +24,16 @@ import math
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError
-from builder.lang.shapes import BlockShape, ShapeReport, body_stride, infer, shortcut_kind
-from builder.lang.spec import ResidualBlock, Spec, child_lists, default_name, walk_blocks
-from training.files import atomic_write  # torch-free
+from builder.lang.files import atomic_write  # torch-free
+from builder.lang.heads import head_def
+from builder.lang.registry import FAMILIES as LABEL_FAMILIES
+from builder.lang.registry import Label, child_lists, default_name, kind_def, walk_blocks
+from builder.lang.shapes import BlockShape, ShapeReport, infer
+from builder.lang.spec import Spec
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -61,6 +63,8 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "linear": ("#f8dcdc", "#b84a4a"),
     "dropout": ("#ebebeb", "#7d7d7d"),
 }
+if tuple(FAMILIES) != LABEL_FAMILIES:  # every label family has exactly one colour
+    raise ImportError(f"draw colours {tuple(FAMILIES)} do not match the label families {LABEL_FAMILIES}")
 # (fill, accent) of each kind of box or frame; the accent draws the border and the title.
 KINDS: dict[str, tuple[str, str]] = {
     "input": ("#f6f7f9", "#6b7785"),
@@ -115,7 +119,7 @@ def draw(spec: Spec, path: str | Path) -> Path:
     if report.flatten is None:
         problem = report.problems[-1].message if report.problems else "shape inference failed"
         raise BuilderError(f"cannot draw {spec.name}: {problem}")
-    items = _items(spec, report, report.flatten)
+    items = _items(spec, report)
     fig = _figure(spec, report, items)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,14 +133,14 @@ def draw(spec: Spec, path: str | Path) -> Path:
 # --- What to draw --------------------------------------------------------------------------
 
 
-def _items(spec: Spec, report: ShapeReport, flat: int) -> list[_Item]:
-    """Input, the top-level blocks (runs of copies folded), classifier, in forward order."""
+def _items(spec: Spec, report: ShapeReport) -> list[_Item]:
+    """Input, the top-level blocks (runs of copies folded), the head, in forward order."""
     net = _Net(spec, {s.name: s for s in report.all_blocks}, dict(walk_blocks(spec.blocks)),
                _subtrees(report.all_blocks), report.total_params)
     c, h, w = spec.input.channels, spec.input.height, spec.input.width
-    first = _leaf("input", "input", _shape((c, h, w)), "", ("image",))
+    first = _leaf("input", "input", _shape((c, h, w)), "", (Label("image", "reshape"),))
     names = [default_name(b, i) for i, b in enumerate(spec.blocks)]
-    return [first, *_list(net, names, ""), _head(spec, report, flat)]
+    return [first, *_list(net, names, ""), _head(spec, report)]
 
 
 def _subtrees(shapes: list[BlockShape]) -> dict[str, tuple[BlockShape, ...]]:
@@ -182,60 +186,42 @@ def _block(net: _Net, name: str, run: list[str], parent: str) -> _Item:
     shape = _shape(last.out_shape)
     lists = tuple(_list(net, [f"{name}.{sub}{default_name(b, i)}" for i, b in enumerate(blocks)], name)
                   for sub, _, blocks in child_lists(block))
-    if own.kind == "sequence":
-        return _frame("sequence", title, shape, note, lists, len(run))
-    if own.kind == "residual":
-        return _residual(net, own, block, title, shape, note, lists[0], len(run))
-    if own.kind == "parallel":
-        return _frame("parallel", title, shape, note, lists, len(run), block.merge)
-    return _leaf("leaf", title, shape, note, tuple(_short(label) for label in own.layers), len(run))
+    frame = kind_def(block).frame(net.spec, block, own)  # the kind says how it is drawn
+    if frame.style == "leaf":
+        return _leaf("leaf", title, shape, note, tuple(_short(label) for label in own.layers), len(run))
+    if frame.style == "residual":
+        lists = lists[:1]  # the main path; the skip lane is drawn beside it
+    return _frame(frame.style, title, shape, note, lists, len(run), frame.merge, frame.skip)
 
 
-def _residual(net: _Net, own: BlockShape, block: ResidualBlock, title: str, shape: str, note: str,
-              body: tuple[_Item, ...], count: int) -> _Item:
-    """The shortcut label comes from shortcut_kind and body_stride, as the builder's projection."""
-    kind = shortcut_kind(block, own.in_shape, own.out_shape)
-    skip = {"identity": "identity", "none": ""}.get(kind, f"projection 1x1 s{body_stride(net.spec, block.body)}")
-    if kind == "projection" and block.shortcut_norm == "batchnorm":
-        skip += " + bn"
-    merge = ("add" if kind != "none" else "no shortcut") + (f", {block.activation}" * (block.activation != "none"))
-    return _frame("residual", title, shape, note, (body,), count, merge, skip)
-
-
-def _head(spec: Spec, report: ShapeReport, flat: int) -> _Item:
-    """The classifier: [adaptive pool], flatten, then linears in build_classifier's order."""
-    pool = spec.classifier.adaptive_pool
-    layers = ((f"adaptive avgpool {pool[0]}x{pool[1]}",) if pool else ()) + (f"flatten {flat:,}",)
-    classes = f"{spec.num_classes} class{'es' * (spec.num_classes > 1)}"
+def _head(spec: Spec, report: ShapeReport) -> _Item:
+    """The head's box: its layers as static inference labels them (the builder's order)."""
+    assert report.head is not None
+    head = head_def(spec.the_head)
     note = _params_text(report.classifier_params, report.total_params)
-    return _leaf("head", "classifier", classes, note, layers + _classifier_layers(spec, flat))
+    return _leaf("head", head.title, _outputs(spec, report), note, report.head.labels)
 
 
-def _classifier_layers(spec: Spec, flat: int) -> tuple[str, ...]:
-    """Layer labels in build_classifier's order: [dropout] linear act [dropout] ..., linear."""
-    head = spec.classifier
-    sizes = [flat, *head.hidden]
-    drop = [f"dropout {head.dropout:g}"] if head.dropout else []
-    act = [head.activation] if head.activation != "none" else []
-    layers: list[str] = []
-    for a, b in pairwise(sizes):
-        before, after = (drop, []) if head.dropout_position == "before" else ([], drop)
-        layers += [*before, f"linear {a:,} \u2192 {b:,}", *act, *after]
-    return (*layers, f"linear {sizes[-1]:,} \u2192 {spec.num_classes:,}")
+def _outputs(spec: Spec, report: ShapeReport) -> str:
+    """'10 classes', '4 x 64 x 64: 4 classes per pixel' (a dense head), or the feature map a spec
+    without a classifying head ends with."""
+    assert report.head is not None
+    if not head_def(spec.the_head).needs_classes:
+        return _shape(report.head.out)
+    classes = f"{spec.num_classes} class{'es' * (spec.num_classes > 1)}"
+    return f"{_shape(report.head.out)}: {classes} per pixel" if len(report.head.out) == 3 else classes
 
 
-def _short(label: str) -> str:
+def _short(label: str) -> Label:
     """A layer label without the default stride and padding: 'conv 64 k1 s1 p0' -> 'conv 64 k1'."""
-    return re.sub(r" (s1|p0)(?= |$)", "", label)
+    return Label(re.sub(r" (s1|p0)(?= |$)", "", label), _family(label))
 
 
 def _family(label: str) -> str:
-    """The colour family of a layer label, by its first word."""
-    word = label.split()[0]
-    named = {"conv": "conv", "batchnorm": "norm", "lrn": "norm", "maxpool": "pool", "avgpool": "pool",
-             "adaptive": "pool", "flatten": "reshape", "linear": "linear", "dropout": "dropout",
-             "image": "reshape"}
-    return named.get(word, "activation")
+    """The colour family of a layer label: every kind's labels carry theirs (registry.Label)."""
+    if not isinstance(label, Label):
+        raise BuilderError(f"cannot draw the layer label '{label}': it has no colour family (use registry.Label)")
+    return label.family
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -577,7 +563,7 @@ def _header_text(spec: Spec, report: ShapeReport) -> str:
     convs = sum(1 for s in report.all_blocks if s.kind == "conv")
     return (f"{report.total_params:,} parameters ({_bytes(report.total_params * 4)} as float32)"
             f"  \u00b7  input {i.channels} x {i.height} x {i.width}  \u00b7  {convs} conv block{'s' * (convs != 1)}"
-            f"  \u00b7  {spec.num_classes} class{'es' * (spec.num_classes > 1)}")
+            f"  \u00b7  {_outputs(spec, report)}")
 
 
 def _bytes(size: int) -> str:

@@ -15,7 +15,6 @@ import argparse
 import csv
 import io
 import math
-import os
 import re
 import statistics
 import sys
@@ -25,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from builder.lang.errors import BuilderError, SpecError
+from builder.lang.files import write_bytes, write_text
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 from training.errors import RunFileError
@@ -200,18 +200,11 @@ def write_leaderboard(directory: Path, sort: Sort = "best_val_acc", x: XAxis = "
     problems: list[str] = []
     rows = collect(directory, sort, problems)
     csv_path, md_path = directory / "leaderboard.csv", directory / "leaderboard.md"
-    _write(csv_path, to_csv(rows).encode())
+    write_text(csv_path, to_csv(rows))  # atomic: search workers on one sweep directory each rewrite it
     png = directory / "pareto.png" if plot_pareto(directory / "pareto.png", rows, x) else None
     text = to_markdown(rows, directory, sort, png)
-    _write(md_path, text.encode())
+    write_text(md_path, text)
     return Leaderboard(rows, text, csv_path, md_path, png, tuple(problems))
-
-
-def _write(path: Path, data: bytes) -> None:
-    """Atomically: search workers on one sweep directory each rewrite the leaderboard."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def to_csv(rows: Sequence[Row]) -> str:
@@ -306,7 +299,7 @@ def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
     _axes(ax, x, shown[0].val_metric)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    _write(path, buffer.getvalue())
+    write_bytes(path, buffer.getvalue())
     return True
 
 

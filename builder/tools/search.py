@@ -20,23 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError, SpecError
-from builder.tools.sweep import (
-    CategoricalParam,
-    Children,
-    FloatParam,
-    IntParam,
-    Outcome,
-    Override,
-    Plan,
-    SearchConfig,
-    Variant,
-    child_env,
-    finish,
-    forwarding_signals,
-    new_record,
-    train_command,
-    train_namespace,
-)
+from builder.tools.search_config import CategoricalParam, FloatParam, IntParam, SearchConfig
+from builder.tools.sweep_plan import Override, Plan, Variant, new_record, train_namespace
+from builder.tools.sweep_run import Children, Outcome, child_env, finish, forwarding_signals, train_command
 from training.cli import load_training
 from training.runfiles import LOG, METRICS, EpochEvent, read_events, read_metrics, write_record
 

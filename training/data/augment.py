@@ -1,7 +1,8 @@
 """Per-batch preprocessing on tensors: resize, augmentation (training only), normalization.
 
 Every random choice comes from a generator seeded by (seed, epoch[, step]), never from global
-state, so a run stopped at any step resumes with exactly the same augmentations.
+state, so a run stopped at any step resumes with exactly the same augmentations. Segmentation
+batches are augmented jointly with their masks (training/data/joint.py).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ class Preprocess:
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
+    def pair(self, images: Tensor, labels: Tensor, rng: torch.Generator | None) -> tuple[Tensor, Tensor]:
+        """A training batch: the images preprocessed (augmented with `rng`), the labels as they are."""
+        return self(images, rng), labels
+
     @property
     def padding(self) -> tuple[int, int]:
         """The crop padding in pixels, (top/bottom, left/right), rounded half up."""
@@ -78,12 +83,3 @@ def random_crop(x: Tensor, padding: tuple[int, int], rng: torch.Generator) -> Te
 def random_hflip(x: Tensor, rng: torch.Generator) -> Tensor:
     flip = (torch.rand(x.shape[0], generator=rng) < 0.5).to(x.device)[:, None, None, None]
     return torch.where(flip, x.flip(3), x)
-
-
-def preprocess_for(
-    mean: tuple[float, ...], std: tuple[float, ...], size: tuple[int, int], augment: Augment, device: torch.device,
-    channels_last: bool = False,
-) -> Preprocess:
-    """The preprocessing of images of `size` (H, W) normalized by a dataset's `mean` and `std`."""
-    stats = [torch.tensor(s, dtype=torch.float32, device=device).view(-1, 1, 1) for s in (mean, std)]
-    return Preprocess(size, stats[0], stats[1], augment, channels_last)

@@ -19,12 +19,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from builder.lang.files import WriteError, write_bytes
 from builder.model.build import available_memory
 from training.checkpoint import CHECKSUM, checksum, load_weights
 from training.config import ImageFolderData
 from training.data.splits import DecodedImages, FolderSplit, TensorSplit, ignore_sigint
 from training.errors import CheckpointError
-from training.files import WriteError, write_bytes
 
 IN_MEMORY_FRACTION = 0.25  # `in_memory: auto` keeps a folder whose decoded bytes fit in this share of free memory
 CACHE_ENV = "CNN_SPEC_BUILDER_CACHE"  # overrides the default cache directory

@@ -178,7 +178,7 @@ def on_device(data: Data, device: torch.device) -> Data:
     def move(split: Split | None) -> Split | None:
         if not isinstance(split, TensorSplit):
             return split  # decoded per batch: moved batch by batch
-        return TensorSplit(split.images.to(device), split.labels.to(device))
+        return replace(split, images=split.images.to(device), labels=split.labels.to(device))  # keeps the kind
 
     return replace(data, train=move(data.train) or data.train, val=move(data.val), test=move(data.test))
 

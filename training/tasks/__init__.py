@@ -1,49 +1,31 @@
-"""The tasks by name. Torch-free at import: a task's module is imported when one is made.
+"""The kinds of task by name (their metrics and defaults), torch-free: what the config validates.
 
 A dataset config names its task (`task` of training.config's dataset kinds); `make_task`
-makes that task for a run. See training/tasks/base.py for the interface.
+(training.tasks.make, above the config) makes that task for a run. See training/tasks/base.py
+for the interface.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from training.tasks.base import Metric, PredictRequest, Task, TaskKind, columns
 
-if TYPE_CHECKING:
-    from training.config import TrainingConfig
-    from training.runinfo import LoadedRun
-
 ACCURACY = Metric("acc", "accuracy", "top-1 accuracy (%)")
-
-
-def _classification(config: TrainingConfig, classes: tuple[str, ...]) -> Task:
-    from training.tasks.classification import ClassificationTask
-
-    return ClassificationTask(classes, config.label_smoothing)
-
+SEGMENTATION_METRICS = (
+    Metric("miou", "mIoU", "mean IoU", percent=False),
+    Metric("dice", "Dice", "mean Dice", percent=False),
+    Metric("pixel_acc", "pixel accuracy", "pixel accuracy (%)"),
+)
 
 TASKS: dict[str, TaskKind] = {
-    "classification": TaskKind("classification", (ACCURACY,), _classification),
+    "classification": TaskKind("classification", (ACCURACY,)),
+    "segmentation": TaskKind("segmentation", SEGMENTATION_METRICS),
 }
 
 __all__ = [
-    "ACCURACY", "TASKS", "Metric", "PredictRequest", "Task", "TaskKind", "columns", "make_task", "run_task",
+    "ACCURACY", "SEGMENTATION_METRICS", "TASKS", "Metric", "PredictRequest", "Task", "TaskKind", "columns",
     "task_kind",
 ]
 
 
 def task_kind(name: str) -> TaskKind:
     return TASKS[name]
-
-
-def make_task(config: TrainingConfig, classes: tuple[str, ...]) -> Task:
-    """The task of `config`'s dataset, for a run whose outputs are `classes`."""
-    return TASKS[config.dataset.task].make(config, classes)
-
-
-def run_task(run: LoadedRun, config: TrainingConfig | None = None) -> Task:
-    """The task of a trained run (its own training config unless another is given)."""
-    from training.config import TrainingConfig
-
-    return make_task(config or TrainingConfig.model_validate(run.spec.training or {}), run.classes)

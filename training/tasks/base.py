@@ -9,16 +9,19 @@ validates `monitor` against a task's metric names (`TaskKind`) without torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import csv
+import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
+
+from builder.lang.files import write_text
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     from torch import Tensor
 
-    from training.config import TrainingConfig
     from training.runinfo import LoadedRun
 
 
@@ -50,11 +53,11 @@ def columns(metrics: Sequence[Metric]) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class TaskKind:
-    """A task as the torch-free config sees it: its name, metrics and defaults, and how to make it."""
+    """A task as the torch-free config sees it: its name, metrics and defaults
+    (training.tasks.make makes the task itself)."""
 
     name: str
     metrics: tuple[Metric, ...]  # the first is the headline (the farewell line, curves.png)
-    make: Callable[[TrainingConfig, tuple[str, ...]], Task]
 
     @property
     def default_monitor(self) -> str:
@@ -93,7 +96,7 @@ class Keeper(Protocol):
 
 
 class Task(Protocol):
-    """A kind of problem, made for one run: `TaskKind.make(config, classes)`."""
+    """A kind of problem, made for one run: `training.tasks.make.make_task(config, classes)`."""
 
     kind: TaskKind
     classes: tuple[str, ...]  # in label (index) order
@@ -142,3 +145,12 @@ class Task(Protocol):
         """Predict `request.files` and write the results: (lines to print, one error line per
         file that could not be read)."""
         ...
+
+
+def write_table(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    """A report table as CSV (atomically, as every file is written)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())

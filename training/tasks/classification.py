@@ -16,10 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from training.evaluate import write_table
 from training.runinfo import LoadedRun
 from training.tasks import TASKS
-from training.tasks.base import PredictRequest, TaskKind
+from training.tasks.base import PredictRequest, TaskKind, write_table
 
 WRONG_GRID = 16  # images in wrong.png
 SHOWN = 20  # predictions printed when they are also written to a file
@@ -64,9 +63,11 @@ class ClassificationTask:
         return 1
 
     def loss(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        check_outputs(outputs, targets)
         return F.cross_entropy(outputs.float(), targets, label_smoothing=self.label_smoothing)
 
     def loss_sum(self, outputs: Tensor, targets: Tensor) -> Tensor:
+        check_outputs(outputs, targets)
         return F.cross_entropy(outputs.float(), targets, reduction="sum")  # never smoothed: the test loss
 
     def tally(self, outputs: Tensor, targets: Tensor) -> Tensor:
@@ -113,6 +114,17 @@ class ClassificationTask:
             write_table(request.output, header, table)
             lines.append(f"wrote {request.output} ({len(table):,} predictions)")
         return lines, errors
+
+
+def check_outputs(outputs: Tensor, targets: Tensor) -> None:
+    """Class scores (N, classes) for labels (N,), or one located error (a per-pixel spec, say)."""
+    if outputs.ndim != 2 or targets.ndim != 1:
+        from training.errors import ConfigProblems
+
+        raise ConfigProblems.at(("training", "dataset", "kind"), (
+            f"a classification dataset needs a model whose output is one score per class (N, classes), but the "
+            f"spec's model outputs {tuple(outputs.shape)}" + (" (per pixel: use a segmentation dataset)"
+                                                              if outputs.ndim == 4 else "")))
 
 
 def summary(out: Outputs, classes: tuple[str, ...], loss: float) -> dict[str, Any]:

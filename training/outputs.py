@@ -1,0 +1,75 @@
+"""The rule for a file the user names as an output (`predict -o`, `port-weights -o`, `bench
+--json`, `draw -o`, `export -o`): nothing the program did not create is replaced unless the user
+says `--force`, and some things never are.
+
+Never: a device node, a directory, or one of a run's own files (training.runfiles). Only with
+--force: an existing file, a symbolic link (the link itself is replaced; its target is never
+written), another non-regular file (a FIFO...), or a new file inside a run directory. The write
+itself is atomic (builder.lang.files), so what is checked here is what gets replaced. Torch-free.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+from pathlib import Path
+
+from builder.lang.errors import BuilderError
+from training.runfiles import RUN_FILES, enclosing_run
+
+FORCE_HELP = "replace an existing file or link, or write inside a run directory (never a device or a run's own file)"
+
+
+class OutputRefused(BuilderError):
+    """An output path the rule refuses: one line, exit 2, nothing written."""
+
+
+def add_force_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP)
+
+
+def check_output(path: str | Path, *, flag: str, force: bool, chosen: bool = False, parents: bool = False) -> Path:
+    """`path` once the rule allows writing it (OutputRefused otherwise). `chosen`: the program
+    chose the path itself (a default inside the run it reads), so being in a run is no reason;
+    `parents`: the command creates missing parent directories."""
+    path = Path(path)
+    where = f"{flag} {path}" if flag else str(path)
+    if os.path.lexists(path.parent) and not path.parent.is_dir():
+        raise OutputRefused(f"{where}: {path.parent} is not a directory")
+    if not parents and not path.parent.is_dir():
+        raise OutputRefused(f"{where}: no such directory {path.parent}")
+    target = path.parent.resolve() / path.name
+    run = enclosing_run(target.parent)
+    if run is not None and target.relative_to(run).parts[0] in RUN_FILES:
+        raise OutputRefused(f"{where}: a file of the run in {run}; a run's own files are never replaced")
+    found = _existing(path)
+    if found is None and run is not None and not chosen:
+        found = f"inside the run directory {run}", "write there"
+    if found is None:
+        return path
+    why, allowed = found
+    if allowed is None:
+        raise OutputRefused(f"{where}: {why}; never written")
+    if not force:
+        raise OutputRefused(f"{where}: {why}; pass --force to {allowed}")
+    return path
+
+
+def _existing(path: Path) -> tuple[str, str | None] | None:
+    """What is at `path` and what --force would allow (None: never), or None if nothing is."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return f"cannot be checked ({exc.strerror or exc})", None
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device", None
+    if stat.S_ISDIR(mode):
+        return "a directory", None
+    if stat.S_ISLNK(mode):
+        return "a symbolic link (its target is never written)", "replace the link"
+    if not stat.S_ISREG(mode):
+        return "not a regular file", "replace it"
+    return "exists", "replace it"
