@@ -29,7 +29,7 @@ from test_trainer import DIGITS_SPEC
 from builder.lang.errors import BuilderError
 from builder.lang.loading import load_spec
 from builder.tools.cli import main
-from training.checkpoint import load_checkpoint, save_checkpoint
+from training.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from training.config import TrainingConfig
 from training.data import load_data
 from training.errors import ConfigProblems
@@ -42,7 +42,6 @@ from training.runfiles import (
     WEIGHTS,
     check_info_fits,
     check_resume,
-    read_checkpoint,
     read_events,
     read_metrics,
     read_run_info,

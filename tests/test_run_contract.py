@@ -343,7 +343,6 @@ def test_a_failed_start_leaves_nothing_that_refuses_the_same_out(
     tmp_path: Path, cli: Cli, write_spec: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from builder.lang.files import WriteError
-
     from training import trainer
 
     spec = write_spec(DIGITS_SPEC, "tiny.yaml")

@@ -27,10 +27,10 @@ from torch import Tensor, nn
 
 from builder.lang.files import atomic_write, write_bytes
 from training.errors import CheckpointError
-from training.runfiles import CHECKPOINT, WEIGHTS, open_regular, read_bytes
+from training.runfiles import CHECKPOINT, WEIGHTS, check_checkpoint, open_regular, read_bytes
 
-__all__ = ["CHECKPOINT", "WEIGHTS", "checksum", "load_checkpoint", "load_weights", "rng_states", "save_checkpoint",
-           "save_weights", "set_rng_states"]
+__all__ = ["CHECKPOINT", "WEIGHTS", "checksum", "load_checkpoint", "load_weights", "read_checkpoint", "rng_states",
+           "save_checkpoint", "save_weights", "set_rng_states"]
 
 FORMAT = "cnn-builder-checkpoint"
 VERSION = 2  # 2: with a checksum of everything it holds
@@ -165,3 +165,12 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np_state = states["numpy"]
     key = np.array(np_state["state"]["key"], dtype=np.uint32)
     np.random.set_state({**np_state, "state": {**np_state["state"], "key": key}})
+
+
+def read_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """The run's checkpoint (checksum verified) with every part's structure checked
+    (runfiles.check_checkpoint); each problem is one CheckpointError line."""
+    path = run_dir / CHECKPOINT
+    state = load_checkpoint(path)
+    check_checkpoint(state, path)
+    return state

@@ -16,6 +16,7 @@ from typing import Any
 from builder.lang.files import write_text
 from builder.lang.loading import dump_spec
 from builder.lang.spec import Spec
+from training.checkpoint import read_checkpoint
 from training.config import TrainingConfig
 from training.errors import CheckpointError, RunDirError, RunFileError
 from training.runfiles import (
@@ -31,7 +32,6 @@ from training.runfiles import (
     TMP_FILE,
     check_resume,
     foreign_entries,
-    read_checkpoint,
     read_run_info,
     spec_data,
 )

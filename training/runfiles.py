@@ -630,17 +630,6 @@ def position_state(state: Any, where: str) -> dict[str, Any]:
     return dict(state)
 
 
-def read_checkpoint(run_dir: Path) -> dict[str, Any]:
-    """The run's checkpoint (checksum verified) with every part's structure checked; each problem
-    is one CheckpointError line."""
-    from training.checkpoint import load_checkpoint
-
-    path = run_dir / CHECKPOINT
-    state = load_checkpoint(path)
-    check_checkpoint(state, path)
-    return state
-
-
 def check_checkpoint(state: dict[str, Any], path: Path) -> None:
     """The keys a checkpoint has; plain spec and config; the position, its history and the RNG states."""
     from training.config import TrainingConfig
