@@ -7,7 +7,8 @@ the rows it writes become the table of BENCHMARKS.md, with the machine, the date
 the machine was, and each row's reproducing command. Before starting, it waits (up to
 --idle-wait seconds) until other processes use less than a quarter of a CPU. --quick takes
 fewer repeats and smaller sizes (for development; such a file says so); --only runs the
-named scripts (builder, trainer, image_folder, time_to_accuracy, lrn, cli, canon).
+named scripts (builder, trainer, image_folder, time_to_accuracy, lrn, cli, canon, unet, unet_demo,
+seg_predict).
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ BENCHMARKS: dict[str, tuple[str, list[str], list[str]]] = {
     "lrn": ("bench_lrn.py", [], ["--repeats", "2"]),
     "cli": ("bench_cli.py", [], ["--repeats", "2"]),
     "canon": ("bench_canon.py", [], ["--repeats", "2", "--size", "64", "--steps", "2"]),
+    "unet": ("bench_unet.py", [], ["--repeats", "2", "--steps", "1"]),
+    "unet_demo": ("bench_unet_demo.py", [], ["--set", "training.epochs=1"]),
+    "seg_predict": ("bench_seg_predict.py", [], ["--repeats", "1", "--count", "100"]),
 }
 IDLE_CPUS = 0.25  # other processes' CPU use below which the machine counts as idle
 

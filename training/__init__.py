@@ -12,9 +12,10 @@ from training.config import TrainingConfig
 
 if TYPE_CHECKING:
     from training.runinfo import load_run
+    from training.tasks.segmentation import segment_image
     from training.trainer import TrainResult, train
 
-__all__ = ["TrainResult", "TrainingConfig", "load_run", "train"]
+__all__ = ["TrainResult", "TrainingConfig", "load_run", "segment_image", "train"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,4 +27,8 @@ def __getattr__(name: str) -> Any:
         from training import runinfo
 
         return runinfo.load_run
+    if name == "segment_image":  # one image's mask from a segmentation run
+        from training.tasks import segmentation
+
+        return segmentation.segment_image
     raise AttributeError(f"module 'training' has no attribute {name!r}")

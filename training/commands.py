@@ -19,7 +19,8 @@ class UsageError(BuilderError):
 
 def add_commands(sub: Any) -> None:
     """Register evaluate, predict and export on the builder CLI's subparsers."""
-    p = sub.add_parser("evaluate", help="a run's top-1/top-5, per-class metrics, confusion matrix, worst errors",
+    p = sub.add_parser("evaluate", help="a run's metrics (top-1/top-5 or mIoU/Dice), per class, confusion matrix, "
+                       "worst errors",
                        description="Evaluate a run's weights on its test split (or --data), as the trainer does.")
     p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
     WEIGHTS.add(p, default="best")
@@ -28,14 +29,17 @@ def add_commands(sub: Any) -> None:
     DEVICE.add(p, default="cpu", more="; default cpu")
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classify image files or folders with a run's model",
-                       description="Classify images (jpg, png, bmp, webp; folders searched recursively).")
+    p = sub.add_parser("predict", help="classify or segment image files or folders with a run's model",
+                       description="Classify images, or segment them at their own size (jpg, png, bmp, webp; "
+                                   "folders searched recursively).")
     p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
     p.add_argument("paths", metavar="PATH", nargs="+", help="image files or folders")
     WEIGHTS.add(p, default="best")
     topk = Flag("--topk", "topk", "K", "also list the K most likely classes", check=bounded_int(1, MAX_COUNT))
     topk.add(p, default=1)
-    p.add_argument("-o", "--output", metavar="CSV", help="write the predictions as CSV (path,pred,prob,top2,...)")
+    p.add_argument("-o", "--output", metavar="CSV|DIR", help="classification: write the predictions as CSV "
+                   "(path,pred,prob,top2,...); segmentation: write NAME_mask.png, NAME_overlay.png and "
+                   "fractions.csv into DIR")
     Flag("--workers", "workers", "N", "decoding processes (default: CPUs - 1, at most 8)",
          check=bounded_int(0, MAX_WORKERS)).add(p)
     DEVICE.add(p, default="cpu", more="; default cpu")
@@ -97,7 +101,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from training.tasks import PredictRequest
     from training.tasks.make import run_task
 
-    if args.output:
+    if args.output and task_of(Path(args.run)) == "classification":  # segmentation checks each file it writes
         check_output(args.output, flag="-o", force=args.force)
     device = compute_device(args.device)
     run = load_run(args.run, args.weights, device)
@@ -106,7 +110,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UsageError(f"no images (jpg, png, bmp, webp) in {' '.join(args.paths)}")
     task = run_task(run)
     output = Path(args.output) if args.output else None
-    lines, errors = task.predict(run, PredictRequest(files, output, args.topk, args.workers, device))
+    request = PredictRequest(files, output, args.topk, args.workers, device, args.force)
+    lines, errors = task.predict(run, request)
     for line in errors:
         print(f"skipped: {line}", file=sys.stderr)
     for line in lines:
@@ -114,10 +119,21 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if errors else 0
 
 
+def task_of(run_dir: Path) -> str:
+    """The task in a run's run.json; classification where it cannot be read (load_run says why)."""
+    from training.errors import RunDirError
+    from training.runinfo import read_run_info
+
+    try:
+        return str(read_run_info(run_dir).get("task", "classification"))
+    except RunDirError:
+        return "classification"
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     import torch
 
-    from training.export import FORMATS, ONNX_TOLERANCE, ExportError, export
+    from training.export import FORMATS, ONNX_TOLERANCE, ExportError, check_sizes, export
 
     if args.format not in FORMATS:
         raise UsageError(f"--format {args.format}: unknown; expected {', '.join(FORMATS)}")
@@ -128,9 +144,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_output(out, flag="-o" if args.output else "", force=args.force, chosen=not args.output)
     torch.manual_seed(0)
     difference = export(model, spec, args.format, out, replace=args.force)
-    print(f"wrote {out} ({args.format}, dynamic batch dimension)")
+    sizes = check_sizes(spec) if args.format == "onnx" else []
+    dynamic = "dynamic batch, height and width" if len(sizes) > 1 else "dynamic batch dimension"
+    print(f"wrote {out} ({args.format}, {dynamic})")
     if difference is not None:
-        print(f"onnxruntime vs PyTorch on random input: max abs difference {difference:.3g}")
+        at = " and ".join(f"{h}x{w}" for h, w in sizes)
+        print(f"onnxruntime vs PyTorch on random input at {at}: max abs difference {difference:.3g}")
         if difference > ONNX_TOLERANCE:
             raise ExportError(f"the ONNX model differs from PyTorch by {difference:.3g} (> {ONNX_TOLERANCE:g})")
     return 0

@@ -1,13 +1,17 @@
-"""Where a run reports: log lines (rank 0 only) and TensorBoard scalars in RUN_DIR/tensorboard."""
+"""Where a run reports: log lines (rank 0 only) and TensorBoard scalars (and a task's pictures)
+in RUN_DIR/tensorboard."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from training.metrics import EpochMetrics
 from training.runfiles import BOARD_DIR
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Log = Callable[[str], None]
 
@@ -22,7 +26,8 @@ def silent(line: str) -> None:
 
 class Board:
     """TensorBoard scalars: per step `train/loss_step` and `train/lr`; per epoch every metric
-    (`train/loss`, `val/acc`, `test/loss`, ..., `images_per_s`). Disabled: every call is a no-op."""
+    (`train/loss`, `val/acc`, `test/loss`, ..., `images_per_s`) and the task's picture of a few
+    validation images (`val/predictions`). Disabled: every call is a no-op."""
 
     def __init__(self, run_dir: Path, enabled: bool = True) -> None:
         self.writer: Any = None
@@ -44,6 +49,16 @@ class Board:
                 self.writer.add_scalar(scalar_name(name), value, m.epoch)
         self.writer.add_scalar("images_per_s", images_per_s, m.epoch)
         self.writer.flush()
+
+    @property
+    def enabled(self) -> bool:
+        return self.writer is not None
+
+    def image(self, tag: str, picture: Tensor, epoch: int) -> None:
+        """A uint8 (3, H, W) picture at `epoch`."""
+        if self.writer is not None:
+            self.writer.add_image(tag, picture, epoch, dataformats="CHW")
+            self.writer.flush()
 
     def close(self) -> None:
         if self.writer is not None:

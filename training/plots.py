@@ -1,9 +1,10 @@
-"""The pictures of `evaluate`: a confusion matrix with class names, and the most confidently
-wrong images (matplotlib's Agg canvas, no pyplot)."""
+"""The pictures of `evaluate`: a confusion matrix with class names, the most confidently wrong
+images (classification) and the worst segmented ones (matplotlib's Agg canvas, no pyplot)."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -31,14 +32,15 @@ def _save(fig: Any, path: Path) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def plot_confusion(path: Path, matrix: Tensor, classes: tuple[str, ...]) -> None:
-    """Row-normalized colours, counts written in the cells, class names on both axes."""
+def plot_confusion(path: Path, matrix: Tensor, classes: tuple[str, ...], rates: bool = False) -> None:
+    """Row-normalized colours, counts (`rates`: the row's percentages, for pixel counts) written in
+    the cells, class names on both axes."""
     n = len(classes)
     size = min(4 + 0.45 * n, 30)
     fig = _figure(size, size)
     ax = fig.subplots()
-    rates = matrix.double() / matrix.sum(1, keepdim=True).clamp(min=1)
-    ax.imshow(rates.numpy(), cmap="Blues", vmin=0, vmax=1)
+    shares = matrix.double() / matrix.sum(1, keepdim=True).clamp(min=1)
+    ax.imshow(shares.numpy(), cmap="Blues", vmin=0, vmax=1)
     ax.set_xticks(range(n), classes, rotation=90)
     ax.set_yticks(range(n), classes)
     ax.set_xlabel("predicted")
@@ -46,8 +48,11 @@ def plot_confusion(path: Path, matrix: Tensor, classes: tuple[str, ...]) -> None
     if n <= 30:  # counts stay legible
         for i in range(n):
             for j in range(n):
-                color = "white" if rates[i, j] > 0.5 else "black"
-                ax.text(j, i, str(int(matrix[i, j])), ha="center", va="center", fontsize=7, color=color)
+                color = "white" if shares[i, j] > 0.5 else "black"
+                text = f"{100 * float(shares[i, j]):.1f}%" if rates else str(int(matrix[i, j]))
+                ax.text(j, i, text, ha="center", va="center", fontsize=7, color=color)
+    if rates:
+        ax.set_title("each true class's pixels by predicted class", fontsize=9)
     _save(fig, path)
 
 
@@ -73,3 +78,27 @@ def plot_wrong(path: Path, out: Outputs, classes: tuple[str, ...], count: int) -
     fig.suptitle("most confidently wrong: true -> predicted (probability)")
     _save(fig, path)
 
+
+
+def plot_worst(path: Path, pictures: Sequence[tuple[str, Tensor, Tensor, Tensor]], classes: tuple[str, ...],
+               palette: Sequence[Sequence[int]]) -> None:
+    """One row per (title, image, truth overlay, prediction overlay), uint8 (3, H, W) each, with
+    a legend of the class colours."""
+    from matplotlib.patches import Patch
+
+    rows = max(1, len(pictures))
+    fig = _figure(7.2, 2.3 * rows + 0.6)
+    axes = fig.subplots(rows, 3, squeeze=False)
+    for ax in axes.flatten():
+        ax.axis("off")
+    for row, (title, *shown) in zip(axes, pictures):
+        for ax, picture, label in zip(row, shown, ("image", "truth", "prediction")):
+            ax.imshow(picture.permute(1, 2, 0).numpy(), interpolation="nearest")
+            ax.set_title(title if label == "image" else label, fontsize=8)
+    if not pictures:
+        axes[0, 1].text(0.5, 0.5, "no images", ha="center", va="center")
+    handles = [Patch(facecolor=(c[0] / 255, c[1] / 255, c[2] / 255), edgecolor="gray", label=name)
+               for name, c in zip(classes, palette)]
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), fontsize=8)
+    fig.suptitle("lowest mIoU: image | truth | prediction (class colours over the image)")
+    _save(fig, path)

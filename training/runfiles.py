@@ -239,6 +239,10 @@ class RunInfo(BaseModel):
     classes: Annotated[list[ClassName], Field(min_length=1, max_length=MAX_CLASSES)]
     input: InputInfo
     preprocess: PreprocessInfo
+    palette: list[Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]] | None = None
+    """segmentation: an RGB colour per class, for mask PNGs and overlays."""
+    ignore_index: Annotated[int, Field(ge=0, le=255)] | None = None
+    """segmentation: the mask value that is no class."""
 
     @model_validator(mode="after")
     def _agree(self) -> RunInfo:
@@ -247,6 +251,8 @@ class RunInfo(BaseModel):
         channels, p = self.input.channels, self.preprocess
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {', '.join(TASKS)}")
+        if self.palette is not None and len(self.palette) != len(self.classes):
+            raise ValueError(f"palette needs one colour per class ({len(self.classes)})")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError("classes has a name twice")
         if len(p.mean) != channels or len(p.std) != channels:

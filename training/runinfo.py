@@ -54,12 +54,14 @@ def write_run_info(run_dir: Path, spec: Spec, data: Data, task: Task | None = No
 @dataclass(frozen=True)
 class EvalPreprocess:
     """Exactly training's eval-time preprocessing: PIL image (or path) or a uint8 batch
-    (N, C, h, w) -> normalized float (N, C, H, W)."""
+    (N, C, h, w) -> normalized float (N, C, H, W). `resize` False (segmentation runs, whose
+    masks are predicted at each image's own size): (N, C, h, w), normalized only."""
 
     mode: str
     size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resize: bool = True
 
     def __call__(self, images: Tensor | Image | str | Path) -> Tensor:
         import torch
@@ -67,19 +69,23 @@ class EvalPreprocess:
         from training.config import Augment
         from training.data.splits import decode_image
 
-        if not isinstance(images, torch.Tensor):
+        if isinstance(images, (str, Path)) and not self.resize:
+            images = decode_image(str(images), self.mode, None)[None]
+        elif not isinstance(images, torch.Tensor):
             images = decode_image(str(images), self.mode, self.size)[None] if isinstance(images, (str, Path)) \
                 else self.decode_pil(images)
-        prep = self.batch_preprocess(Augment(), images.device)
-        return prep(images)
+        size = self.size if self.resize else (images.shape[-2], images.shape[-1])
+        from training.data import preprocess_for
+
+        return preprocess_for(self.mean, self.std, size, Augment(), images.device)(images)
 
     def decode_pil(self, image: Image) -> Tensor:
         import numpy as np
         import torch
         from PIL import Image as PILImage
 
-        height, width = self.size
         img = image.convert(self.mode)
+        height, width = self.size if self.resize else (img.height, img.width)
         img = img if img.size == (width, height) else img.resize((width, height), PILImage.Resampling.BILINEAR)
         array = np.asarray(img, dtype=np.uint8).reshape(height, width, -1)
         return torch.from_numpy(array.copy()).permute(2, 0, 1)[None].contiguous()
@@ -92,12 +98,14 @@ class EvalPreprocess:
     @classmethod
     def from_info(cls, info: dict[str, Any]) -> EvalPreprocess:
         p, shape = info["preprocess"], info["input"]
-        return cls(p["mode"], (shape["height"], shape["width"]), tuple(p["mean"]), tuple(p["std"]))
+        return cls(p["mode"], (shape["height"], shape["width"]), tuple(p["mean"]), tuple(p["std"]),
+                   resize=info.get("task", "classification") != "segmentation")
 
 
 @dataclass(frozen=True)
 class LoadedRun:
-    """A trained model in eval mode, its preprocessing and its class names (label order)."""
+    """A trained model in eval mode, its preprocessing and its class names (label order); a
+    segmentation run's mask colours too (`palette`)."""
 
     model: nn.Module
     preprocess: EvalPreprocess
@@ -109,6 +117,12 @@ class LoadedRun:
     def task(self) -> str:
         """The task the run trained for (run.json's `task`; classification before there were others)."""
         return str(self.info.get("task", "classification"))
+
+    @property
+    def palette(self) -> list[list[int]] | None:
+        """A segmentation run's RGB colour per class (run.json's `palette`); None for classification."""
+        found = self.info.get("palette")
+        return [list(c) for c in found] if found is not None else None
 
 
 def load_run(run_dir: str | Path, weights: Weights = "best", device: str = "cpu") -> LoadedRun:

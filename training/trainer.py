@@ -34,7 +34,7 @@ from builder.model.build import build_model
 from training.checkpoint import rng_states, save_checkpoint, save_weights, set_rng_states
 from training.config import TrainingConfig
 from training.data import Data, Split, generator, load_data, on_device, preprocess_for
-from training.device import seed_everything, select_device, threads
+from training.device import autocast, seed_everything, select_device, threads
 from training.distributed import (
     Dist,
     agree,
@@ -80,6 +80,8 @@ from training.tasks.base import split_columns
 from training.tasks.make import make_task
 
 __all__ = ["Position", "TrainResult", "Trainer", "train"]
+
+SHOWN = 4  # validation images in TensorBoard's picture of each epoch
 
 
 @dataclass(frozen=True)
@@ -463,8 +465,28 @@ class Trainer:
             plot_curves(self.run_dir / CURVES, self.pos.history, title, self.pos.step_losses, self.steps,
                         self.task.kind.metrics[0])
             board.epoch(metrics, seen / max(pos.seconds, 1e-9))
+            self.show(board, epoch)
         self.record("epoch", epoch=epoch, epochs=self.config.epochs)
         self.log(epoch_line(metrics, self.config.epochs, seen, self.task.kind.metrics))
+
+    def show(self, board: Board, epoch: int) -> None:
+        """The task's picture of the first SHOWN validation images (segmentation: image | mask |
+        prediction) on TensorBoard. Eval mode, no randomness: the run's RNG streams are untouched."""
+        val = self.data.val
+        if not board.enabled or not self.task.pictured or val is None or len(val) == 0:
+            return
+        images, targets = next(iter(val.batches([torch.arange(min(SHOWN, len(val)))])))
+        images = images.to(self.device)
+        self.model.eval()
+
+        @torch.inference_mode()
+        def forward(x: Tensor) -> Tensor:
+            with autocast(self.config.precision, self.device.type):
+                return self.model(self.preprocess(x))
+
+        picture = self.task.picture(forward, images, targets.to(self.device))
+        if picture is not None:
+            board.image("val/predictions", picture, epoch)
 
     def check_finite(self, m: EpochMetrics) -> None:
         """Stop (exit 1) before a checkpoint or best weights keep non-finite weights or evaluations."""

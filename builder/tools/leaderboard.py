@@ -1,10 +1,11 @@
 """`python -m builder leaderboard DIR`: one row per variant of a sweep, read from its run directories.
 
 Every number comes from a run directory, read through training/runfiles: parameters and
-mult-adds from the resolved `spec.yaml` (static inference, as `validate` prints them), accuracies,
-epochs and time from `metrics.csv`, the training images per epoch from the trainer's `start` event
-in `events.jsonl`. A run directory whose files are damaged is a row "unreadable" with the one-line
-reason (and `leaderboard` exits 2 after writing the board). Runs that differ only in their
+mult-adds from the resolved `spec.yaml` (static inference, as `validate` prints them), the
+monitored metric (its `training.monitor`: val_acc for classification, val_miou for segmentation,
+...), epochs and time from `metrics.csv`, the training images per epoch from the trainer's `start`
+event in `events.jsonl`. A run directory whose files are damaged is a row "unreadable" with the
+one-line reason (and `leaderboard` exits 2 after writing the board). Runs that differ only in their
 seed form one row (mean and sample standard deviation). Writes leaderboard.csv, leaderboard.md
 and pareto.png (accuracy against mult-adds or parameters, the Pareto front drawn).
 """
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from builder.lang.errors import BuilderError, SpecError
 from builder.lang.files import write_bytes, write_text
@@ -29,6 +30,9 @@ from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
 from training.errors import RunFileError
 from training.runfiles import METRICS, SPEC_FILE, StartEvent, read_events, read_metrics, read_record, run_status
+
+if TYPE_CHECKING:
+    from training.tasks import Metric
 
 Sort = Literal["best_val_acc", "test_acc", "params", "mult_adds", "seconds"]
 XAxis = Literal["mult_adds", "params"]
@@ -47,9 +51,9 @@ class RunResult:
     params: int | None
     mult_adds: int | None
     epochs: int
-    best_val_acc: float | None  # best per-epoch val_acc, or test_acc where metrics.csv has no val_acc
-    val_metric: str  # which column best_val_acc came from
-    test_acc: float | None  # the last epoch's
+    best_val_acc: float | None  # best per-epoch monitored metric (val_acc, val_miou...), or its test_ column
+    val_metric: str  # which column best_val_acc came from (where metrics.csv has no val_*: test_*)
+    test_acc: float | None  # the last epoch's test_ column of the same metric
     seconds: float
     images_per_s: float | None
 
@@ -93,10 +97,11 @@ def read_run(run_dir: Path) -> RunResult | None:
     if not record and not (run_dir / METRICS).exists():
         return None
     rows = read_metrics(run_dir / METRICS, required=False)
-    params, mult_adds, spec_name = _static(run_dir / SPEC_FILE)
-    val_metric = "val_acc" if rows and "val_acc" in rows[0] else "test_acc"
-    vals = [r[val_metric] for r in rows if r.get(val_metric) is not None]
-    tests = [r["test_acc"] for r in rows if r.get("test_acc") is not None]
+    params, mult_adds, spec_name, monitor = _static(run_dir / SPEC_FILE)
+    name = monitor.removeprefix("val_")
+    val_metric = f"val_{name}" if rows and f"val_{name}" in rows[0] else f"test_{name}"
+    vals = [v for r in rows if (v := r.get(val_metric)) is not None]
+    tests = [v for r in rows if (v := r.get(f"test_{name}")) is not None]
     seconds = sum(r.get("seconds") or 0.0 for r in rows)
     images = _train_images(run_dir)
     status = str(record.get("status") or _plain_status(run_dir))
@@ -104,7 +109,7 @@ def read_run(run_dir: Path) -> RunResult | None:
         name=run_dir.name, group=str(record.get("group", run_dir.name)), spec_name=spec_name,
         overrides=tuple(record.get("overrides", ())), status=status, reason=str(record.get("reason", "")),
         params=params, mult_adds=mult_adds, epochs=rows[-1]["epoch"] if rows else 0,
-        best_val_acc=max(vals) if vals else None, val_metric=val_metric,
+        best_val_acc=(max if higher_is_better(val_metric) else min)(vals) if vals else None, val_metric=val_metric,
         test_acc=tests[-1] if tests else None,
         seconds=seconds, images_per_s=images * len(rows) / seconds if images and seconds > 0 else None,
     )
@@ -122,16 +127,42 @@ def _unreadable(run_dir: Path, why: str) -> RunResult:
                      test_acc=None, seconds=0.0, images_per_s=None)
 
 
-def _static(spec_path: Path) -> tuple[int | None, int | None, str]:
-    """Parameters and mult-adds of the run's resolved spec (the same inference as `validate`)."""
+def _static(spec_path: Path) -> tuple[int | None, int | None, str, str]:
+    """Parameters and mult-adds of the run's resolved spec (the same inference as `validate`),
+    its name and its monitored metric (val_acc where the spec cannot say)."""
     if not spec_path.is_file():
-        return None, None, ""
+        return None, None, "", "val_acc"
     try:
         spec = load_spec(spec_path)
     except SpecError:
-        return None, None, ""
+        return None, None, "", "val_acc"
     report = infer(spec)
-    return report.total_params, report.mult_adds, spec.name
+    return report.total_params, report.mult_adds, spec.name, monitored(spec.training)
+
+
+def monitored(training: dict[str, Any] | None) -> str:
+    """The `training.monitor` a run was trained with (its task's default when unset)."""
+    from pydantic import ValidationError
+
+    from training.config import TrainingConfig
+
+    try:
+        return str(TrainingConfig.model_validate(training or {}).monitor)
+    except ValidationError:
+        return "val_acc"
+
+
+def higher_is_better(column: str) -> bool:
+    """Every metric a task logs is better higher, the loss lower."""
+    return not column.endswith("_loss")
+
+
+def metric_of(column: str) -> Metric | None:
+    """The task metric of a metrics.csv column (val_miou -> mIoU), None for the loss."""
+    from training.tasks import TASKS
+
+    name = column.partition("_")[2]
+    return next((m for kind in TASKS.values() for m in kind.metrics if m.name == name), None)
 
 
 def _train_images(run_dir: Path) -> int | None:
@@ -185,9 +216,11 @@ def collect(directory: Path, sort: Sort = "best_val_acc", problems: list[str] | 
 
 def _sort_key(row: Row, sort: Sort) -> tuple[Any, ...]:
     value = getattr(row, sort)
-    descending = sort in ("best_val_acc", "test_acc")
+    higher = higher_is_better(row.val_metric)
+    descending = sort in ("best_val_acc", "test_acc") and higher
     missing = value is None
-    return (missing, -(value or 0) if descending else (value or 0), -(row.test_acc or 0), row.variant)
+    test = -(row.test_acc or 0) if higher else (row.test_acc or 0)
+    return (missing, -(value or 0) if descending else (value or 0), test, row.variant)
 
 
 # --- writing ------------------------------------------------------------------------------------
@@ -220,16 +253,19 @@ def to_csv(rows: Sequence[Row]) -> str:
 
 def to_markdown(rows: Sequence[Row], directory: Path, sort: Sort, png: Path | None) -> str:
     metrics = sorted({r.val_metric for r in rows if r.best_val_acc is not None})
+    title = _title(metrics)
     lines = [f"# Leaderboard of {directory}", "", _metric_note(metrics) + f" Sorted by {sort}.", ""]
     lines += [
-        "| # | variant | overrides | params | mult-adds | best val acc | test acc | epochs | time | img/s | status |",
+        f"| # | variant | overrides | params | mult-adds | best val {title} | test {title} | epochs | time | img/s "
+        "| status |",
         "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for rank, r in enumerate(rows, start=1):
         status = r.status + (f": {r.reason}" if r.reason else "")
         lines.append(
             f"| {rank} | {r.variant} | {_readable(r.overrides) or '(base)'} | {_count(r.params)} | "
-            f"{_giga(r.mult_adds)} | {_pct(r.best_val_acc, r.best_val_acc_std)} | {_pct(r.test_acc, r.test_acc_std)} "
+            f"{_giga(r.mult_adds)} | {_value(r.val_metric, r.best_val_acc, r.best_val_acc_std)} | "
+            f"{_value(r.val_metric, r.test_acc, r.test_acc_std)} "
             f"| {r.epochs} | {r.seconds:.1f}s | {_count(r.images_per_s)} | {status.replace('|', '/')} |"
         )
     if png is not None:
@@ -243,18 +279,34 @@ def _readable(overrides: str) -> str:
     return text.replace("|", "/")
 
 
+def _title(columns: list[str]) -> str:
+    """How the table heads the metric: acc, mIoU, loss; `metric` for a mix."""
+    names = {c.partition("_")[2] for c in columns} or {"acc"}
+    if len(names) > 1:
+        return "metric"
+    (name,) = names
+    found = metric_of(f"val_{name}")
+    return "acc" if name == "acc" else found.title if found is not None else name
+
+
 def _metric_note(metrics: list[str]) -> str:
-    if metrics == ["val_acc"]:
-        return "Best val acc: the best per-epoch `val_acc` of metrics.csv (the validation split)."
-    if metrics == ["test_acc"]:
-        return ("Best val acc: the best per-epoch `test_acc` of metrics.csv: these runs have no validation split, "
-                "so choosing by it selects on the test set.")
-    return "Best val acc: `val_acc` where metrics.csv has it, else `test_acc` (see the val_metric column of the csv)."
+    title = _title(metrics)
+    if len(metrics) == 1 and metrics[0].startswith("val_"):
+        return f"Best val {title}: the best per-epoch `{metrics[0]}` of metrics.csv (the validation split)."
+    if len(metrics) == 1:
+        return (f"Best val {title}: the best per-epoch `{metrics[0]}` of metrics.csv: these runs have no validation "
+                "split, so choosing by it selects on the test set.")
+    return (f"Best val {title}: the monitored `val_*` metric where metrics.csv has it, else its `test_*` column "
+            "(see the val_metric column of the csv).")
 
 
-def _pct(value: float | None, std: float | None) -> str:
+def _value(column: str, value: float | None, std: float | None) -> str:
+    """A percentage for accuracies, four decimals for mIoU, Dice and the loss (Metric.format)."""
     if value is None:
         return "-"
+    metric = metric_of(column)
+    if metric is None or not metric.percent:
+        return f"{value:.4f}" + (f" ± {std:.4f}" if std is not None else "")
     return f"{100 * value:.2f}%" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
@@ -280,38 +332,44 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def plot_pareto(path: Path, rows: Sequence[Row], x: XAxis) -> bool:
-    """Accuracy against cost, each point labelled with its variant; False when nothing to plot."""
+    """The monitored metric against cost, each point labelled with its variant; False when nothing to plot."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     shown = [r for r in rows if r.best_val_acc is not None and getattr(r, x) is not None]
     if not shown:
         return False
-    points = [(float(getattr(r, x)), 100 * (r.best_val_acc or 0.0)) for r in shown]
+    metric = metric_of(shown[0].val_metric)
+    scale = 100 if metric is not None and metric.percent else 1
+    points = [(float(getattr(r, x)), scale * (r.best_val_acc or 0.0)) for r in shown]
     fig = Figure(figsize=(8, 5), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    _points_and_front(ax, points, [("pruned" in r.status or "interrupted" in r.status) for r in shown])
+    _points_and_front(ax, points, [("pruned" in r.status or "interrupted" in r.status) for r in shown],
+                      higher_is_better(shown[0].val_metric))
     if max(p[0] for p in points) > 10 * min(p[0] for p in points):
         ax.set_xscale("log")
     ax.margins(x=0.08, y=0.1)
     _annotate(ax, shown, points)
-    _axes(ax, x, shown[0].val_metric)
+    _axes(ax, x, shown[0].val_metric + (" (%)" if scale == 100 else ""))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     write_bytes(path, buffer.getvalue())
     return True
 
 
-def _points_and_front(ax: Any, points: Sequence[tuple[float, float]], stopped: Sequence[bool]) -> None:
-    """Finished runs filled, stopped ones hollow (fewer epochs: not comparable, so off the front)."""
+def _points_and_front(ax: Any, points: Sequence[tuple[float, float]], stopped: Sequence[bool],
+                      higher: bool = True) -> None:
+    """Finished runs filled, stopped ones hollow (fewer epochs: not comparable, so off the front);
+    the front of the highest values (the lowest, for a loss)."""
     for hollow, label in ((False, "finished"), (True, "pruned or interrupted")):
         xy = [p for p, s in zip(points, stopped) if s == hollow]
         if xy:
             ax.scatter([p[0] for p in xy], [p[1] for p in xy], s=30, zorder=3, label=label,
                        facecolors="none" if hollow else "C0", edgecolors="C0")
     candidates = [p for p, s in zip(points, stopped) if not s] or list(points)
-    front = [candidates[i] for i in pareto_front(candidates)]
+    sign = 1 if higher else -1
+    front = [candidates[i] for i in pareto_front([(c, sign * v) for c, v in candidates])]
     ax.plot([p[0] for p in front], [p[1] for p in front], "r--", lw=1.2, label="Pareto front")
 
 
@@ -323,7 +381,7 @@ def _axes(ax: Any, x: XAxis, metric: str) -> None:
         ax.xaxis.set_minor_formatter(NullFormatter())
     ax.xaxis.set_major_formatter(EngFormatter())
     ax.set_xlabel("mult-adds per image" if x == "mult_adds" else "parameters")
-    ax.set_ylabel(f"best {metric} (%)")
+    ax.set_ylabel(f"best {metric}")
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
 

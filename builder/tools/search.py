@@ -17,9 +17,10 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from builder.lang.errors import BuilderError, SpecError
+from builder.tools.leaderboard import higher_is_better
 from builder.tools.search_config import CategoricalParam, FloatParam, IntParam, SearchConfig
 from builder.tools.sweep_plan import Override, Plan, Variant, new_record, train_namespace
 from builder.tools.sweep_run import Children, Outcome, child_env, finish, forwarding_signals, train_command
@@ -37,7 +38,8 @@ def storage_url(plan: Plan, search: SearchConfig, storage: str | None) -> str:
     return storage or search.storage or f"sqlite:///{(plan.out / 'study.db').resolve()}"
 
 
-def open_study(plan: Plan, search: SearchConfig, url: str) -> optuna.Study:
+def open_study(plan: Plan, search: SearchConfig, url: str,
+               direction: Literal["maximize", "minimize"] = "maximize") -> optuna.Study:
     """Create the study or join it (another worker may be creating it at the same moment)."""
     import optuna
     from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
@@ -49,7 +51,7 @@ def open_study(plan: Plan, search: SearchConfig, url: str) -> optuna.Study:
     for attempt in range(5):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-            return optuna.create_study(storage=storage, study_name=search.study or plan.name, direction="maximize",
+            return optuna.create_study(storage=storage, study_name=search.study or plan.name, direction=direction,
                                        sampler=sampler, pruner=pruner, load_if_exists=True)
         except (OperationalError, IntegrityError) as exc:  # a lock, or tables another worker is creating
             if attempt == 4:
@@ -97,11 +99,14 @@ def sample(trial: optuna.Trial, search: SearchConfig) -> list[Override]:
 def run_search(plan: Plan, search: SearchConfig, *, storage: str | None, trials: int | None, log: Log) -> int:
     """Run trials until the study holds `trials` of them (counting every worker's); exit like a grid sweep."""
     budget = trials or search.trials
-    load_training(train_namespace(plan, _trial_variant(plan, 0, [])))  # the base itself must validate
+    _, _, config = load_training(train_namespace(plan, _trial_variant(plan, 0, [])))  # the base must validate
+    search = search.model_copy(update={"metric": search_metric(search, config)})
     plan.out.mkdir(parents=True, exist_ok=True)
     url = storage_url(plan, search, storage)
-    study = open_study(plan, search, url)
-    log(f"search {study.study_name} in {url}: up to {budget} trials, maximizing {search.metric}")
+    higher = higher_is_better(str(search.metric))
+    study = open_study(plan, search, url, "maximize" if higher else "minimize")
+    log(f"search {study.study_name} in {url}: up to {budget} trials, {'maximiz' if higher else 'minimiz'}ing "
+        f"{search.metric}")
     children, env, outcomes = Children(), child_env(1), []
     with forwarding_signals(children):
         while not children.stopping and len(study.get_trials(deepcopy=False)) < budget:
@@ -115,6 +120,25 @@ def run_search(plan: Plan, search: SearchConfig, *, storage: str | None, trials:
             if outcome.status == "interrupted":
                 break
     return finish(plan.out, outcomes, children.stopping, log)
+
+
+def search_metric(search: SearchConfig, config: Any) -> str:
+    """search.metric, or the spec's training.monitor; one located error for a metric the task does not log."""
+    from training.tasks import task_kind
+
+    metric = search.metric or str(config.monitor)
+    kind = task_kind(config.dataset.task)
+    known = (*kind.monitorable, *(c.replace("val_", "test_", 1) for c in kind.monitorable))
+    if metric not in known:
+        from builder.lang.errors import suggest
+
+        raise SearchMetricError(f"search.metric: unknown metric '{metric}': the {kind.name} task logs "
+                                f"{', '.join(known)}{suggest(metric, known)}")
+    return metric
+
+
+class SearchMetricError(BuilderError):
+    """A search metric the spec's task does not log (one line, exit 2)."""
 
 
 def _trial_variant(plan: Plan, number: int, overrides: list[Override]) -> Variant:
@@ -139,7 +163,7 @@ def run_trial(
     record["command"] = train_command(ns, run_dir, resume=False)[1:]
     write_record(run_dir, record)
     log(f"{v.name}: training {' '.join(record['overrides'])}")
-    watcher = EpochWatcher(run_dir, search.metric, trial, children)
+    watcher = EpochWatcher(run_dir, str(search.metric), trial, children)
     outcome = children.run(train_command(ns, run_dir, resume=False), run_dir / LOG, env, watcher.on_line)
     if watcher.pruned and outcome.status == "interrupted":
         outcome = Outcome("pruned", outcome.code, f"pruned after epoch {watcher.last_epoch}")
@@ -168,7 +192,8 @@ class EpochWatcher:
         self.last_epoch = epoch
         if value is None:  # an epoch without evaluation (eval_every > 1)
             return
-        self.best = value if self.best is None else max(self.best, value)
+        better = max if higher_is_better(self.metric) else min
+        self.best = value if self.best is None else better(self.best, value)
         self.trial.report(value, epoch)
         last = event.epoch == event.epochs  # nothing left to save: the trial completes
         if not last and self.trial.should_prune():
@@ -177,12 +202,12 @@ class EpochWatcher:
 
 
 def epoch_metric(path: Path, metric: str) -> tuple[float | None, int]:
-    """The last epoch's `metric` (val_acc, falling back to test_acc without a val split) and its number."""
+    """The last epoch's `metric` (val_NAME, falling back to test_NAME without a val split) and its number."""
     rows = read_metrics(path)
     if not rows:
         return None, 0
     last = rows[-1]
-    column = metric if metric in last else "test_acc"
+    column = metric if metric in last else metric.replace("val_", "test_", 1)
     return last.get(column), last["epoch"]
 
 

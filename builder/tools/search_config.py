@@ -75,7 +75,9 @@ class SearchConfig(StrictModel):
         Field(min_length=1),
     ]
     trials: Annotated[int, Field(ge=1, le=MAX_VARIANTS)] = 20  # the budget, over all workers together
-    metric: Literal["val_acc", "test_acc"] = "val_acc"  # val_acc falls back to test_acc without a val split
+    # A validation (or test) metric the task logs: val_acc, val_miou, test_dice, val_loss...; None: the
+    # spec's training.monitor. A val_ metric falls back to its test_ column without a val split.
+    metric: Annotated[str, Field(pattern=r"^(val|test)_[a-z_]+$")] | None = None
     pruner: Annotated[MedianPruner | NoPruner, Field(discriminator="kind")] = MedianPruner(kind="median")
     sampler: Literal["tpe", "random"] = "tpe"
     sampler_seed: NonNegativeInt | None = None

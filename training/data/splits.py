@@ -80,18 +80,19 @@ class DecodedImages(Dataset[tuple[Tensor, int]]):
         return decode_image(path, self.mode, self.size), label
 
 
-def decode_image(path: str, mode: str, size: tuple[int, int]) -> Tensor:
-    """One image file -> uint8 (C, H, W) in `mode` (L or RGB), bilinear-resized to `size` (H, W).
+def decode_image(path: str, mode: str, size: tuple[int, int] | None) -> Tensor:
+    """One image file -> uint8 (C, H, W) in `mode` (L or RGB), bilinear-resized to `size` (H, W);
+    None: at its own size (segmentation's predict).
 
     Only regular files are opened (a FIFO would block), and only as IMAGE_FORMATS: Pillow never
     tries its other plugins on the contents (a PostScript file named photo.png would reach EPS,
     which runs Ghostscript)."""
     from PIL import Image
 
-    height, width = size
     try:
         with _open_regular(path) as f, Image.open(f, formats=IMAGE_FORMATS) as file:
             img = file.convert(mode)
+        height, width = size or (img.height, img.width)
         img = img if img.size == (width, height) else img.resize((width, height), Image.Resampling.BILINEAR)
     except Image.UnidentifiedImageError:
         raise BadImageError(f"{path}: cannot read image: not a {', '.join(IMAGE_FORMATS)} image") from None

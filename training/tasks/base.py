@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -87,6 +87,7 @@ class PredictRequest:
     topk: int = 1
     workers: int | None = None  # decoding processes; None: the default
     device: str = "cpu"
+    force: bool = False  # replace existing output files (training.outputs' rule)
 
 
 class Keeper(Protocol):
@@ -100,6 +101,7 @@ class Task(Protocol):
 
     kind: TaskKind
     classes: tuple[str, ...]  # in label (index) order
+    pictured: bool  # whether `picture` draws anything (the trainer skips the forward pass otherwise)
 
     @property
     def tally_size(self) -> int:
@@ -125,6 +127,11 @@ class Task(Protocol):
 
     def describe(self) -> dict[str, Any]:
         """run.json's description of the outputs (class names; a palette)."""
+        ...
+
+    def picture(self, forward: Callable[[Tensor], Tensor], images: Tensor, targets: Tensor) -> Tensor | None:
+        """TensorBoard's picture of a few validation samples (uint8 (3, H, W)), drawn from
+        `forward` of their uint8 images; None: the task shows none (classification, `pictured` False)."""
         ...
 
     def keeper(self) -> Keeper:

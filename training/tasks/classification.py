@@ -53,6 +53,8 @@ class Kept:
 class ClassificationTask:
     """Logits (N, classes) against int64 labels (N,)."""
 
+    pictured = False
+
     def __init__(self, classes: tuple[str, ...], label_smoothing: float = 0.0) -> None:
         self.kind: TaskKind = TASKS["classification"]
         self.classes = classes
@@ -78,6 +80,9 @@ class ClassificationTask:
 
     def describe(self) -> dict[str, Any]:
         return {"classes": list(self.classes)}
+
+    def picture(self, forward: Any, images: Tensor, targets: Tensor) -> Tensor | None:
+        return None  # the scalars say it all
 
     def keeper(self) -> Kept:
         return Kept()

@@ -5,7 +5,7 @@ segmentation import torch)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from training.config import TrainingConfig
 from training.tasks import Task
@@ -23,8 +23,7 @@ def _classification(config: TrainingConfig, classes: tuple[str, ...]) -> Task:
 def _segmentation(config: TrainingConfig, classes: tuple[str, ...]) -> Task:
     from training.tasks.segmentation import SegmentationTask
 
-    data: Any = config.dataset  # a segmentation dataset kind (training.config)
-    return SegmentationTask(classes, data.ignore_index, data.loss, data.palette)
+    return SegmentationTask.of(config, classes)
 
 
 MAKERS: dict[str, Callable[[TrainingConfig, tuple[str, ...]], Task]] = {

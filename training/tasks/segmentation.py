@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +30,11 @@ from training.runinfo import LoadedRun
 from training.tasks import TASKS
 from training.tasks.base import PredictRequest, TaskKind, write_table
 
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+    from training.config import TrainingConfig
+
 Loss = Literal["ce", "dice", "ce+dice"]
 DICE_SMOOTH = 1.0  # added to the soft Dice's numerator and denominator: an empty class scores 1, not 0/0
 
@@ -37,11 +42,19 @@ DICE_SMOOTH = 1.0  # added to the soft Dice's numerator and denominator: an empt
 class SegmentationTask:
     """Per-pixel logits (N, C, H, W) against index masks (N, H, W)."""
 
+    pictured = True
+
     def __init__(self, classes: tuple[str, ...], ignore_index: int = 255, loss: Loss = "ce",
                  palette: Sequence[Sequence[int]] | None = None) -> None:
         self.kind: TaskKind = TASKS["segmentation"]
         self.classes, self.ignore_index, self.loss_kind = classes, ignore_index, loss
         self.palette = [list(c) for c in palette] if palette is not None else default_palette(len(classes))
+
+    @classmethod
+    def of(cls, config: TrainingConfig, classes: tuple[str, ...]) -> SegmentationTask:
+        """The task of a segmentation dataset's config (its ignore index, loss and palette)."""
+        data: Any = config.dataset  # a segmentation dataset kind (training.config)
+        return cls(classes, data.ignore_index, data.loss, data.palette)
 
     @property
     def num_classes(self) -> int:
@@ -93,41 +106,117 @@ class SegmentationTask:
         return {"task": "segmentation", "classes": list(self.classes), "ignore_index": self.ignore_index,
                 "palette": self.palette}
 
+    def picture(self, forward: Any, images: Tensor, targets: Tensor) -> Tensor | None:
+        """image | true mask | predicted mask, one row per image, in the palette's colours."""
+        from training.tasks.overlays import strips
+
+        predicted = self.predicted(forward(images).float())
+        return strips(images.cpu(), targets.cpu(), predicted.cpu(), self.palette)
+
     def keeper(self) -> Kept:
         return Kept(self)
 
     def report(self, kept: Any, loss: float, metrics: dict[str, float], run: LoadedRun,
                out_dir: Path) -> tuple[dict[str, Any], list[str]]:
-        """per_class.csv (IoU, Dice, support per class) and confusion.csv; metrics.json's values."""
+        """per_class.csv (IoU, Dice, support per class), confusion.csv and .png (pixels) and
+        worst.png (the images of lowest mIoU: image | truth | prediction overlays)."""
+        from training.plots import plot_confusion, plot_worst
+
         matrix = kept.matrix
         rows = per_class(matrix, self.classes)
         write_table(out_dir / "per_class.csv", list(rows[0]), [list(r.values()) for r in rows])
         write_table(out_dir / "confusion.csv", ["true \\ predicted", *self.classes],
                     [[name, *matrix[i].tolist()] for i, name in enumerate(self.classes)])
+        plot_confusion(out_dir / "confusion.png", matrix, self.classes, rates=True)
+        worst = kept.worst
+        plot_worst(out_dir / "worst.png", worst.pictures(self.palette), self.classes, self.palette)
         result = {**metrics, "loss": loss, "num_samples": kept.images, "num_classes": self.num_classes,
-                  "iou": {r["class"]: r["iou"] for r in rows}}
-        return result, ["per_class.csv", "confusion.csv"]
+                  "iou": {r["class"]: r["iou"] for r in rows},
+                  "worst": [{"image": int(i), "miou": float(v)} for i, v in zip(worst.index, worst.score)]}
+        return result, ["per_class.csv", "confusion.csv", "confusion.png", "worst.png"]
 
     def result_line(self, result: dict[str, Any]) -> str:
         return (f"on {result['num_samples']:,} images: mIoU {result['miou']:.4f}  Dice {result['dice']:.4f}  "
                 f"pixel accuracy {100 * result['pixel_acc']:.2f}%  loss {result['loss']:.4f}")
 
     def predict(self, run: LoadedRun, request: PredictRequest) -> tuple[list[str], list[str]]:
-        raise RunDirError(f"{run.info.get('spec', 'this run')}: predict does not write masks of segmentation runs yet")
+        """A mask PNG and an overlay PNG per image into request.output, and fractions.csv."""
+        from training.segment import predict_masks
+
+        return predict_masks(self, run, request)
+
+    def image_scores(self, predicted: Tensor, targets: Tensor) -> Tensor:
+        """(N,) float64: each image's mIoU over the classes in its truth or prediction (1 when
+        it has no counted pixels)."""
+        n, count = self.num_classes, len(targets)
+        valid = self.counted(targets)
+        offset = torch.arange(count, device=targets.device).view(-1, 1, 1) * n * n
+        index = torch.where(valid, offset + targets.clamp(0, n - 1) * n + predicted.clamp(0, n - 1), count * n * n)
+        counts = torch.zeros(count * n * n + 1, dtype=torch.float64, device=targets.device)
+        counts.scatter_add_(0, index.reshape(-1), torch.ones_like(index, dtype=torch.float64).reshape(-1))
+        m = counts[: count * n * n].view(count, n, n)
+        hit = m.diagonal(dim1=1, dim2=2)
+        union = m.sum(1) + m.sum(2) - hit
+        present = union > 0
+        iou = torch.where(present, hit / union.clamp(min=1), 0.0).sum(1)
+        return torch.where(present.any(1), iou / present.sum(1).clamp(min=1), 1.0)
+
+
+WORST = 8  # images in worst.png
+
+
+@dataclass(frozen=True)
+class Worst:
+    """The WORST images of a split by mIoU so far (CPU): uint8 images, true and predicted masks,
+    their scores (ascending) and indices in the split."""
+
+    images: Tensor
+    truth: Tensor
+    predicted: Tensor
+    score: Tensor
+    index: Tensor
+
+    def merged(self, other: Worst) -> Worst:
+        """The WORST of both; ties go to the earlier image."""
+        both = [torch.cat([a, b]) if len(a) else b for a, b in zip(self.parts(), other.parts())]
+        order = torch.sort(both[3], stable=True).indices[:WORST]
+        return Worst(*(t[order] for t in both))
+
+    def parts(self) -> tuple[Tensor, ...]:
+        return self.images, self.truth, self.predicted, self.score, self.index
+
+    def pictures(self, palette: Sequence[Sequence[int]]) -> list[tuple[str, Tensor, Tensor, Tensor]]:
+        """(title, image, truth overlay, prediction overlay) per image, uint8 (3, H, W) each."""
+        from training.tasks.overlays import overlay, rgb
+
+        truth, found = overlay(self.images, self.truth, palette), overlay(self.images, self.predicted, palette)
+        return [(f"image {int(i)}, mIoU {float(s):.3f}", rgb(self.images[k : k + 1])[0], truth[k], found[k])
+                for k, (i, s) in enumerate(zip(self.index, self.score))]
+
+
+def no_worst() -> Worst:
+    empty = torch.zeros(0)
+    return Worst(empty, empty, empty, torch.zeros(0, dtype=torch.float64), torch.zeros(0, dtype=torch.int64))
 
 
 @dataclass
 class Kept:
-    """What the segmentation report keeps of a split: the confusion matrix and the image count."""
+    """What the segmentation report keeps of a split: the confusion matrix, the image count and
+    the worst images."""
 
     task: SegmentationTask
     matrix: Tensor = field(default_factory=lambda: torch.zeros(0, 0, dtype=torch.int64))
     images: int = 0
+    worst: Worst = field(default_factory=no_worst)
 
     def add(self, images: Tensor, outputs: Tensor, targets: Tensor) -> None:
         n = self.task.num_classes
         counts = self.task.tally(outputs, targets).cpu().view(n, n)
         self.matrix = counts if self.images == 0 else self.matrix + counts
+        predicted = self.task.predicted(outputs)
+        scores = self.task.image_scores(predicted, targets).cpu()
+        index = torch.arange(self.images, self.images + len(images))
+        self.worst = self.worst.merged(Worst(images.cpu(), targets.cpu(), predicted.cpu(), scores, index))
         self.images += len(images)
 
 
@@ -218,3 +307,26 @@ def default_palette(n: int) -> list[list[int]]:
             c >>= 3
         colours.append(rgb)
     return colours
+
+
+def segment_image(run: LoadedRun, image: Tensor | Image | str | Path) -> Tensor:
+    """One image's classes, int64 (h, w) at its own size, as `predict` writes them: `image` a
+    path, a PIL image or a uint8 tensor (C, h, w). A size the spec does not take is a RunDirError."""
+    from training.config import TrainingConfig
+    from training.data.splits import decode_image
+    from training.segment import Sizes, segment
+
+    if run.task != "segmentation":
+        raise RunDirError(f"{run.info.get('spec', 'the run')} is a {run.task} run, not a segmentation run")
+    task = SegmentationTask.of(TrainingConfig.model_validate(run.spec.training or {}), run.classes)
+    if isinstance(image, Tensor):
+        images = image[None] if image.ndim == 3 else image
+    elif isinstance(image, (str, Path)):
+        images = decode_image(str(image), run.preprocess.mode, None)[None]
+    else:
+        images = run.preprocess.decode_pil(image)  # at its own size: a segmentation run does not resize
+    size = Sizes.of(run.spec).padded(images.shape[-2], images.shape[-1])
+    if isinstance(size, str):
+        raise RunDirError(size)
+    device = next(run.model.parameters()).device
+    return segment(task, run, images.to(device), size)[0].cpu()
