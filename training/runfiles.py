@@ -293,8 +293,10 @@ def check_info_fits(info: dict[str, Any], spec: Spec, path: Path) -> None:
     for key, value in want.items():
         if shape[key] != value:
             raise RunFileError(f"{path}: input.{key} is {shape[key]} but the run's spec.yaml says {value}")
-    if len(info["classes"]) != spec.num_classes:
-        raise RunFileError(f"{path}: classes names {len(info['classes'])} classes but the run's spec.yaml has "
+    named = len(info["classes"])
+    binary = info.get("task") == "segmentation" and spec.num_classes == 1  # one logit: background or not
+    if named != spec.num_classes and not (binary and named == 2):
+        raise RunFileError(f"{path}: classes names {named} classes but the run's spec.yaml has "
                            f"num_classes {spec.num_classes}")
 
 
