@@ -21,7 +21,7 @@ from common import SPECS, Row, emit, parser
 
 from builder.lang.loading import load_spec
 from training import TrainingConfig, train
-from training.metrics import read_csv
+from training.runfiles import read_metrics
 
 GOAL_MIOU, GOAL_SECONDS = 0.9, 180.0
 
@@ -55,7 +55,7 @@ def main() -> None:
         out = args.out or Path(tmp) / "run"
         train(spec, config, out=out, quiet=True,
               log=lambda line: stamps.append((time.perf_counter() - wall, time.process_time() - cpu)))
-        rows = read_csv(out / "metrics.csv")
+        rows = read_metrics(out / "metrics.csv")
     seconds, used = time.perf_counter() - wall, time.process_time() - cpu
     after = busy_cpus()
     others = (after - before - used) / seconds if before is not None and after is not None else None

@@ -16,7 +16,7 @@ from builder.lang.loading import load_spec
 from training.config import TrainingConfig
 from training.distributed import Dist, check_batch_size, epoch_batches, eval_indices
 from training.errors import ConfigProblems
-from training.metrics import read_csv
+from training.runfiles import read_metrics
 from training.trainer import train
 
 
@@ -77,7 +77,7 @@ def test_two_processes_train_like_one(tmp_path: Path) -> None:
     for name in one:
         torch.testing.assert_close(ddp[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
     # Metrics are reduced over both processes: the whole train and test splits, as one process sees them.
-    rows = read_csv(tmp_path / "ddp" / "metrics.csv")
+    rows = read_metrics(tmp_path / "ddp" / "metrics.csv")
     for row, m in zip(rows, single.history, strict=True):
         assert float(row["test_acc"]) == pytest.approx(m.test_acc, abs=1e-6)
         assert float(row["train_loss"]) == pytest.approx(m.train_loss, rel=1e-4)

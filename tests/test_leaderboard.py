@@ -14,13 +14,14 @@ from builder.lang.loading import dump_spec, load_spec
 from builder.lang.shapes import infer
 from builder.tools.leaderboard import pareto_front, write_leaderboard
 from tests.conftest import TINY_SPEC
+from training.runfiles import new_event, write_events
 
 Cli = Callable[..., tuple[int, str, str]]
 
 
 def make_run(
     root: Path, name: str, spec_path: Path, accs: Sequence[tuple[float, float | None]], *, group: str | None = None,
-    overrides: Sequence[str] = (), status: str = "done", reason: str = "", seconds: float = 2.0,
+    overrides: Sequence[str] = (), status: str = "done", reason: str = "", seconds: float = 2.0, ended: bool = True,
 ) -> Path:
     """A run directory as the trainer and the sweep leave it: (test_acc, val_acc or None) per epoch."""
     run = root / name
@@ -34,7 +35,10 @@ def make_run(
         writer.writerow(columns)
         for epoch, (test, val) in enumerate(accs, start=1):
             writer.writerow([epoch, 1.0, 0.5, 0.9, test, *([0.8, val] if with_val else []), 0.01, seconds])
-    run.joinpath("train.log").write_text("training tiny on digits (1,000 train / 360 test images, 10 classes) ...\n")
+    start = new_event("start", resumed=False, epoch=0, epochs=max(len(accs), 1), train_images=1000, val_images=None,
+                      test_images=360, steps_per_epoch=16, device="cpu", precision="fp32")
+    end = new_event("end", epoch=len(accs), best_epoch=len(accs), stopped_early=False)
+    write_events(run, [start, end] if ended else [start])
     record = {"name": name, "group": group or name, "overrides": list(overrides), "status": status, "reason": reason}
     run.joinpath("variant.json").write_text(json.dumps(record))
     return run
@@ -102,7 +106,7 @@ def test_seeds_of_a_variant_form_one_row_with_mean_and_std(spec_path: Path, tmp_
 def test_plain_train_runs_are_read_too(spec_path: Path, tmp_path: Path) -> None:
     """Run directories `train` made by itself (no variant.json) rank by their own names."""
     for name, weights in (("finished", True), ("stopped", False)):
-        run = make_run(tmp_path / "s", name, spec_path, [(0.5 if weights else 0.25, None)])
+        run = make_run(tmp_path / "s", name, spec_path, [(0.5 if weights else 0.25, None)], ended=weights)
         (run / "variant.json").unlink()
         (run / ("model.safetensors" if weights else "checkpoint.pt")).write_bytes(b"")
     write_leaderboard(tmp_path / "s")

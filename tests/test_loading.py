@@ -11,9 +11,10 @@ from conftest import SPECS, TINY_SPEC
 from builder.lang.errors import SpecError
 from builder.lang.loading import dump_spec, load_spec
 from builder.lang.shapes import infer
+from builder.lang.yaml_io import MAX_DEPTH
 
 Writer = Callable[..., Path]
-DEEP = "[" * 51 + "]" * 51  # 51 levels below `name`
+DEEP = "[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1)  # one level too deep below `name`
 
 
 def _error_lines(path: Path, overrides: tuple[str, ...] = ()) -> list[str]:
@@ -123,7 +124,8 @@ def test_overrides_are_yaml_values(write_spec: Writer) -> None:
         ("extends.x=1", "--set extends.x=1: error: extends: cannot be set here"),
         ("nope.deeper=1", "--set nope.deeper=1: error: nope: unknown field 'nope'"),  # not at the file's line 1
         ("classifier.nope.deeper=1", "--set classifier.nope.deeper=1: error: classifier.nope: unknown field 'nope'"),
-        (f"name={DEEP}", f"--set name={DEEP}: error: invalid YAML value '{DEEP[:80]}': nested more than 50 levels"),
+        (f"name={DEEP}",
+         f"--set name={DEEP}: error: invalid YAML value '{DEEP[:80]}': nested more than {MAX_DEPTH} levels"),
         ("name=a\x07", "--set name=a\\x07: error: invalid YAML value 'a\\x07': control character U+0007"),  # escaped
     ],
 )

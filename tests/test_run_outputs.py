@@ -18,7 +18,7 @@ from training.checkpoint import CHECKPOINT, load_checkpoint, load_weights
 from training.config import DigitsData, EarlyStopping
 from training.data import load_data
 from training.errors import RunDirError, TrainingInterrupted
-from training.metrics import read_csv
+from training.runfiles import read_metrics
 from training.runinfo import BEST, load_run
 
 
@@ -55,9 +55,9 @@ def test_a_run_describes_itself_and_load_run_reproduces_its_test_accuracy(spec_p
 def test_validation_metrics_every_epoch_and_never_the_test_split(spec_path: Path, tmp_path: Path) -> None:
     result = train(load_spec(spec_path), config(spec_path, epochs=3, eval_every=3), out=tmp_path / "r", quiet=True,
                    log=print)
-    rows = read_csv(tmp_path / "r" / "metrics.csv")
-    assert all(r["val_acc"] and r["val_loss"] for r in rows)  # every epoch
-    assert [bool(r["test_acc"]) for r in rows] == [False, False, True]
+    rows = read_metrics(tmp_path / "r" / "metrics.csv")
+    assert all(r["val_acc"] is not None and r["val_loss"] is not None for r in rows)  # every epoch
+    assert [r["test_acc"] is not None for r in rows] == [False, False, True]
     assert result.best_epoch == 1 + max(range(3), key=lambda i: (float(rows[i]["val_acc"]), -i))
 
 
@@ -113,7 +113,7 @@ def test_early_stopping_stops_at_the_right_epoch(
     rule = EarlyStopping(metric=metric, patience=patience, min_delta=min_delta)  # type: ignore[arg-type]
     result = train(spec, config(spec_path, epochs=5, early_stopping=rule), out=tmp_path / "es", quiet=True, log=print)
     assert result.epoch == stop and result.stopped_early == (stop < 5)
-    assert result.test_acc is not None and len(read_csv(tmp_path / "es" / "metrics.csv")) == stop
+    assert result.test_acc is not None and len(read_metrics(tmp_path / "es" / "metrics.csv")) == stop
     if metric == "val_acc":
         assert stop == 2  # nothing can improve accuracy by 1.0
 
@@ -137,7 +137,7 @@ def test_a_finished_run_resumed_with_more_epochs_starts_a_new_schedule_segment(
     lines: list[str] = []
     train(spec, config(spec_path, epochs=4), resume=tmp_path / "r", quiet=True, log=lines.append)
     assert "the run had finished, so epochs 3-4 follow a new cosine schedule from lr 0.1" in lines[0]
-    lrs = [float(r["lr"]) for r in read_csv(tmp_path / "r" / "metrics.csv")]
+    lrs = [float(r["lr"]) for r in read_metrics(tmp_path / "r" / "metrics.csv")]
     assert lrs[1] < 0.001  # the first schedule ended near zero
     assert lrs[2] == pytest.approx(0.1 * 0.5 * (1 + torch.cos(torch.tensor(torch.pi * 10 / 22)).item()), rel=1e-4)
     assert lrs[3] < 0.001  # the new segment decays to its end over epochs 3-4

@@ -18,6 +18,7 @@ from builder.tools.sweep_plan import plan_from_args
 from builder.tools.sweep_run import Children, child_env
 from tests.conftest import ROOT
 from tests.test_sweep import TINY, args
+from training.runfiles import new_event, write_events
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -90,17 +91,20 @@ def test_each_epoch_reports_exactly_its_metrics_row_and_a_prune_stops_the_child(
     rows = [["epoch", "test_acc", "val_acc"], [1, 0.5, 0.25], [2, "", ""], [3, 0.75, 0.5]]
     trial, children = FakeTrial(prune_at=3), FakeChildren()
     watcher = EpochWatcher(tmp_path, "val_acc", trial, children)  # type: ignore[arg-type]
+    watcher.on_line("the banner\n")  # nothing done yet
     for n in range(1, 4):
         with (tmp_path / "metrics.csv").open("w", newline="") as f:
             csv.writer(f).writerows(rows[: n + 1])
-        watcher.on_line("progress noise\n")
-        watcher.on_line(f"epoch {n}/5  train loss ...\n")
+        write_events(tmp_path, [new_event("epoch", epoch=i, epochs=5) for i in range(1, n + 1)])
+        watcher.on_line("any line\n")  # the log's words are never read: the events say what is done
+        watcher.on_line("another line\n")
     assert trial.reports == [(0.25, 1), (0.5, 3)]  # epoch 2 had no evaluation
     assert watcher.pruned and children.interrupts == 1 and watcher.best == 0.5 and watcher.last_epoch == 3
 
     # At the last epoch the trial is reported but never pruned: it is complete.
     trial, children = FakeTrial(prune_at=1), FakeChildren()
     watcher = EpochWatcher(tmp_path, "test_acc", trial, children)  # type: ignore[arg-type]
+    write_events(tmp_path, [new_event("epoch", epoch=i, epochs=3) for i in range(1, 4)])
     watcher.on_line("epoch 3/3  train loss ...\n")
     assert trial.reports == [(0.75, 3)] and not watcher.pruned and children.interrupts == 0
 

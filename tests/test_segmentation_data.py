@@ -24,7 +24,7 @@ from training.data.joint import augment_pairs, transform
 from training.data.masks import MaskSplit
 from training.data.shapes import generate
 from training.errors import TrainingInterrupted
-from training.metrics import read_csv
+from training.runfiles import read_metrics
 from training.tasks import TASKS
 from training.trainer import Position, Trainer
 
@@ -245,7 +245,7 @@ def test_a_segmentation_run_logs_miou_and_keeps_the_best_by_it(tmp_path: Path, s
     config = config_of(path).model_copy(update={"epochs": 3})
     lines: list[str] = []
     result = train(load_spec(path), config, out=tmp_path / "r", quiet=True, log=lines.append)
-    rows = read_csv(tmp_path / "r" / "metrics.csv")
+    rows = read_metrics(tmp_path / "r" / "metrics.csv")
     assert list(rows[0]) == list(TASKS["segmentation"].columns) and len(rows) == 3
     val = [float(r["val_miou"]) for r in rows]
     assert result.best_epoch == val.index(max(val)) + 1
@@ -289,7 +289,7 @@ def test_an_interrupted_segmentation_run_resumes_bit_identical(
     train(spec, config, resume=tmp_path / "split", quiet=True, log=lambda _: None)
     a, b = (load_weights(tmp_path / name / WEIGHTS) for name in ("straight", "split"))
     assert all(torch.equal(a[k], b[k]) for k in a)
-    untimed = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_csv(tmp_path / n / "metrics.csv")]
+    untimed = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(tmp_path / n / "metrics.csv")]
                for n in ("straight", "split")]
     assert untimed[0] == untimed[1]
 

@@ -25,8 +25,7 @@ from training.checkpoint import CHECKPOINT, WEIGHTS, load_weights, save_weights
 from training.data import load_data
 from training.errors import TrainingInterrupted
 from training.evaluation import evaluate_split
-from training.metrics import read_csv
-from training.runfiles import BEST
+from training.runfiles import BEST, read_metrics
 from training.runinfo import load_run
 from training.segment import Sizes, divisor
 from training.tasks.make import run_task
@@ -94,7 +93,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_the_best_weights_are_the_best_val_miou_epochs(run_dir: Path) -> None:
-    rows = read_csv(run_dir / "metrics.csv")
+    rows = read_metrics(run_dir / "metrics.csv")
     assert {"train_miou", "val_miou", "val_dice", "test_miou"} <= set(rows[0])
     val = [float(r["val_miou"]) for r in rows]
     results = json.loads((run_dir / "results.json").read_text())
@@ -139,7 +138,7 @@ def test_an_interrupted_unet_run_resumes_bit_identical(tmp_path: Path, monkeypat
     for name in (WEIGHTS, BEST):
         a, b = (load_weights(tmp_path / run / name) for run in ("straight", "split"))
         assert all(torch.equal(a[k], b[k]) for k in a)
-    untimed = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_csv(tmp_path / n / "metrics.csv")]
+    untimed = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(tmp_path / n / "metrics.csv")]
                for n in ("straight", "split")]
     assert untimed[0] == untimed[1]
 
@@ -319,7 +318,7 @@ def test_the_leaderboard_ranks_segmentation_variants_by_val_miou(run_dir: Path, 
     sweep = tmp_path / "sweep"
     for name, values in (("low", [0.2, 0.3]), ("high", [0.5, 0.4])):
         shutil.copytree(run_dir, sweep / name, ignore=shutil.ignore_patterns("tensorboard"))
-        rows = read_csv(sweep / name / "metrics.csv")[:2]
+        rows = read_metrics(sweep / name / "metrics.csv")[:2]
         for row, value in zip(rows, values):
             row["val_miou"] = str(value)
         with (sweep / name / "metrics.csv").open("w", newline="") as f:

@@ -21,7 +21,8 @@ from builder.model.build import build_model
 from training import TrainingConfig, train
 from training.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, load_weights
 from training.errors import ConfigProblems, NonFiniteLoss, RunDirError, TrainingInterrupted
-from training.metrics import COLUMNS, read_csv
+from training.metrics import COLUMNS
+from training.runfiles import read_metrics
 from training.trainer import Position
 
 # 1x8x8 digits, two blocks of 8 channels: an epoch of 1,437 images takes a fraction of a second.
@@ -65,8 +66,8 @@ def test_a_run_leaves_every_output(spec_path: Path, tmp_path: Path, cli: Cli) ->
     assert code == 0
     assert "epoch 2/2" in stdout and "best validation epoch" in stdout and f"outputs in {out}" in stdout
 
-    rows = read_csv(out / "metrics.csv")
-    assert list(rows[0]) == list(COLUMNS) and [r["epoch"] for r in rows] == ["1", "2"]
+    rows = read_metrics(out / "metrics.csv")
+    assert list(rows[0]) == list(COLUMNS) and [r["epoch"] for r in rows] == [1, 2]
     assert all(0 <= float(r["test_acc"]) <= 1 and float(r["seconds"]) > 0 for r in rows)
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Total params" in (out / "summary.txt").read_text()
@@ -113,8 +114,8 @@ def test_resume_after_one_epoch_is_bit_identical(spec_path: Path, tmp_path: Path
     result = train(spec, straight, resume=tmp_path / "split", quiet=True, log=print)
     assert result.epoch == 2
     assert same_weights(tmp_path / "straight", tmp_path / "split")
-    assert read_csv(tmp_path / "split" / "metrics.csv")[1]["train_loss"] == (
-        read_csv(tmp_path / "straight" / "metrics.csv")[1]["train_loss"]
+    assert read_metrics(tmp_path / "split" / "metrics.csv")[1]["train_loss"] == (
+        read_metrics(tmp_path / "straight" / "metrics.csv")[1]["train_loss"]
     )
 
 
@@ -148,7 +149,7 @@ def test_interrupted_mid_epoch_and_resumed_is_bit_identical(
 
 
 def untimed(run: Path) -> list[dict[str, str]]:
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_csv(run / "metrics.csv")]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in read_metrics(run / "metrics.csv")]
 
 
 def test_sigterm_after_an_epoch_checkpoints_and_exits_143(spec_path: Path, tmp_path: Path) -> None:
@@ -191,7 +192,7 @@ def test_sigint_to_the_cli_checkpoints_prints_the_resume_command_and_resumes(
     assert 1 <= position["epoch"] < 8
     code, stdout, _ = cli(*shlex.split(resume_line.removeprefix("resume with: python -m builder ")))
     assert code == 0 and "resuming" in stdout and "epoch 8/8" in stdout
-    assert len(read_csv(out / "metrics.csv")) == 8
+    assert len(read_metrics(out / "metrics.csv")) == 8
 
 
 def test_a_non_finite_loss_stops_with_exit_1_naming_epoch_step_and_lr(
@@ -220,7 +221,7 @@ def test_a_non_finite_loss_keeps_the_last_good_checkpoint(
     assert stopped.value.exit_code == 1
     assert "epoch 2, step 3 of 11" in str(stopped.value) and "after epoch 1" in str(stopped.value)
     assert load_checkpoint(tmp_path / "r" / CHECKPOINT)["position"]["epoch"] == 1
-    assert len(read_csv(tmp_path / "r" / "metrics.csv")) == 1
+    assert len(read_metrics(tmp_path / "r" / "metrics.csv")) == 1
 
 
 def test_resume_refuses_a_changed_recipe_or_spec_located(spec_path: Path, tmp_path: Path, cli: Cli) -> None:
@@ -279,7 +280,7 @@ def test_eval_every_skips_test_epochs_but_always_tests_the_last(spec_path: Path,
     result = train(load_spec(spec_path), config(spec_path, epochs=3, eval_every=2), out=tmp_path / "r", quiet=True,
                    log=print)
     assert [m.test_acc is not None for m in result.history] == [False, True, True]
-    assert read_csv(tmp_path / "r" / "metrics.csv")[0]["test_acc"] == ""
+    assert read_metrics(tmp_path / "r" / "metrics.csv")[0]["test_acc"] is None
 
 
 def test_training_options_run(write_spec: Callable[..., Path], tmp_path: Path) -> None:
@@ -305,7 +306,7 @@ def test_tensorboard_event_file_holds_per_step_and_per_epoch_scalars(spec_path: 
             "test/acc", "images_per_s"} <= tags
     steps = [e.step for e in board.Scalars("train/loss_step")]
     assert steps == list(range(1, 23))  # 11 steps per epoch, numbered globally
-    rows = read_csv(tmp_path / "r" / "metrics.csv")
+    rows = read_metrics(tmp_path / "r" / "metrics.csv")
     val_acc = [e.value for e in board.Scalars("val/acc")]
     assert [e.step for e in board.Scalars("val/acc")] == [1, 2]
     assert val_acc == pytest.approx([float(r["val_acc"]) for r in rows], abs=1e-5)

@@ -136,8 +136,11 @@ def test_weights_of_another_spec_are_refused(run: Path, tmp_path: Path, cli: Cli
     from safetensors.torch import save_file
     from torch import zeros
 
+    from training.checkpoint import checksum
+
     other = tmp_path / "other"
     shutil.copytree(run, other)
-    save_file({"features.0.weight": zeros(1)}, str(other / WEIGHTS))
+    tensors = {"features.0.weight": zeros(1)}
+    save_file(tensors, str(other / WEIGHTS), metadata={"checksum": checksum(tensors)})
     code, _, stderr = cli("evaluate", other, "--weights", "final")
     assert code == 2 and "holds weights of another spec" in stderr and len(stderr.strip().splitlines()) == 1

@@ -4,12 +4,15 @@
 optimizer, scheduler and grad-scaler states, every RNG state, the position (epoch, step) and
 the metrics so far. It holds tensors and plain data only, so `torch.load(weights_only=True)`
 reads it; a file that asks to build any other object is refused, never executed.
-`model.safetensors` holds the final weights under the built model's state_dict keys.
+`model.safetensors` (and best.safetensors) hold weights under the built model's state_dict keys,
+with a checksum of every tensor in the file's metadata, verified before the weights are used.
+File names and the structure of a checkpoint's contents: training/runfiles.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import pickle
 import random
 import warnings
@@ -18,17 +21,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_bytes
 from torch import Tensor, nn
 
 from builder.lang.files import atomic_write, write_bytes
 from training.errors import CheckpointError
-from training.runfiles import CHECKPOINT as CHECKPOINT  # re-exported: the run's file names
-from training.runfiles import WEIGHTS as WEIGHTS
+from training.runfiles import CHECKPOINT, WEIGHTS, check_checkpoint, open_regular, read_bytes
+
+__all__ = ["CHECKPOINT", "WEIGHTS", "checksum", "load_checkpoint", "load_weights", "read_checkpoint", "rng_states",
+           "save_checkpoint", "save_weights", "set_rng_states"]
 
 FORMAT = "cnn-builder-checkpoint"
 VERSION = 2  # 2: with a checksum of everything it holds
+CHECKSUM = "checksum"  # the metadata key of a weights file's checksum
+MAX_WEIGHTS_HEADER = 100 * 2**20  # safetensors' own limit on its JSON header
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -65,12 +72,14 @@ def _feed(digest: Any, value: Any) -> None:
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint's state, read with weights_only=True; anything else is a CheckpointError."""
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}")
     try:
-        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
-            warnings.simplefilter("ignore")
-            state = torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, CheckpointError) as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol of foreign files
+            state = torch.load(f, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as exc:
         what = _unpickler_reason(str(exc))
         raise CheckpointError(
@@ -99,17 +108,38 @@ def _unpickler_reason(message: str) -> str:
 
 
 def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
-    """The model's state_dict as safetensors (contiguous CPU copies), written atomically."""
+    """The model's state_dict as safetensors (contiguous CPU copies) with their checksum, atomically."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    data = safetensors_bytes(tensors, metadata=metadata)
+    data = safetensors_bytes(tensors, metadata={**(metadata or {}), CHECKSUM: checksum(tensors)})
     write_bytes(path, data)
 
 
-def load_weights(path: Path) -> dict[str, Tensor]:
+def load_weights(path: Path, require_checksum: bool = True) -> dict[str, Tensor]:
+    """A .safetensors file's tensors, its checksum verified; a file without one (weights from
+    elsewhere, e.g. port-weights) is accepted only when not `require_checksum` (a run's own are)."""
+    data = read_bytes(path, 2**40, CheckpointError)
     try:
-        return load_file(str(path))
-    except Exception as exc:
-        raise CheckpointError(f"cannot read weights {path}: {exc}") from None
+        tensors, metadata = dict(sorted(safetensors_load(data).items())), _metadata(data)  # by name, as load_file
+    except Exception as exc:  # safetensors raises its own kinds on a truncated or foreign file
+        raise CheckpointError(f"cannot read weights {path}: {str(exc).splitlines()[0] if str(exc) else exc}") from None
+    stored = metadata.get(CHECKSUM)
+    if stored is None and require_checksum:
+        raise CheckpointError(f"{path} has no checksum: not weights a run of this trainer wrote; they are not used")
+    if stored is not None and stored != checksum(tensors):
+        raise CheckpointError(f"{path} is damaged: its tensors do not match their checksum (a changed bit, or an "
+                              "edited file); they are not used")
+    return tensors
+
+
+def _metadata(data: bytes) -> dict[str, str]:
+    """The __metadata__ of a safetensors file (an 8-byte little-endian header size, then JSON)."""
+    size = int.from_bytes(data[:8], "little")
+    if size > min(MAX_WEIGHTS_HEADER, len(data) - 8):
+        raise ValueError("the header is larger than the file")
+    meta = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("__metadata__ is not a mapping")
+    return meta
 
 
 # --- RNG states ----------------------------------------------------------------------------------
@@ -135,3 +165,12 @@ def set_rng_states(states: dict[str, Any]) -> None:
     np_state = states["numpy"]
     key = np.array(np_state["state"]["key"], dtype=np.uint32)
     np.random.set_state({**np_state, "state": {**np_state["state"], "key": key}})
+
+
+def read_checkpoint(run_dir: Path) -> dict[str, Any]:
+    """The run's checkpoint (checksum verified) with every part's structure checked
+    (runfiles.check_checkpoint); each problem is one CheckpointError line."""
+    path = run_dir / CHECKPOINT
+    state = load_checkpoint(path)
+    check_checkpoint(state, path)
+    return state

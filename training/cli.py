@@ -18,7 +18,7 @@ from builder.lang.loading import apply_override, resolve_document, spec_from_doc
 from training.config import TrainingConfig
 from training.errors import ConfigProblems, QuietExit, TrainingFailed, TrainingInterrupted, TrainUsageError
 from training.flags import TRAIN_FLAGS, add_run_flags
-from training.runinfo import SPEC_FILE
+from training.runfiles import SPEC_FILE
 
 if TYPE_CHECKING:
     from builder.lang.spec import Spec

@@ -68,16 +68,16 @@ def add_commands(sub: Any) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from training.evaluate import evaluate_run, unique_dir
+    from training.evaluate import evaluate_run
 
     device, run_dir = compute_device(args.device), Path(args.run)
     config = data_config(run_dir, args.data) if args.data else None
-    out = Path(args.out) if args.out else unique_dir(run_dir / f"evaluate-{args.weights}")
-    if out.exists() and any(out.iterdir()):
+    out = Path(args.out) if args.out else None
+    if out is not None and out.is_dir() and any(out.iterdir()):  # said before the evaluation, and again on claiming
         raise UsageError(f"--out {out} is not empty; evaluate never overwrites files: choose a new directory")
     done = evaluate_run(run_dir, out, weights=args.weights, config=config, device=device)
     print(f"{run_dir} ({args.weights} weights) {done.line}")
-    print(f"wrote {out}: {', '.join(done.files)}")
+    print(f"wrote {done.out}: {', '.join(done.files)}")
     return 0
 
 
@@ -115,7 +115,7 @@ def data_config(run_dir: Path, data: str) -> Any:
     from builder.lang.loading import resolve_document
     from training.cli import apply_data_flag
     from training.config import TrainingConfig
-    from training.runinfo import SPEC_FILE, read_run_info
+    from training.runfiles import SPEC_FILE, read_run_info
 
     read_run_info(run_dir)
     doc = resolve_document(run_dir / SPEC_FILE)

@@ -98,3 +98,7 @@ class TrainingInterrupted(BuilderError):
             return [f"interrupted by {self.signal_name} {self.where}; no checkpoint was written, nothing to resume"]
         saved = self.saved or f"checkpoint saved in {self.run_dir}"
         return [f"interrupted by {self.signal_name} {self.where}; {saved}", f"resume with: {self.resume_command}"]
+
+
+class RunFileError(RunDirError):
+    """A file of a run directory that is missing, not a regular file, too large or malformed."""

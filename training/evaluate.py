@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from builder.lang.files import WriteError, write_text
+from builder.lang.files import write_text
 from training.config import TrainingConfig
 from training.data import Split, load_data
+from training.runfiles import report_dir
 from training.runinfo import LoadedRun, Weights, load_run
 
 
@@ -30,13 +31,15 @@ class Evaluation:
     result: dict[str, Any]  # metrics.json
     files: tuple[str, ...]  # written into the output directory
     line: str  # the headline: "on 360 images: top-1 91.20% ..."
+    out: Path  # the output directory
 
 
 def evaluate_run(
-    run_dir: Path, out_dir: Path, *, weights: Weights = "best", config: TrainingConfig | None = None,
+    run_dir: Path, out: Path | None, *, weights: Weights = "best", config: TrainingConfig | None = None,
     device: str = "cpu",
 ) -> Evaluation:
-    """Evaluate a run on its test split (or `config.dataset`) and write the reports into `out_dir`."""
+    """Evaluate a run on its test split (or `config.dataset`) and write the reports into `out`
+    (empty or new), by default a new RUN_DIR/evaluate-WEIGHTS[-N] (runfiles.report_dir)."""
     from training.evaluation import evaluate_split
     from training.tasks.make import run_task
 
@@ -49,14 +52,11 @@ def evaluate_run(
         run.model, run.preprocess.batch_preprocess(None, dev), split, task, batch_size=cfg.batch_size,
         precision=cfg.precision if cfg.precision != "auto" else "fp32", device=dev, keep=kept,
     )
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WriteError(f"cannot create {out_dir}: {exc.strerror or exc}") from None
-    found, files = task.report(kept, loss, metrics, run, out_dir)
-    result = {**found, "weights": weights, "run": str(run_dir)}
-    write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
-    return Evaluation(result, ("metrics.json", *files), task.result_line(result))
+    with report_dir(run_dir, weights, out) as out_dir:
+        found, files = task.report(kept, loss, metrics, run, out_dir)
+        result = {**found, "weights": weights, "run": str(run_dir)}
+        write_text(out_dir / "metrics.json", json.dumps(result, indent=2) + "\n")
+    return Evaluation(result, ("metrics.json", *files), task.result_line(result), out_dir)
 
 
 def test_split(config: TrainingConfig, run: LoadedRun) -> Split:
@@ -68,12 +68,3 @@ def test_split(config: TrainingConfig, run: LoadedRun) -> Split:
     if split is None or len(split) == 0:
         raise RunDirError(f"the {data.name} dataset has no test or validation images to evaluate")
     return split
-
-
-def unique_dir(base: Path) -> Path:
-    """`base`, or base-2, base-3, ... : the first that does not exist (nothing is overwritten)."""
-    path, n = base, 2
-    while path.exists():
-        path, n = base.with_name(f"{base.name}-{n}"), n + 1
-    return path
-

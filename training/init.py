@@ -25,7 +25,7 @@ def init_from(model: nn.Module, config: InitConfig) -> str:
     path = Path(config.weights)
     if not path.is_file():
         raise ConfigProblems.at(WEIGHTS_FIELD, f"no such file: {path}")
-    source, target = load_weights(path), model.state_dict()
+    source, target = load_weights(path, require_checksum=False), model.state_dict()  # weights from elsewhere too
     check_names(source.keys(), target.keys(), config)
     fits = {k: v for k, v in source.items() if k in target and v.shape == target[k].shape}
     fresh = [f"{k} {tuple(target[k].shape)} (file {tuple(v.shape)})" for k, v in source.items()

@@ -1,8 +1,8 @@
-"""Per-epoch metrics: metrics.csv, curves.png (matplotlib's Agg canvas, no pyplot) and log lines."""
+"""Per-epoch metrics: a row of metrics.csv (written and read by training/runfiles.py), curves.png
+(matplotlib's Agg canvas, no pyplot) and log lines."""
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,25 +66,6 @@ class EpochMetrics:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EpochMetrics:
         return cls(dict(data))
-
-
-def write_csv(path: Path, history: Sequence[EpochMetrics], names: Sequence[str] = COLUMNS) -> None:
-    """Rewrite metrics.csv from the whole history (so a resumed run's file is whole too)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(names)
-    for m in history:
-        writer.writerow(["" if m.get(c) is None else _cell(m.get(c)) for c in names])
-    write_bytes(path, buffer.getvalue().encode())
-
-
-def _cell(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:.6g}"
-
-
-def read_csv(path: Path) -> list[dict[str, str]]:
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def plot_curves(path: Path, history: Sequence[EpochMetrics], title: str = "",

@@ -17,11 +17,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from training.data.splits import decode_image, ignore_sigint
+from training.data.splits import IMAGE_EXTENSIONS, decode_image, ignore_sigint
 from training.errors import BadImageError, RunDirError
 from training.runinfo import LoadedRun
 
-EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
+EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
 BATCH = 256
 
 
@@ -33,6 +33,8 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
             found += sorted(f for f in p.rglob("*") if f.suffix.lower() in EXTENSIONS and f.is_file())
         elif p.is_file():
             found.append(p)
+        elif p.exists():
+            raise RunDirError(f"{p}: not a regular file (a pipe, device or socket); images are read from files")
         else:
             raise RunDirError(f"{p}: no such file or directory")
     return found

@@ -1,32 +1,43 @@
-"""The run directory: choosing and creating it, the files that describe the run, and the checks
-that a resumed run is the same run (spec and recipe) as the one in its checkpoint."""
+"""The run directory's life: choosing and creating it, holding its lock, writing the files that
+describe the run, and reading back a resumed run's checkpoint. File names and the reading and
+checking of every file: training/runfiles.py."""
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from builder.lang.errors import Problem
-from builder.lang.files import TMP_NAME, write_text
+from builder.lang.files import write_text
 from builder.lang.loading import dump_spec
 from builder.lang.spec import Spec
-from training.checkpoint import CHECKPOINT, load_checkpoint
-from training.config import RESUMABLE_CHANGES, TrainingConfig
-from training.errors import CheckpointError, ConfigProblems, RunDirError
-from training.runfiles import LOCK, LOG, RECORD, RUN_INFO, SPEC_FILE, SUMMARY_FILE
+from training.checkpoint import read_checkpoint
+from training.config import TrainingConfig
+from training.errors import CheckpointError, RunDirError, RunFileError
+from training.runfiles import (
+    BOARD_DIR,
+    CHECKPOINT,
+    LOCK,
+    LOG,
+    RECORD,
+    RUN_FILES,
+    RUN_INFO,
+    SPEC_FILE,
+    SUMMARY,
+    TMP_FILE,
+    check_resume,
+    foreign_entries,
+    read_run_info,
+    spec_data,
+)
 
-STATE_KEYS = frozenset({"spec", "config", "position", "model", "optimizer", "scheduler", "scaler", "rng"})
-
-
-# What this program itself may have put in a run directory before the run starts: the lock, and
-# the record and log that `builder sweep` keeps beside each variant's run (builder/tools/sweep_record.py).
-OURS = frozenset({LOCK, RECORD, LOG})
+__all__ = ["LOCK", "claim_run_dir", "locked", "remove_partial_files", "resume_target", "resumed_state", "spec_data",
+           "write_run_files"]
 
 
 def claim_run_dir(out: str | Path | None, name: str) -> tuple[Path, bool]:
@@ -44,13 +55,29 @@ def claim_run_dir(out: str | Path | None, name: str) -> tuple[Path, bool]:
     if (path / CHECKPOINT).exists():
         raise RunDirError(f"{path} already holds a run; continue it with --resume {path}, or choose another --out")
     if path.is_dir():
-        if any(e.name not in OURS for e in path.iterdir()) and not (path / RUN_INFO).is_file():
-            raise RunDirError(f"--out {path} is not empty and holds no run of this trainer; its files are never "
-                              "overwritten: choose another --out, or empty it")
+        check_unstarted(path)
         return path, False
     if path.exists():
         raise RunDirError(f"--out {path} is a file, not a directory")
     return path, _make(path)
+
+
+def check_unstarted(path: Path) -> None:
+    """An existing --out may hold only what a start of this trainer (or a sweep) writes before its
+    first checkpoint, and a run.json there must be this trainer's: nothing else is ever overwritten."""
+    refused = f"--out {path} is not empty and holds no run of this trainer; its files are never overwritten: " \
+              "choose another --out, or empty it"
+    try:
+        foreign = foreign_entries(path)
+    except OSError as exc:
+        raise RunDirError(f"cannot read --out {path}: {exc.strerror or exc}") from None
+    if foreign:
+        raise RunDirError(refused)
+    if (path / RUN_INFO).exists():
+        try:
+            read_run_info(path)
+        except RunFileError:
+            raise RunDirError(refused) from None
 
 
 def _make(path: Path) -> bool:
@@ -66,13 +93,14 @@ def _make(path: Path) -> bool:
 
 @contextmanager
 def locked(path: Path, created: bool = False) -> Iterator[None]:
-    """Hold the run directory's lock while the run lives; a second run into it is refused. On a
-    failure before anything was written, a directory created for this run is removed again."""
+    """Hold the run directory's lock while the run lives; a second run into it is refused. A start
+    that fails or is interrupted before its first checkpoint removes what it wrote (and a directory
+    created for it), so the same --out can be used again."""
     if not path.is_dir():
         raise RunDirError(f"{path} is not a directory")
-    had_lock = (path / LOCK).exists()
+    before = set(os.listdir(path))
     try:
-        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        fd = os.open(path / LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
     except OSError as exc:
         raise RunDirError(f"cannot write into {path}: {exc.strerror or exc}") from None
     try:
@@ -87,23 +115,28 @@ def locked(path: Path, created: bool = False) -> Iterator[None]:
         yield
         ok = True
     finally:
-        if not ok and not had_lock and [e.name for e in path.iterdir()] == [LOCK]:  # nothing else was written
-            (path / LOCK).unlink()
-            if created:
-                path.rmdir()
+        if not ok and not (path / CHECKPOINT).exists():
+            _remove_start(path, before, created)
         os.close(fd)
+
+
+def _remove_start(path: Path, before: set[str], created: bool) -> None:
+    """What a start that never checkpointed wrote: its own files (by name) that were not there before."""
+    for name in set(os.listdir(path)) - before - {RECORD, LOG}:
+        entry = path / name
+        if name == BOARD_DIR and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        elif name in RUN_FILES and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+    if created and not any(path.iterdir()):
+        path.rmdir()
 
 
 def remove_partial_files(path: Path) -> None:
     """Temporary files of atomic writes that a killed run left behind (only ours, by name)."""
     for entry in path.iterdir():
-        if TMP_NAME.match(entry.name) and entry.is_file():
+        if TMP_FILE.match(entry.name) and entry.is_file():
             entry.unlink(missing_ok=True)
-
-
-def spec_data(spec: Spec) -> dict[str, Any]:
-    """The model part of a spec (what the weights depend on), as plain data."""
-    return spec.model_dump(mode="json", exclude={"training", "extends"})
 
 
 def write_run_files(run_dir: Path, spec: Spec, config: TrainingConfig) -> None:
@@ -111,9 +144,14 @@ def write_run_files(run_dir: Path, spec: Spec, config: TrainingConfig) -> None:
     the epochs and settings last trained with) and summary.txt (torchinfo)."""
     from builder.model.summary import summarize
 
-    resolved = spec.model_copy(update={"training": config.model_dump(mode="json")})
-    write_text(run_dir / SPEC_FILE, dump_spec(resolved))
-    write_text(run_dir / SUMMARY_FILE, f"{summarize(spec)}\n")
+    write_text(run_dir / SPEC_FILE, resolved_spec(spec, config))
+    write_text(run_dir / SUMMARY, f"{summarize(spec)}\n")
+
+
+def resolved_spec(spec: Spec, config: TrainingConfig) -> str:
+    """spec.yaml's text: the resolved spec with its full training section (a SpecError when it
+    could not be read back)."""
+    return dump_spec(spec.model_copy(update={"training": config.model_dump(mode="json")}))
 
 
 # --- resume checks ----------------------------------------------------------------------------------
@@ -124,52 +162,15 @@ def resume_target(resume: str | Path, out: str | Path | None) -> Path:
     run_dir = Path(resume)
     if out is not None and Path(out).resolve() != run_dir.resolve():
         raise RunDirError(f"--out {out} and --resume {run_dir} differ: a resumed run writes into its own directory")
-    if not (run_dir / CHECKPOINT).is_file():
+    if not (run_dir / CHECKPOINT).exists():
         raise CheckpointError(f"no checkpoint at {run_dir / CHECKPOINT}")
     return run_dir
 
 
 def resumed_state(spec: Spec, config: TrainingConfig, run_dir: Path, out: str | Path | None) -> dict[str, Any]:
-    """The checkpoint of the run in `run_dir`, once it is known to fit this spec and recipe."""
+    """The checkpoint of the run in `run_dir` (its structure checked), once it is known to fit
+    this spec and recipe."""
     resume_target(run_dir, out)
-    saved = load_checkpoint(run_dir / CHECKPOINT)
-    missing = sorted(STATE_KEYS - saved.keys())
-    if missing:
-        raise CheckpointError(f"{run_dir / CHECKPOINT} lacks {', '.join(missing)}: not a complete checkpoint")
+    saved = read_checkpoint(run_dir)
     check_resume(saved, spec, config, run_dir)
     return saved
-
-
-def check_resume(saved: dict[str, Any], spec: Spec, config: TrainingConfig, run_dir: Path) -> None:
-    """The spec and the recipe must be the run's (only RESUMABLE_CHANGES may differ)."""
-    why = f"in the run being resumed ({run_dir}); a resumed run keeps its spec and recipe"
-    found = [(path, old, new) for path, old, new in differences(saved["spec"], spec_data(spec))]
-    found += [
-        (("training", *path), old, new)
-        for path, old, new in differences(saved["config"], config.model_dump(mode="json"))
-        if path[0] not in RESUMABLE_CHANGES
-    ]
-    problems = [Problem(p, f"is {json.dumps(new)} here but {json.dumps(old)} {why}") for p, old, new in found]
-    done = saved["position"]["epoch"]
-    if config.epochs < done:
-        problems.append(Problem(("training", "epochs"), f"the run being resumed already did {done} epochs"))
-    if problems:
-        raise ConfigProblems(problems)
-
-
-DocPath = tuple[str | int, ...]
-
-
-def differences(old: Any, new: Any, path: DocPath = ()) -> Iterator[tuple[DocPath, Any, Any]]:
-    """Leaf paths where two plain-data trees differ (a changed `kind` is one difference)."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        if "kind" in old and old.get("kind") != new.get("kind"):
-            yield (*path, "kind"), old.get("kind"), new.get("kind")
-            return
-        for key in [*old, *(k for k in new if k not in old)]:
-            yield from differences(old.get(key), new.get(key), (*path, key))
-    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
-        for i, (a, b) in enumerate(zip(old, new)):
-            yield from differences(a, b, (*path, i))
-    elif old != new:
-        yield path, old, new

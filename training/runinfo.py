@@ -8,16 +8,14 @@ needs to classify new images.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from builder.lang.files import write_text
 from builder.lang.spec import Spec
 from training.errors import RunDirError
-from training.runfiles import BEST, RUN_INFO, SPEC_FILE, WEIGHTS
-from training.runfiles import RESULTS as RESULTS  # re-exported: the run's file names
+from training.runfiles import BEST, FORMAT, RESULTS, RUN_INFO, SPEC_FILE, WEIGHT_FILES, read_run_info
+from training.runfiles import write_run_info as write_info
 
 if TYPE_CHECKING:
     import torch
@@ -27,8 +25,9 @@ if TYPE_CHECKING:
     from training.data import Data
     from training.tasks import Task
 
-FORMAT = "cnn-builder-run"
-WEIGHT_FILES = {"final": WEIGHTS, "best": BEST}
+__all__ = ["BEST", "RESULTS", "RUN_INFO", "SPEC_FILE", "WEIGHT_FILES", "EvalPreprocess", "LoadedRun", "Weights",
+           "load_run", "read_run_info", "run_info", "write_run_info"]
+
 Weights = Literal["best", "final"]
 
 
@@ -49,23 +48,7 @@ def run_info(spec: Spec, data: Data, task: Task | None = None) -> dict[str, Any]
 
 
 def write_run_info(run_dir: Path, spec: Spec, data: Data, task: Task | None = None) -> None:
-    write_text(run_dir / RUN_INFO, json.dumps(run_info(spec, data, task), indent=2) + "\n")
-
-
-def read_run_info(run_dir: Path) -> dict[str, Any]:
-    """run.json of a run directory, or one clear RunDirError."""
-    path = Path(run_dir) / RUN_INFO
-    if not Path(run_dir).is_dir():
-        raise RunDirError(f"{run_dir} is not a directory")
-    try:
-        info = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunDirError(f"{run_dir} is not a run directory (it has no {RUN_INFO}; train writes one)") from None
-    except (OSError, ValueError) as exc:
-        raise RunDirError(f"cannot read {path}: {exc}") from None
-    if not isinstance(info, dict) or info.get("format") != FORMAT:
-        raise RunDirError(f"{path} is not the run description of this trainer")
-    return info
+    write_info(run_dir, run_info(spec, data, task))
 
 
 @dataclass(frozen=True)
@@ -143,28 +126,34 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, weights: Weights = "best", device: str = "cpu") -> LoadedRun:
-    """The model of a run directory with its `best` (validation) or `final` weights, in eval mode."""
+    """The model of a run directory with its `best` (validation) or `final` weights, in eval mode.
+    run.json must agree with spec.yaml and the weights with both, and the weights' checksum is
+    verified: anything else is one RunDirError or CheckpointError line."""
     import torch
 
     from builder.lang.loading import load_spec
     from builder.model.build import build_model
     from training.checkpoint import load_weights
     from training.errors import CheckpointError
+    from training.runfiles import check_info_fits, check_tensors
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     spec = load_spec(run_dir / SPEC_FILE)
+    check_info_fits(info, spec, run_dir / RUN_INFO)
     if weights not in WEIGHT_FILES:
         raise RunDirError(f"weights must be best or final, not {weights!r}")
     path = run_dir / WEIGHT_FILES[weights]
-    if weights == "best" and not path.is_file():  # a run without validation has final weights only
+    if weights == "best" and not path.exists():  # a run without validation has final weights only
         path = run_dir / WEIGHT_FILES["final"]
-    if not path.is_file():
+    if not path.exists():
         raise RunDirError(f"{run_dir} has no {path.name} (the run has not finished; resume it, or use --weights)")
     model = build_model(spec)
+    state = load_weights(path)
     try:
-        model.load_state_dict(load_weights(path))
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path} holds weights of another spec: {str(exc).splitlines()[0]}") from None
+        check_tensors(state, model.state_dict(), str(path))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path} holds weights of another spec: {str(exc).removeprefix(f'{path} ')}") from None
+    model.load_state_dict(state)
     return LoadedRun(model.to(torch.device(device)).eval(), EvalPreprocess.from_info(info),
                      tuple(info["classes"]), spec, info)

@@ -29,10 +29,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from builder.lang.files import write_text
 from builder.lang.spec import Spec
 from builder.model.build import build_model
-from training.checkpoint import CHECKPOINT, WEIGHTS, rng_states, save_checkpoint, save_weights, set_rng_states
+from training.checkpoint import rng_states, save_checkpoint, save_weights, set_rng_states
 from training.config import TrainingConfig
 from training.data import Data, Split, generator, load_data, on_device, preprocess_for
 from training.device import autocast, seed_everything, select_device, threads
@@ -46,12 +45,34 @@ from training.distributed import (
     process_group,
     total_of,
 )
-from training.errors import ApiError, NonFiniteLoss, TrainingInterrupted
+from training.errors import ApiError, CheckpointError, NonFiniteLoss, TrainingInterrupted
 from training.loggers import Board, Log, print_line, silent
-from training.metrics import EpochMetrics, epoch_line, plot_curves, write_csv
+from training.metrics import EpochMetrics, epoch_line, plot_curves
 from training.precision import resolve_precision
-from training.rundir import claim_run_dir, locked, resume_target, resumed_state, spec_data, write_run_files
-from training.runinfo import BEST, RESULTS, write_run_info
+from training.rundir import claim_run_dir, locked, resolved_spec, resume_target, resumed_state, write_run_files
+from training.runfiles import (
+    BEST,
+    BOARD_DIR,
+    CHECKPOINT,
+    CURVES,
+    EVENTS,
+    METRICS,
+    RESULTS,
+    RUN_INFO,
+    SPEC_FILE,
+    SUMMARY,
+    WEIGHTS,
+    check_fits,
+    event_data,
+    new_event,
+    position_state,
+    read_events,
+    spec_data,
+    write_events,
+    write_metrics,
+    write_results,
+)
+from training.runinfo import write_run_info
 from training.signals import StopFlag, handling, stop_at_once, stop_on_signals
 from training.step import make_step
 from training.tasks import Task
@@ -105,6 +126,7 @@ def train(
     d = d.on(device, config.dist_backend)  # collectives on the GPU under NCCL
     config = resolve_precision(config, device)  # precision auto -> bf16, fp16 or fp32 (training/precision.py)
     check_batch_size(d, config.batch_size)
+    resolved_spec(spec, config)  # spec.yaml must be writable and readable back before a directory is claimed
     with process_group(d, device, config.dist_backend):
         created = [False]  # rank 0: whether the run directory was made for this run
 
@@ -174,9 +196,8 @@ class Position:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Position:
-        state = dict(state)
-        if "correct" in state:  # a checkpoint from before the task seam: classification's correct count
-            state["tally"] = [float(state.pop("correct"))]
+        """From a checkpoint's position (checked; one from before the task seam kept `correct`)."""
+        state = position_state(state, "position")
         return cls(**{**state, "history": [EpochMetrics.from_dict(m) for m in state["history"]]})
 
     def add(self, step: int, loss_sum: float, tally: list[float], n: int, seconds: float) -> None:
@@ -238,6 +259,8 @@ class Trainer:
                                          config.channels_last, getattr(config.dataset, "ignore_index", 255))
         self.saved_at: str | None = None  # where the last checkpoint was taken
         self.resumed = saved is not None
+        # events.jsonl, for tools (the sweep, the search, the leaderboard); a resumed run's continue
+        self.events = event_data(read_events(run_dir)) if saved is not None and self.dist.main else []
         if saved is not None:
             self.restore(saved)
 
@@ -283,8 +306,25 @@ class Trainer:
         }
         save_checkpoint(self.run_dir / CHECKPOINT, state)
 
+    def record(self, kind: str, **fields: Any) -> None:
+        """An event in events.jsonl (rank 0), for the tools that follow a run."""
+        if self.dist.main:
+            self.events.append(new_event(kind, **fields))
+            write_events(self.run_dir, self.events)
+
     def restore(self, saved: dict[str, Any]) -> None:
-        """Continue from a checkpoint: states first, the global RNGs last (building used them)."""
+        """Continue from a checkpoint, once every state is known to fit this run; what still fails
+        to load is one CheckpointError line, never a traceback."""
+        s, path = self.step, self.run_dir / CHECKPOINT
+        check_fits(saved, path, self.model, s.optimizer, s.scheduler, s.scaler, self.steps, self.task.tally_size)
+        try:
+            self.load_states(saved)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, OverflowError) as exc:
+            why = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+            raise CheckpointError(f"{path} does not fit this run ({why}); it is not resumed") from None
+
+    def load_states(self, saved: dict[str, Any]) -> None:
+        """States first, the global RNGs last (building used them)."""
         s, segment = self.step, self.pos.segment
         self.model.load_state_dict(saved["model"])
         s.optimizer.load_state_dict(saved["optimizer"])
@@ -302,6 +342,10 @@ class Trainer:
 
     def run(self) -> TrainResult:
         self.log(self.banner())
+        d, c = self.data, self.config
+        self.record("start", resumed=self.resumed, epoch=self.pos.epoch, epochs=c.epochs, train_images=len(d.train),
+                    val_images=_length(d.val), test_images=_length(d.test), steps_per_epoch=self.steps,
+                    device=str(self.device), precision=c.precision)
         board = Board(self.run_dir, self.dist.main)
         try:
             with stop_on_signals(self.aborted) as stop:
@@ -314,6 +358,8 @@ class Trainer:
                 if self.dist.main:
                     save_weights(self.model, self.run_dir / WEIGHTS, {"spec": self.spec.name})
                 result = self.result()
+                self.record("end", epoch=result.epoch, best_epoch=result.best_epoch,
+                            stopped_early=result.stopped_early)
         finally:
             board.close()
         self.log(self.farewell(result))
@@ -414,12 +460,13 @@ class Trainer:
         self.track_best(metrics)
         self.save()
         if self.dist.main:
-            write_csv(self.run_dir / "metrics.csv", self.pos.history, self.task.kind.columns)
+            write_metrics(self.run_dir / METRICS, [m.as_dict() for m in self.pos.history], self.task.kind.columns)
             title = f"{self.spec.name} on {self.data.name} ({len(self.data.train):,} training images)"
-            plot_curves(self.run_dir / "curves.png", self.pos.history, title, self.pos.step_losses, self.steps,
+            plot_curves(self.run_dir / CURVES, self.pos.history, title, self.pos.step_losses, self.steps,
                         self.task.kind.metrics[0])
             board.epoch(metrics, seen / max(pos.seconds, 1e-9))
             self.show(board, epoch)
+        self.record("epoch", epoch=epoch, epochs=self.config.epochs)
         self.log(epoch_line(metrics, self.config.epochs, seen, self.task.kind.metrics))
 
     def show(self, board: Board, epoch: int) -> None:
@@ -480,7 +527,10 @@ class Trainer:
     # --- endings ---
 
     def interrupted(self, signum: int) -> TrainingInterrupted:
-        return TrainingInterrupted(signal.Signals(signum).name, signum, self.pos.where(), self.run_dir)
+        """Stopped by a signal once the checkpoint of pos.where() is written."""
+        name = signal.Signals(signum).name
+        self.record("interrupted", signal=name, where=self.pos.where())
+        return TrainingInterrupted(name, signum, self.pos.where(), self.run_dir)
 
     def aborted(self, signum: int) -> TrainingInterrupted:
         """A second stop signal: stop at once, naming the checkpoint a resume starts from."""
@@ -509,9 +559,7 @@ class Trainer:
             "stopped_early": self.stopping_early(),
         }
         if self.dist.main:
-            import json
-
-            write_text(self.run_dir / RESULTS, json.dumps(results, indent=2) + "\n")
+            write_results(self.run_dir, results)
         return TrainResult(self.run_dir, last.epoch, last, best_epoch, best_test, history, self.stopping_early())
 
     def best_test(self, last: EpochMetrics) -> tuple[int, dict[str, float | None]]:
@@ -529,8 +577,8 @@ class Trainer:
             self.model.load_state_dict(final)
 
     def farewell(self, r: TrainResult) -> str:
-        files = ", ".join([WEIGHTS, BEST, CHECKPOINT, "metrics.csv", "curves.png", "spec.yaml", "run.json",
-                           RESULTS, "summary.txt", "tensorboard/"])
+        files = ", ".join([WEIGHTS, BEST, CHECKPOINT, METRICS, CURVES, SPEC_FILE, RUN_INFO, RESULTS, EVENTS, SUMMARY,
+                           f"{BOARD_DIR}/"])
         early = f"stopped early after epoch {r.epoch}; " if r.stopped_early else ""
         m = self.task.kind.metrics[0]
         best, final = (float(v or 0.0) for v in (r.best_test.get(f"test_{m.name}"), r.final.get(f"test_{m.name}")))
@@ -543,6 +591,10 @@ class Trainer:
 def better(higher: bool, value: float, than: float, min_delta: float) -> bool:
     """Is `value` better than `than` by more than min_delta (higher when `higher`, else lower)?"""
     return value > than + min_delta if higher else value < than - min_delta
+
+
+def _length(split: Split | None) -> int | None:
+    return None if split is None else len(split)
 
 
 def _size(split: Split | None) -> str:

@@ -16,14 +16,12 @@ from dataclasses import replace
 from pathlib import Path as FsPath
 from typing import Any
 
-import yaml
-
 from builder.lang.errors import Document, Loc, Path, SpecError, format_path, suggest, validate
 from builder.lang.expand import expand_document
 from builder.lang.kinds.residual import apply_stochastic_depth
 from builder.lang.shapes import infer
 from builder.lang.spec import Spec, apply_width
-from builder.lang.yaml_io import load_document, parse_scalar
+from builder.lang.yaml_io import dump, load_document, parse_scalar
 
 _PATH_PART = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")  # name, then any [INDEX]
 MAX_PATH_CHARS = 4096  # PATH_MAX on Linux; longer spec paths are refused before the OS sees them
@@ -140,9 +138,10 @@ def _shipped_matches(text: str) -> list[FsPath]:
 
 
 def dump_spec(spec: Spec) -> str:
-    """The fully resolved spec as YAML (defaults filled in); it loads back to an equal Spec."""
+    """The fully resolved spec as YAML (defaults filled in); it loads back to an equal Spec (a
+    SpecError when it nests deeper than the reader's limit)."""
     data = spec.model_dump(mode="json", exclude={"extends"}, exclude_none=True)
-    return yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    return dump(data, f"the resolved spec {spec.name}")
 
 
 def spec_from_document(doc: Document) -> Spec:
@@ -176,6 +175,7 @@ def _changed_elsewhere(doc: Document, loc: Loc) -> str:
 
 def _with_bases(path: FsPath, chain: tuple[FsPath, ...]) -> Document:
     doc = load_document(path)
+    _check_is_spec(doc, path)
     ref = doc.data.get("extends")
     if ref is None:
         return doc
@@ -184,11 +184,27 @@ def _with_bases(path: FsPath, chain: tuple[FsPath, ...]) -> Document:
     try:
         base = _with_bases(base_path, (*chain, path.resolve()))
         spec_from_document(base)  # a base must be a valid spec on its own
+    except _NotASpec as exc:
+        raise SpecError.at(at, f"base spec '{ref}' is {exc.what}", ("extends",)) from None
     except SpecError as exc:
         n = len(exc.diagnostics)
         head = SpecError.at(at, f"base spec '{ref}' is invalid ({n} problem{'s' * (n > 1)} below)", ("extends",))
         raise SpecError(head.diagnostics + exc.diagnostics) from None
     return merge_documents(base, doc)
+
+
+class _NotASpec(SpecError):
+    """A file that parses as YAML but holds no spec field; `what` says so without quoting it."""
+
+    what = ("not a spec: none of its top-level keys is a spec field (name, input, num_classes, blocks, extends, "
+            "...); its contents are not shown")
+
+
+def _check_is_spec(doc: Document, path: FsPath) -> None:
+    """A mapping none of whose keys is a spec field is not a spec (/etc/shadow parses as one): it is
+    refused without naming its keys or values, so no message shows what such a file holds."""
+    if not any(isinstance(key, str) and key in Spec.model_fields for key in doc.data):
+        raise _NotASpec.at(Loc(str(path), 1, 1), _NotASpec.what)
 
 
 def _base_path(path: FsPath, ref: Any, at: Loc, chain: tuple[FsPath, ...]) -> FsPath:

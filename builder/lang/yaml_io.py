@@ -24,7 +24,10 @@ from builder.lang.errors import Document, Loc, Path, SpecError
 
 MAX_BYTES = 4 * 2**20  # a spec is a few KB; refuse anything absurd before parsing it
 MAX_VALUES = 100_000  # values after alias expansion; AlexNet has a few hundred
-MAX_DEPTH = 50  # keys/indices from the top to a value; a spec needs 4, and deep YAML overflows the stack
+# Keys/indices from the top to a value. A spec needs 4 as written, but its resolved form (spec.yaml,
+# `resolve`) nests two levels per composite block (`blocks`, index): 100 lets a spec nested 40 blocks
+# deep load back; PyYAML overflows the stack near 200 when dumping.
+MAX_DEPTH = 100
 MAX_INT_DIGITS = 100  # digits of an integer literal; products of such values still print (Python: 4300 digits)
 
 _MAP_TAG = "tag:yaml.org,2002:map"
@@ -47,11 +50,34 @@ class _Loader(yaml.SafeLoader):
             self.depth -= 1
 
 
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+class _Dumper(yaml.SafeDumper):
+    """SafeDumper that quotes every string _Loader would read as another type (`name: "1e3"`)."""
+
+
+_SCIENTIFIC = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+for _cls in (_Loader, _Dumper):  # the same resolvers on both sides: what is dumped loads back equal
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _SCIENTIFIC, list("-+0123456789"))
+
+
+def dump(data: Any, where: str) -> str:
+    """`data` (plain values) as block-style YAML that this module reads back equal, or a SpecError at
+    `where` when it nests deeper than MAX_DEPTH (it could be written but never read again)."""
+    found = depth(data)
+    if found > MAX_DEPTH:
+        raise SpecError.at(Loc(where), f"nests {found} levels deep; at most {MAX_DEPTH} can be written as YAML "
+                                       "and read back")
+    return yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=100, allow_unicode=False)
+
+
+def depth(data: Any) -> int:
+    """Keys and indices from the top to the deepest value (0 for a scalar), as the reader counts them."""
+    deepest, stack = 0, [(data, 0)]
+    while stack:  # iterative: the data may be deeper than Python's recursion limit
+        value, level = stack.pop()
+        deepest = max(deepest, level)
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def read_text(path: str | FsPath) -> str:

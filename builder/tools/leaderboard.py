@@ -1,9 +1,11 @@
 """`python -m builder leaderboard DIR`: one row per variant of a sweep, read from its run directories.
 
-Every number comes from a run directory: parameters and mult-adds from the resolved `spec.yaml`
-(static inference, as `validate` prints them), the monitored metric (its `training.monitor`:
-val_acc for classification, val_miou for segmentation, ...), epochs and time from `metrics.csv`,
-the training images per epoch from the banner in `train.log`. Runs that differ only in their
+Every number comes from a run directory, read through training/runfiles: parameters and
+mult-adds from the resolved `spec.yaml` (static inference, as `validate` prints them), the
+monitored metric (its `training.monitor`: val_acc for classification, val_miou for segmentation,
+...), epochs and time from `metrics.csv`, the training images per epoch from the trainer's `start`
+event in `events.jsonl`. A run directory whose files are damaged is a row "unreadable" with the
+one-line reason (and `leaderboard` exits 2 after writing the board). Runs that differ only in their
 seed form one row (mean and sample standard deviation). Writes leaderboard.csv, leaderboard.md
 and pareto.png (accuracy against mult-adds or parameters, the Pareto front drawn).
 """
@@ -16,6 +18,7 @@ import io
 import math
 import re
 import statistics
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -25,15 +28,14 @@ from builder.lang.errors import BuilderError, SpecError
 from builder.lang.files import write_bytes, write_text
 from builder.lang.loading import load_spec
 from builder.lang.shapes import infer
-from builder.tools.sweep_record import read_record
-from training.runfiles import CHECKPOINT, LOG, METRICS, SPEC_FILE, WEIGHTS
+from training.errors import RunFileError
+from training.runfiles import METRICS, SPEC_FILE, StartEvent, read_events, read_metrics, read_record, run_status
 
 if TYPE_CHECKING:
     from training.tasks import Metric
 
 Sort = Literal["best_val_acc", "test_acc", "params", "mult_adds", "seconds"]
 XAxis = Literal["mult_adds", "params"]
-_BANNER = re.compile(r"\(([\d,]+) train / ")
 
 
 @dataclass(frozen=True)
@@ -85,26 +87,28 @@ class Leaderboard:
     csv_path: Path
     md_path: Path
     png_path: Path | None
+    problems: tuple[str, ...] = ()  # one line per run directory that could not be read
 
 
 def read_run(run_dir: Path) -> RunResult | None:
-    """The results of a run directory, or None when it holds neither a sweep record nor a run."""
+    """The results of a run directory, or None when it holds neither a sweep record nor a run;
+    a RunFileError line when one of its files is damaged."""
     record = read_record(run_dir) or {}
-    if not record and not (run_dir / METRICS).is_file():
+    if not record and not (run_dir / METRICS).exists():
         return None
-    rows = _metrics(run_dir / METRICS)
+    rows = read_metrics(run_dir / METRICS, required=False)
     params, mult_adds, spec_name, monitor = _static(run_dir / SPEC_FILE)
     name = monitor.removeprefix("val_")
     val_metric = f"val_{name}" if rows and f"val_{name}" in rows[0] else f"test_{name}"
-    vals = [float(r[val_metric]) for r in rows if r.get(val_metric)]
-    tests = [float(r[f"test_{name}"]) for r in rows if r.get(f"test_{name}")]
-    seconds = sum(float(r["seconds"]) for r in rows)
-    images = _train_images(run_dir / LOG)
+    vals = [v for r in rows if (v := r.get(val_metric)) is not None]
+    tests = [v for r in rows if (v := r.get(f"test_{name}")) is not None]
+    seconds = sum(r.get("seconds") or 0.0 for r in rows)
+    images = _train_images(run_dir)
     status = str(record.get("status") or _plain_status(run_dir))
     return RunResult(
         name=run_dir.name, group=str(record.get("group", run_dir.name)), spec_name=spec_name,
         overrides=tuple(record.get("overrides", ())), status=status, reason=str(record.get("reason", "")),
-        params=params, mult_adds=mult_adds, epochs=int(rows[-1]["epoch"]) if rows else 0,
+        params=params, mult_adds=mult_adds, epochs=rows[-1]["epoch"] if rows else 0,
         best_val_acc=(max if higher_is_better(val_metric) else min)(vals) if vals else None, val_metric=val_metric,
         test_acc=tests[-1] if tests else None,
         seconds=seconds, images_per_s=images * len(rows) / seconds if images and seconds > 0 else None,
@@ -113,15 +117,14 @@ def read_run(run_dir: Path) -> RunResult | None:
 
 def _plain_status(run_dir: Path) -> str:
     """A run directory that `train` made by itself (no variant.json): done, or stopped with a checkpoint."""
-    return "done" if (run_dir / WEIGHTS).is_file() else "interrupted" if (run_dir / CHECKPOINT).is_file() else "unknown"
+    status = run_status(run_dir)
+    return status if status in ("done", "interrupted") else "unknown"
 
 
-def _metrics(path: Path) -> list[dict[str, str]]:
-    try:
-        with path.open(newline="") as f:
-            return list(csv.DictReader(f))
-    except OSError:
-        return []
+def _unreadable(run_dir: Path, why: str) -> RunResult:
+    return RunResult(name=run_dir.name, group=run_dir.name, spec_name="", overrides=(), status="unreadable",
+                     reason=why, params=None, mult_adds=None, epochs=0, best_val_acc=None, val_metric="test_acc",
+                     test_acc=None, seconds=0.0, images_per_s=None)
 
 
 def _static(spec_path: Path) -> tuple[int | None, int | None, str, str]:
@@ -162,13 +165,10 @@ def metric_of(column: str) -> Metric | None:
     return next((m for kind in TASKS.values() for m in kind.metrics if m.name == name), None)
 
 
-def _train_images(log: Path) -> int | None:
-    """Training images per epoch, from the trainer's banner (the first one: a resume repeats it)."""
-    try:
-        match = _BANNER.search(log.read_text(errors="replace"))
-    except OSError:
-        return None
-    return int(match.group(1).replace(",", "")) if match else None
+def _train_images(run_dir: Path) -> int | None:
+    """Training images per epoch, from the trainer's first `start` event (a resume repeats it)."""
+    start = next((e for e in read_events(run_dir) if isinstance(e, StartEvent)), None)
+    return start.train_images if start is not None else None
 
 
 def summarize_runs(runs: Sequence[RunResult]) -> Row:
@@ -185,7 +185,7 @@ def summarize_runs(runs: Sequence[RunResult]) -> Row:
         val_metric=first.val_metric, test_acc=_mean(tests), test_acc_std=_std(tests),
         epochs=max(r.epochs for r in runs), seconds=_mean([r.seconds for r in done]) or 0.0,
         images_per_s=_mean(speeds), status="/".join(statuses),
-        reason="; ".join(sorted({r.reason for r in runs if r.reason and r.status == "failed"})),
+        reason="; ".join(sorted({r.reason for r in runs if r.reason and r.status in ("failed", "unreadable")})),
     )
 
 
@@ -197,11 +197,17 @@ def _std(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
-def collect(directory: Path, sort: Sort = "best_val_acc") -> list[Row]:
-    """The rows of every run directory below `directory`, best first (failed runs last)."""
+def collect(directory: Path, sort: Sort = "best_val_acc", problems: list[str] | None = None) -> list[Row]:
+    """The rows of every run directory below `directory`, best first (failed runs last); a damaged
+    one is a row "unreadable", its reason also appended to `problems`."""
     groups: dict[str, list[RunResult]] = {}
-    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir()):
-        result = read_run(run_dir)
+    for run_dir in sorted(p for p in directory.iterdir() if p.is_dir() and not p.is_symlink()):
+        try:
+            result = read_run(run_dir)
+        except RunFileError as exc:
+            result = _unreadable(run_dir, str(exc))
+            if problems is not None:
+                problems.append(f"error: {exc}")
         if result is not None:
             groups.setdefault(result.group, []).append(result)
     rows = [summarize_runs(runs) for runs in groups.values()]
@@ -224,13 +230,14 @@ def write_leaderboard(directory: Path, sort: Sort = "best_val_acc", x: XAxis = "
     """leaderboard.csv, leaderboard.md and pareto.png in `directory`."""
     if not directory.is_dir():
         raise BuilderError(f"{directory}: no such sweep directory")
-    rows = collect(directory, sort)
+    problems: list[str] = []
+    rows = collect(directory, sort, problems)
     csv_path, md_path = directory / "leaderboard.csv", directory / "leaderboard.md"
     write_text(csv_path, to_csv(rows))  # atomic: search workers on one sweep directory each rewrite it
     png = directory / "pareto.png" if plot_pareto(directory / "pareto.png", rows, x) else None
     text = to_markdown(rows, directory, sort, png)
     write_text(md_path, text)
-    return Leaderboard(rows, text, csv_path, md_path, png)
+    return Leaderboard(rows, text, csv_path, md_path, png, tuple(problems))
 
 
 def to_csv(rows: Sequence[Row]) -> str:
@@ -398,7 +405,9 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     board = write_leaderboard(Path(args.dir), args.sort, args.x)
     print(board.markdown, end="")
     print(f"wrote {board.csv_path}, {board.md_path}" + (f", {board.png_path}" if board.png_path else ""))
-    return 0
+    for line in board.problems:
+        print(line, file=sys.stderr)
+    return 2 if board.problems else 0
 
 
 def add_leaderboard_parser(sub: Any) -> None:

@@ -3,10 +3,10 @@
 Each worker process asks the study for a trial, turns its sampled values into `--set` overrides,
 validates them as `train` does (an impossible sample is a failed trial with its located reason),
 and trains `SWEEP/trial-NNNN` in a `python -m builder train` subprocess. The pruner sees the
-trial's validation metric once per epoch, read from metrics.csv each time the trainer prints an
-epoch line (it writes the file before the line), so a trial's reported values are exactly its
-run's; a pruned trial is stopped with SIGINT and keeps its checkpoint (never at its last epoch:
-then it is complete). The study lives in Optuna
+trial's validation metric once per epoch: whenever the child prints, the run's events.jsonl says
+which epochs are done and metrics.csv (both written before the trainer's epoch line) gives their
+values, so a trial's reported values are exactly its run's; a pruned trial is stopped with SIGINT
+and keeps its checkpoint (never at its last epoch: then it is complete). The study lives in Optuna
 storage: a SQLite file in the sweep directory by default, or any database URL shared by workers
 on several machines (docs/sweeps.md).
 """
@@ -14,26 +14,23 @@ on several machines (docs/sweeps.md).
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from builder.lang.errors import BuilderError, SpecError
-from builder.tools.leaderboard import _metrics, higher_is_better
+from builder.tools.leaderboard import higher_is_better
 from builder.tools.search_config import CategoricalParam, FloatParam, IntParam, SearchConfig
 from builder.tools.sweep_plan import Override, Plan, Variant, new_record, train_namespace
-from builder.tools.sweep_record import write_record
 from builder.tools.sweep_run import Children, Outcome, child_env, finish, forwarding_signals, train_command
 from training.cli import load_training
-from training.runfiles import LOG, METRICS
+from training.runfiles import LOG, METRICS, EpochEvent, read_events, read_metrics, write_record
 
 if TYPE_CHECKING:
     import optuna
 
 Log = Callable[[str], None]
-_EPOCH_LINE = re.compile(r"epoch (\d+)/(\d+) ")  # the trainer's line after each epoch's metrics.csv row
 
 
 def storage_url(plan: Plan, search: SearchConfig, storage: str | None) -> str:
@@ -183,9 +180,14 @@ class EpochWatcher:
         self.pruned = False
 
     def on_line(self, line: str) -> None:
-        match = _EPOCH_LINE.match(line)
-        if match is None or self.pruned:
+        """The child printed: report the epochs events.jsonl says are done since the last report."""
+        if self.pruned:
             return
+        done = [e for e in read_events(self.run_dir) if isinstance(e, EpochEvent) and e.epoch > self.last_epoch]
+        if done:
+            self.report(done[-1])
+
+    def report(self, event: EpochEvent) -> None:
         value, epoch = epoch_metric(self.run_dir / METRICS, self.metric)
         self.last_epoch = epoch
         if value is None:  # an epoch without evaluation (eval_every > 1)
@@ -193,7 +195,7 @@ class EpochWatcher:
         better = max if higher_is_better(self.metric) else min
         self.best = value if self.best is None else better(self.best, value)
         self.trial.report(value, epoch)
-        last = match.group(1) == match.group(2)  # nothing left to save: the trial completes
+        last = event.epoch == event.epochs  # nothing left to save: the trial completes
         if not last and self.trial.should_prune():
             self.pruned = True
             self.children.interrupt()  # this worker's one child: it checkpoints and exits
@@ -201,12 +203,12 @@ class EpochWatcher:
 
 def epoch_metric(path: Path, metric: str) -> tuple[float | None, int]:
     """The last epoch's `metric` (val_NAME, falling back to test_NAME without a val split) and its number."""
-    rows = _metrics(path)
+    rows = read_metrics(path)
     if not rows:
         return None, 0
     last = rows[-1]
     column = metric if metric in last else metric.replace("val_", "test_", 1)
-    return (float(last[column]) if last.get(column) else None), int(last["epoch"])
+    return last.get(column), last["epoch"]
 
 
 def _state(name: str) -> Any:

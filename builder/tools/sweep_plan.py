@@ -293,18 +293,13 @@ def changed_since(run_dir: Path, spec: Spec, config: TrainingConfig) -> str | No
     The fields a resumed run may change (epochs, device...) and precision (auto is resolved per
     device) do not count, as for `train --resume`."""
     from training.config import RESUMABLE_CHANGES
-    from training.rundir import differences, spec_data
+    from training.runfiles import recipe_changes, spec_data
 
     try:
         saved = load_spec(run_dir / SPEC_FILE)
     except SpecError:
         return "its spec.yaml is unreadable"
-    found = list(differences(spec_data(saved), spec_data(spec)))
-    found += [
-        (("training", *path), old, new)
-        for path, old, new in differences(saved.training or {}, config.model_dump(mode="json"))
-        if path[0] not in {*RESUMABLE_CHANGES, "precision"}
-    ]
+    found = recipe_changes(spec_data(saved), saved.training or {}, spec, config, RESUMABLE_CHANGES | {"precision"})
     if not found:
         return None
     path, old, new = found[0]

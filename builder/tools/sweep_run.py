@@ -183,6 +183,8 @@ def finish(out: Path, outcomes: list[Outcome], stopped: bool, log: Log) -> int:
 
     board = write_leaderboard(out)
     log(board.markdown.rstrip())
+    for line in board.problems:
+        log(line)
     counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "pruned", "failed", "interrupted")}
     log(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; leaderboard in {board.csv_path}")
     if stopped or counts["interrupted"]:

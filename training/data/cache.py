@@ -3,6 +3,8 @@
 The cache lives in `cache_dir` (training.dataset.cache_dir, else $CNN_SPEC_BUILDER_CACHE, else
 $XDG_CACHE_HOME or ~/.cache, then cnn-spec-builder/): one safetensors file per folder, decode
 size and subset, as large as the decoded uint8 images (N x C x H x W bytes). Deleting it is safe.
+Each file holds a checksum of its tensors, verified on reading: a damaged file is decoded anew
+(with a warning), never trained on.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ from tqdm import tqdm
 
 from builder.lang.files import WriteError, write_bytes
 from builder.model.build import available_memory
+from training.checkpoint import CHECKSUM, checksum, load_weights
 from training.config import ImageFolderData
 from training.data.splits import DecodedImages, FolderSplit, TensorSplit, ignore_sigint
+from training.errors import CheckpointError
 
 IN_MEMORY_FRACTION = 0.25  # `in_memory: auto` keeps a folder whose decoded bytes fit in this share of free memory
 CACHE_ENV = "CNN_SPEC_BUILDER_CACHE"  # overrides the default cache directory
-CACHE_VERSION = 2  # part of every key: bump it when the decoding or the file layout changes
+CACHE_VERSION = 3  # part of every key: bump it when the decoding or the file layout changes (3: checksums)
 DECODE_BATCH = 256  # images per work item when decoding a whole folder
 
 NamedSplit = tuple[str, FolderSplit]  # (train, val or test) and its image files
@@ -93,17 +97,22 @@ def decode_split(split: FolderSplit, bar: tqdm | None = None) -> TensorSplit:
 
 
 def read_cache(path: Path, expected: Sequence[NamedSplit]) -> tuple[TensorSplit, ...] | None:
-    """The cached splits, or None when the file is missing, unreadable or does not match."""
-    from safetensors.torch import load_file
-
-    if not path.is_file():
+    """The cached splits, or None when the file is missing, unreadable, damaged (its checksum) or
+    does not match; a file that exists but cannot be used is named in a warning."""
+    if not path.exists():
         return None
     try:
-        tensors = load_file(path)
+        tensors = load_weights(path)  # a regular file whose checksum matches its tensors
         splits = tuple(TensorSplit(tensors[f"{n}_images"], tensors[f"{n}_labels"]) for n, _ in expected)
-    except Exception:  # a truncated or damaged file can fail in many ways; it is rebuilt
+        usable = all(matches(s, d.dataset) for s, (_, d) in zip(splits, expected))
+    except (CheckpointError, KeyError) as exc:
+        usable, why = False, str(exc)
+    else:
+        why = "it does not hold these images"
+    if not usable:
+        warnings.warn(f"the image cache {path} cannot be used ({why}); decoding the images anew", stacklevel=2)
         return None
-    return splits if all(matches(s, d.dataset) for s, (_, d) in zip(splits, expected)) else None
+    return splits
 
 
 def matches(split: TensorSplit, images: DecodedImages) -> bool:
@@ -125,6 +134,6 @@ def write_cache(path: Path, names: Sequence[str], splits: Sequence[TensorSplit],
                for part in ("images", "labels")}
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(path, save(tensors, metadata={"key": key}))
+        write_bytes(path, save(tensors, metadata={"key": key, CHECKSUM: checksum(tensors)}))
     except (OSError, WriteError) as exc:
         warnings.warn(f"cannot write the image cache {path}: {exc}; the images stay in memory", stacklevel=2)

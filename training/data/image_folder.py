@@ -14,11 +14,11 @@ from pathlib import Path
 from builder.lang.spec import Spec
 from training.config import ImageFolderData
 from training.data.cache import cached_splits, keep_in_memory
-from training.data.splits import DecodedImages, FolderSplit, Source, Split, TensorSplit
+from training.data.splits import IMAGE_EXTENSIONS, DecodedImages, FolderSplit, Source, Split, TensorSplit
 from training.errors import ConfigProblems
 
 ROOT = ("training", "dataset", "root")
-EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".pgm", ".tif", ".tiff")
+EXTENSIONS = tuple(IMAGE_EXTENSIONS)  # the formats the docs list; nothing else is decoded
 
 
 def load(config: ImageFolderData, spec: Spec, workers: int = 0) -> Source:

@@ -7,10 +7,12 @@ decoded in memory; `FolderSplit` decodes image files per batch in DataLoader wor
 
 from __future__ import annotations
 
+import os
 import signal
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Protocol
+from typing import IO, Protocol
 
 import numpy as np
 import torch
@@ -22,6 +24,10 @@ from training.errors import BadImageError
 Batch = tuple[Tensor, Tensor]  # uint8 images (N, C, h, w), int64 labels (N,)
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as PIL's convert("L")
 STATS_SAMPLE = 512  # images of a split decoded per batch that estimate its mean and std
+# The image files decoded (image folders, predict), by extension and as Pillow's format: the formats
+# the docs list, and no other (Pillow would otherwise pick a plugin from the contents).
+IMAGE_EXTENSIONS = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".webp": "WEBP"}
+IMAGE_FORMATS = tuple(dict.fromkeys(IMAGE_EXTENSIONS.values()))
 
 
 class Split(Protocol):
@@ -76,18 +82,37 @@ class DecodedImages(Dataset[tuple[Tensor, int]]):
 
 def decode_image(path: str, mode: str, size: tuple[int, int] | None) -> Tensor:
     """One image file -> uint8 (C, H, W) in `mode` (L or RGB), bilinear-resized to `size` (H, W);
-    None: at its own size (segmentation's predict)."""
+    None: at its own size (segmentation's predict).
+
+    Only regular files are opened (a FIFO would block), and only as IMAGE_FORMATS: Pillow never
+    tries its other plugins on the contents (a PostScript file named photo.png would reach EPS,
+    which runs Ghostscript)."""
     from PIL import Image
 
     try:
-        with Image.open(path) as file:
+        with _open_regular(path) as f, Image.open(f, formats=IMAGE_FORMATS) as file:
             img = file.convert(mode)
         height, width = size or (img.height, img.width)
         img = img if img.size == (width, height) else img.resize((width, height), Image.Resampling.BILINEAR)
+    except Image.UnidentifiedImageError:
+        raise BadImageError(f"{path}: cannot read image: not a {', '.join(IMAGE_FORMATS)} image") from None
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         raise BadImageError(f"{path}: cannot read image: {exc}") from None
     array = np.asarray(img, dtype=np.uint8).reshape(height, width, -1)
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def _open_regular(path: str) -> IO[bytes]:
+    """The file opened for reading, once its descriptor shows a regular file (opened non-blocking)."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file (a pipe, device or directory)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 @dataclass(frozen=True)
