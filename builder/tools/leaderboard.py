@@ -13,7 +13,6 @@ and pareto.png (accuracy against mult-adds or parameters, the Pareto front drawn
 from __future__ import annotations
 
 import argparse
-import csv
 import io
 import math
 import re
