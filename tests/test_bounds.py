@@ -52,6 +52,9 @@ def test_evaluate_and_predict_choose_the_device_as_train_does(
      "--batch-size 1000000: error: must be from 1 to 65,536, got 1,000,000"),
     (("summarize", "lenet5", "--depth", "1000"), "--depth 1000: error: must be from 0 to 100, got 1,000"),
     (("bench", "lenet5", "--batch-size", "0"), "--batch-size 0: error: must be from 1 to 65,536, got 0"),
+    (("train", "lenet5", "--set", "training.optimizer.weight_decay=1e308"),
+     "training.optimizer.weight_decay: must be <= 1000000.0, got 1e+308"),
+    (("train", "lenet5", "--set", "training.optimizer.lr=1e300"), "training.optimizer.lr: must be <= 1000000.0"),
 ])
 def test_numbers_out_of_bounds_are_one_located_line(
     tmp_path: Path, cli: Cli, args: tuple[str, ...], message: str

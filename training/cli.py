@@ -56,8 +56,9 @@ def load_training(args: argparse.Namespace) -> tuple[Document, Spec, TrainingCon
     found = [d for flag, value in given if (d := flag.over_limit(value)) is not None]
     try:
         config = validate(TrainingConfig, doc, prefix=("training",))
-    except SpecError as exc:
-        raise SpecError([*found, *exc.diagnostics]) from None
+    except SpecError as exc:  # a flag's own bound says it once: the config's same field is not repeated
+        said = {d.path for d in found}
+        raise SpecError([*found, *(d for d in exc.diagnostics if d.path not in said)]) from None
     if found:
         raise SpecError(found)
     return doc, spec, config

@@ -14,6 +14,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from builder.lang.errors import suggest
 from builder.lang.spec import StrictModel, rule_error  # the same strictness as specs
+from training.flags import MAX_LR
 from training.tasks import task_kind
 
 # Finite numbers only: `.inf` and `.nan` are refused where a number is a size, a rate or a count.
@@ -22,6 +23,8 @@ NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(gt=0, le=10**9)]  # epochs, batch sizes, image counts: bounded, so nothing overflows
 Fraction = Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]
 Betas = Annotated[list[Fraction], Field(min_length=2, max_length=2)]
+LearningRate = Annotated[float, Field(gt=0, le=MAX_LR, allow_inf_nan=False)]  # as --lr: torch's float32 never overflows
+WeightDecay = Annotated[float, Field(ge=0, le=MAX_LR, allow_inf_nan=False)]  # the same bound, for the same reason
 
 
 # --- datasets ---------------------------------------------------------------------------------
@@ -196,10 +199,10 @@ DatasetConfig = Annotated[
 
 class SGDConfig(StrictModel):
     kind: Literal["sgd"]
-    lr: PositiveFloat = 0.05
+    lr: LearningRate = 0.05
     momentum: Fraction = 0.9
     nesterov: Annotated[bool, Field(validate_default=True)] = True
-    weight_decay: NonNegativeFloat = 5e-4
+    weight_decay: WeightDecay = 5e-4
 
     @field_validator("nesterov")
     @classmethod
@@ -212,7 +215,7 @@ class SGDConfig(StrictModel):
 class _AdamFields(StrictModel):
     """What Adam and AdamW share."""
 
-    lr: PositiveFloat = 1e-3
+    lr: LearningRate = 1e-3
     betas: Betas = [0.9, 0.999]  # noqa: RUF012 - pydantic copies field defaults
     eps: PositiveFloat = 1e-8
 
@@ -221,14 +224,14 @@ class AdamConfig(_AdamFields):
     """Adam; its weight_decay is an L2 penalty added to the gradient."""
 
     kind: Literal["adam"]
-    weight_decay: NonNegativeFloat = 0.0
+    weight_decay: WeightDecay = 0.0
 
 
 class AdamWConfig(_AdamFields):
     """AdamW: weight decay decoupled from the gradient step (Loshchilov & Hutter)."""
 
     kind: Literal["adamw"]
-    weight_decay: NonNegativeFloat = 0.01
+    weight_decay: WeightDecay = 0.01
 
 
 OptimizerConfig = Annotated[SGDConfig | AdamConfig | AdamWConfig, Field(discriminator="kind")]
