@@ -145,3 +145,19 @@ def test_summary_build_skips_random_weight_init_only() -> None:
     assert conv.weight.shape == (8, 3, 3, 3) and torch.equal(norm.weight, torch.ones(8))  # non-random fills still run
     nn.Linear(4, 4)
     assert not torch.equal(torch.get_rng_state(), state)  # outside it, init draws as usual
+
+
+def test_modules_nested_beyond_the_limit_are_refused_before_torchinfo_runs(
+    write_spec: Callable[..., Path], tmp_path: Path, cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    """25 nested sequences validate at once, but torchinfo's tally would take hours: one line, with the count."""
+    inner = "{kind: activation, fn: relu}"
+    for _ in range(23):
+        inner = f"{{kind: sequence, blocks: [{inner}]}}"
+    path = write_spec("name: deep\ninput: {channels: 1, height: 8, width: 8}\nnum_classes: 10\nblocks:\n"
+                      f"  - {{out_channels: 4, kernel_size: 3}}\n  - {inner}\n")
+    assert cli("validate", path)[0] == 0
+    for command in (("summarize", path), ("train", path, "--out", tmp_path / "run")):
+        code, _, err = cli(*command)
+        assert code == 2 and err.count("\n") == 1 and "nest 25 levels deep" in err and "at most 18" in err
+    assert not (tmp_path / "run").exists()

@@ -120,9 +120,20 @@ class SkipInit(TorchFunctionMode):
         return func(*args, **(kwargs or {}))
 
 
+MAX_NESTING = 18  # modules inside modules: torchinfo's parameter tally doubles its work with each level
+
+
+def nesting(model: nn.Module) -> int:
+    """How deep modules nest in `model` (features.block1.conv: 3)."""
+    return max((name.count(".") + 1 for name, _ in model.named_modules() if name), default=0)
+
+
 def _run_torchinfo(spec: Spec, device: str, batch_size: int, depth: int) -> tuple[nn.Module, ModelStatistics]:
     with torch.device(device), SkipInit():
         model = build_model(spec)
+    if (levels := nesting(model)) > MAX_NESTING:  # 25 levels would take torchinfo hours
+        raise BuilderError(f"{spec.name}: its modules nest {levels} levels deep; a summary (summarize, train's "
+                           f"summary.txt) takes at most {MAX_NESTING} (flatten the nested sequences)")
     size = (batch_size, spec.input.channels, spec.input.height, spec.input.width)
     try:
         stats = torchinfo.summary(
