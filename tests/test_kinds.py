@@ -276,3 +276,22 @@ def test_stochastic_depth_rates_are_torchvisions_block_by_block(name: str) -> No
     rates = [r.stochastic_depth.p if r.stochastic_depth is not None else 0.0
              for r in ours.modules() if isinstance(r, Residual) and r.shortcut is not None]
     assert rates == pytest.approx(expected, abs=1e-12) and max(rates) > 0
+
+
+def test_a_pointwise_conv_computes_the_same_on_either_memory_layout() -> None:
+    """A 1x1 conv runs as nn.Linear on a channels-last view (ConvNeXt's MLP after LayerNorm2d):
+    the same values and gradients as nn.Conv2d with the same weights."""
+    from builder.model.blocks import LayerNorm2d, Pointwise
+
+    torch.manual_seed(0)
+    ours, plain = Pointwise(16, 24, 1), torch.nn.Conv2d(16, 24, 1)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 16, 5, 7)
+    for view in (x, LayerNorm2d(16)(x), x.to(memory_format=torch.channels_last)):
+        a, b = view.detach().requires_grad_(), view.detach().requires_grad_()
+        out_a, out_b = ours(a), plain(b)
+        assert torch.allclose(out_a, out_b, atol=1e-5)
+        out_a.square().sum().backward()
+        out_b.square().sum().backward()
+        assert a.grad is not None and b.grad is not None and torch.allclose(a.grad, b.grad, atol=1e-4)
+    assert not LayerNorm2d(16)(x).is_contiguous()  # the case the linear path is for

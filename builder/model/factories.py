@@ -34,7 +34,16 @@ from builder.lang.kinds.upsample import UpsampleBlock
 from builder.lang.registry import body_stride
 from builder.lang.walk import BlockShape
 from builder.model import layers
-from builder.model.blocks import ChannelShuffle, Gate, Parallel, Residual, Skip, SplitParallel, StochasticDepth
+from builder.model.blocks import (
+    ChannelShuffle,
+    Gate,
+    Parallel,
+    Pointwise,
+    Residual,
+    Skip,
+    SplitParallel,
+    StochasticDepth,
+)
 
 if TYPE_CHECKING:
     from builder.model.build import BuildContext
@@ -43,11 +52,11 @@ if TYPE_CHECKING:
 def conv(ctx: BuildContext, block: BlockSpec, shape: BlockShape) -> nn.Module:
     """conv -> [norm] -> activation -> [norm] -> [pool], in the order conv_block_layers gives."""
     in_ch, out = shape.in_shape[0], shape.out_shape[0]
-    made_conv = nn.Conv2d(
-        in_ch, out, torch_arg(block.kernel_size), stride=torch_arg(block.stride),
-        padding=torch_arg(block.padding), dilation=torch_arg(block.dilation), groups=conv_groups(block, in_ch),
-        bias=block.bias,
-    )
+    args = (torch_arg(block.kernel_size), torch_arg(block.stride), torch_arg(block.padding),
+            torch_arg(block.dilation), conv_groups(block, in_ch))
+    kind = Pointwise if args in ((1, 1, 0, 1, 1), ((1, 1), (1, 1), (0, 0), (1, 1), 1)) else nn.Conv2d
+    made_conv = kind(in_ch, out, args[0], stride=args[1], padding=args[2], dilation=args[3], groups=args[4],
+                     bias=block.bias)
     made: dict[str, Callable[[Any], Any]] = {  # each present layer makes a module (never None)
         "conv": lambda _: made_conv, "act": layers.activation, "pool": layers.pool,
         "norm": lambda norm: layers.norm(norm, out),
