@@ -11,7 +11,8 @@ run stopped at any step and resumed ends bit-for-bit where an uninterrupted run 
 
 The pieces live in their own modules: device (device, precision), step (the training step that
 bench times too), optim (optimizer, schedule), rundir (run directory, resume checks), signals,
-loggers (log lines, TensorBoard), metrics (metrics.csv, curves.png).
+loggers (log lines, TensorBoard), metrics (metrics.csv, curves.png), ema (the weight average
+that, when on, is what evaluation sees and the weight files hold), tta (test-time augmentation).
 """
 
 from __future__ import annotations
