@@ -211,17 +211,30 @@ def deterministic() -> Iterator[list[warnings.WarningMessage]]:
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1], before[2]
 
 
-@pytest.mark.parametrize("device", DEVICES)
+# The recipe features' state on the device (the CPU case: tests/test_trainer.py)
+RECIPE = {
+    "ema": {"decay": 0.9, "every": 2, "ramp": 2.0}, "tta": {"translate": 1},
+    "optimizer": {"kind": "sgd", "lr": 0.05, "groups": [{"params": "norm", "lr_scale": 2.0, "weight_decay": 0.0}]},
+    "dataset": {"kind": "fake", "train_size": 320, "test_size": 64,
+                "augment": {"hflip_mode": "alternate", "padding_mode": "reflect"}},
+}
+RESUMED = [pytest.param("cpu", {}, id="cpu"), pytest.param("cuda", {}, id="cuda", marks=needs_cuda),
+           pytest.param("cuda", RECIPE, id="cuda-ema-tta-groups", marks=needs_cuda)]
+
+
+@pytest.mark.parametrize(("device", "recipe"), RESUMED)
 def test_interrupted_and_resumed_run_is_bit_identical(
-    device: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, deterministic: list[warnings.WarningMessage],
+    device: str, recipe: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    deterministic: list[warnings.WarningMessage],
 ) -> None:
-    """Stopped mid epoch 2 (dropout, augmentation, cosine schedule), resumed: the same weights."""
+    """Stopped mid epoch 2 (dropout, augmentation, cosine schedule; the weight average, groups,
+    TTA and alternating flips with `recipe`), resumed: the same weights."""
     import signal
 
     from training.errors import TrainingInterrupted
     from training.trainer import Position
 
-    spec, config = tiny(tmp_path, device, threads=1)
+    spec, config = tiny(tmp_path, device, threads=1, **recipe)
     train(spec, config, out=tmp_path / "straight", quiet=True, log=lambda _: None)
     add, count = Position.add, {"n": 0}
 

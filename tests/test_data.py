@@ -27,6 +27,7 @@ from training.data import (
 )
 from training.data import cache as cache_module
 from training.data import splits as splits_module
+from training.data.augment import alternate_flips, flip_phases
 from training.data.cifar10 import CIFAR_DIR
 from training.distributed import Dist, epoch_batches, eval_indices
 from training.errors import BadImageError, ConfigProblems
@@ -299,23 +300,56 @@ def test_in_memory_auto_follows_the_size_rule(
     assert isinstance(load_data(config, spec).train, FolderSplit)  # type: ignore[arg-type]
 
 
-def test_batch_augmentation_matches_torchvision_per_sample_semantics() -> None:
-    """RandomCrop(padding=p) with zero fill, then RandomHorizontalFlip, then Normalize: every
-    augmented image is one of those torchvision can produce from the same image."""
+@pytest.mark.parametrize("mode", ["zeros", "reflect"])
+def test_batch_augmentation_matches_torchvision_per_sample_semantics(mode: str) -> None:
+    """RandomCrop(padding=p) with zero fill (or padding_mode reflect), then RandomHorizontalFlip,
+    then Normalize: every augmented image is one of those torchvision can produce from the same image."""
     from torchvision.transforms.v2 import functional as TF
 
     images = torch.randint(0, 256, (32, 3, 6, 6), dtype=torch.uint8)
     mean, std = torch.tensor([0.4, 0.5, 0.6]).view(3, 1, 1), torch.tensor([0.2, 0.25, 0.3]).view(3, 1, 1)
-    out = Preprocess((6, 6), mean, std, Augment(crop_padding=1 / 3, hflip=True))(images, generator(3))
+    augment = Augment(crop_padding=1 / 3, hflip=True, padding_mode=mode)  # type: ignore[arg-type]
+    out = Preprocess((6, 6), mean, std, augment)(images, generator(3))
     flips = 0
     for image, got in zip(images, out):
-        padded = TF.pad(TF.to_dtype(image, torch.float32, scale=True), [2, 2, 2, 2], fill=0.0)
+        padded = TF.pad(TF.to_dtype(image, torch.float32, scale=True), [2, 2, 2, 2], fill=0.0,
+                        padding_mode="constant" if mode == "zeros" else "reflect")
         crops = [padded[:, y : y + 6, x : x + 6] for y in range(5) for x in range(5)]
         candidates = [(c - mean) / std for crop in crops for c in (crop, TF.horizontal_flip(crop))]
         hits = [i for i, c in enumerate(candidates) if torch.allclose(got, c, atol=1e-6)]
         assert hits, "an augmented image no torchvision crop+flip produces"
         flips += all(i % 2 for i in hits)
     assert 5 <= flips <= 27  # about half flipped
+
+
+def test_reflect_padding_mirrors_the_image_into_the_gap() -> None:
+    x = torch.arange(1, 17, dtype=torch.float32).view(1, 1, 4, 4).repeat(64, 1, 1, 1)
+    out = random_crop(x, (1, 1), generator(7), "reflect")
+    padded = torch.nn.functional.pad(x[:1], (1, 1, 1, 1), mode="reflect")[0, 0]
+    assert padded[0, 0] == x[0, 0, 1, 1]  # mirrored about the edge pixel, not repeating it
+    crops = [padded[y : y + 4, w : w + 4] for y in range(3) for w in range(3)]
+    assert all(any(torch.equal(img[0], c) for c in crops) for img in out)
+    assert not (out == 0).any()  # nothing zero-filled
+
+
+def test_alternating_flips_flip_each_image_on_every_other_epoch() -> None:
+    phases = flip_phases(100, seed=3)
+    assert torch.equal(phases, flip_phases(100, seed=3)) and not torch.equal(phases, flip_phases(100, seed=4))
+    assert 30 <= int(phases.sum()) <= 70  # a random start per image
+    idx = torch.tensor([5, 0, 99, 5])
+    even, odd = alternate_flips(phases, idx, 0), alternate_flips(phases, idx, 1)
+    assert torch.equal(even, phases[idx]) and torch.equal(odd, ~even)  # every image seen both ways in 2 epochs
+    assert torch.equal(alternate_flips(phases, idx, 2), even)
+
+    prep = Preprocess((4, 4), torch.zeros(1, 1, 1), torch.ones(1, 1, 1),
+                      Augment(crop_padding=0, hflip=True, hflip_mode="alternate"))
+    images = torch.randint(0, 256, (4, 1, 4, 4), dtype=torch.uint8)
+    flips = torch.tensor([True, False, False, True])
+    got = prep(images, generator(0, 1, 2), flips)
+    plain = images.float() / 255
+    assert torch.equal(got, torch.where(flips[:, None, None, None], plain.flip(3), plain))
+    with pytest.raises(ValueError, match="alternate needs"):
+        prep(images, generator(0, 1, 2))
 
 
 # --- cifar10 -------------------------------------------------------------------------------------------

@@ -13,17 +13,19 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 import yaml
 from conftest import ROOT
+from torch import nn
 
 from builder.lang.loading import load_spec
 from builder.model.build import build_model
 from training import TrainingConfig, train
 from training.checkpoint import CHECKPOINT, WEIGHTS, load_checkpoint, load_weights
-from training.errors import ConfigProblems, NonFiniteLoss, RunDirError, TrainingInterrupted
+from training.errors import CheckpointError, ConfigProblems, NonFiniteLoss, RunDirError, TrainingInterrupted
 from training.metrics import COLUMNS
 from training.runfiles import read_metrics
-from training.trainer import Position
+from training.trainer import Position, Trainer
 
 # 1x8x8 digits, two blocks of 8 channels: an epoch of 1,437 images takes a fraction of a second.
 DIGITS_SPEC = """\
@@ -322,3 +324,133 @@ def test_a_checkpoint_position_from_before_the_task_seam_still_loads() -> None:
     assert (pos.step, pos.tally, pos.seen) == (3, [7.0], 12)
     pos.add(3, 1.0, [2.0], 4, 1.0)
     assert pos.tally == [9.0] and pos.seen == 16
+
+
+# --- recipe features: label smoothing, Nesterov, parameter groups, weight averaging --------------------
+
+
+def trainer_of(path: Path, run_dir: Path, **changes: object) -> Trainer:
+    """A Trainer of the spec at `path` on CPU (nothing is written before run())."""
+    from training.data import load_data
+
+    spec, cfg = load_spec(path), config(path, device="cpu", **changes)
+    return Trainer(spec, cfg, load_data(cfg.dataset, spec), torch.device("cpu"), run_dir, True, print)
+
+
+def test_label_smoothing_changes_the_training_loss_as_defined(spec_path: Path, tmp_path: Path) -> None:
+    eps, trainer = 0.2, trainer_of(spec_path, tmp_path, label_smoothing=0.2, optimizer={"lr": 1e-9})
+    torch.manual_seed(0)
+    inputs, labels = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    step_loss, step_logits = trainer.step(inputs, labels)  # the trainer's own step: loss of the task
+    loss, logits = float(step_loss.detach()), step_logits.detach().float()
+    logp = logits.log_softmax(1)  # smoothing: (1 - eps) on the label, eps spread evenly over the classes
+    by_hand = -((1 - eps) * logp.gather(1, labels[:, None])[:, 0] + eps * logp.mean(1)).mean()
+    assert loss == pytest.approx(float(by_hand), rel=1e-6)
+    assert loss == pytest.approx(float(F.cross_entropy(logits, labels, label_smoothing=eps)), rel=1e-6)
+    assert loss != pytest.approx(float(F.cross_entropy(logits, labels)), rel=1e-3)
+    # evaluation losses stay plain cross-entropy
+    assert float(trainer.task.loss_sum(logits, labels)) == pytest.approx(
+        float(F.cross_entropy(logits, labels, reduction="sum")), rel=1e-6)
+
+
+def test_sgd_is_nesterov_and_groups_take_their_own_lr_and_weight_decay(spec_path: Path, tmp_path: Path) -> None:
+    groups = [{"params": "norm", "lr_scale": 4.0, "weight_decay": 0.0}, {"params": "bias", "weight_decay": 0.0}]
+    trainer = trainer_of(spec_path, tmp_path, optimizer={"lr": 0.1, "weight_decay": 5e-4, "groups": groups})
+    opt, names = trainer.step.optimizer, {id(p): n for n, p in trainer.model.named_parameters()}
+    rest, norm, bias = ([names[id(p)] for p in g["params"]] for g in opt.param_groups)
+    norms = {n for n, m in trainer.model.named_modules() if isinstance(m, nn.BatchNorm2d)}
+    assert norm and all(n.rsplit(".", 1)[0] in norms for n in norm)  # BatchNorm weights and biases
+    assert bias and all(n.endswith(".bias") and n.rsplit(".", 1)[0] not in norms for n in bias)
+    assert rest and all(n.endswith(".weight") for n in rest)
+    assert len(rest) + len(norm) + len(bias) == len(list(trainer.model.parameters()))
+    assert all(g["nesterov"] and g["momentum"] == 0.9 for g in opt.param_groups)
+    assert [(g["lr"], g["weight_decay"]) for g in opt.param_groups] == [(0.1, 5e-4), (0.4, 0.0), (0.1, 0.0)]
+    torch.manual_seed(0)
+    trainer.step(torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,)))  # the schedule scales every group alike
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert lrs[0] < 0.1 and lrs[1] == pytest.approx(4 * lrs[0]) and lrs[2] == pytest.approx(lrs[0])
+
+
+EMA = {"decay": 0.8, "every": 3, "ramp": 2.0}
+
+
+def test_ema_weights_equal_their_definition_and_are_evaluated_and_saved(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training import ema as ema_module
+
+    seen: list[tuple[int, dict[str, torch.Tensor]]] = []  # (step, the weights it averages in)
+    init, update = ema_module.WeightAverage.__init__, ema_module.WeightAverage.update
+
+    def first(self: ema_module.WeightAverage, cfg: object, model: nn.Module, *args: int) -> None:
+        seen.append((0, {k: v.clone() for k, v in model.state_dict().items()}))
+        init(self, cfg, model, *args)  # type: ignore[arg-type]
+
+    def each(self: ema_module.WeightAverage, model: nn.Module, step: int) -> None:
+        seen.append((step, {k: v.clone() for k, v in model.state_dict().items()}))
+        update(self, model, step)
+
+    monkeypatch.setattr(ema_module.WeightAverage, "__init__", first)
+    monkeypatch.setattr(ema_module.WeightAverage, "update", each)
+    result = train(load_spec(spec_path), config(spec_path, epochs=1, ema=EMA), out=tmp_path / "r", quiet=True,
+                   log=print)
+    (_, expected), total = seen[0], len(seen) - 1
+    assert [s for s, _ in seen] == list(range(total + 1)) and total == 11
+    for step, weights in seen[1:]:
+        if step % 3 == 0:
+            d = 0.8 * (step / total) ** 2
+            expected = {k: d * expected[k] + (1 - d) * v if v.is_floating_point() else v for k, v in weights.items()}
+    saved, raw = load_weights(tmp_path / "r" / WEIGHTS), load_checkpoint(tmp_path / "r" / CHECKPOINT)
+    assert all(torch.allclose(saved[k], expected[k], atol=1e-6) for k in expected)  # BatchNorm buffers included
+    assert all(torch.equal(raw["ema"][k], saved[k]) for k in saved)  # the checkpoint holds both
+    assert all(torch.equal(raw["model"][k], v) for k, v in seen[-1][1].items())  # the weights as trained
+    assert any(not torch.equal(raw["model"][k], saved[k]) for k in saved)
+    # the reported test metrics are the average's: evaluate on model.safetensors gives the same
+    from training.evaluate import evaluate_run
+
+    evaluated = evaluate_run(tmp_path / "r", tmp_path / "e", weights="final")
+    assert evaluated.result["loss"] == pytest.approx(result.test_loss, rel=1e-6)
+
+
+def test_a_checkpoint_without_the_average_of_an_ema_run_is_refused(spec_path: Path, tmp_path: Path) -> None:
+    from training.checkpoint import save_checkpoint
+
+    spec = load_spec(spec_path)
+    train(spec, config(spec_path, epochs=1, ema=EMA), out=tmp_path / "r", quiet=True, log=print)
+    state = load_checkpoint(tmp_path / "r" / CHECKPOINT)
+    del state["ema"]
+    save_checkpoint(tmp_path / "r" / CHECKPOINT, {k: v for k, v in state.items() if k not in ("format", "version")})
+    with pytest.raises(CheckpointError) as exc:
+        train(spec, config(spec_path, epochs=2, ema=EMA), resume=tmp_path / "r", quiet=True, log=print)
+    assert str(exc.value).endswith("lacks the weight average (ema) of a run with training.ema")
+
+
+def test_interrupted_with_ema_groups_tta_and_alternating_flips_resumes_bit_identically(
+    spec_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT during step 5 of epoch 2 loses nothing of the weight average, the groups' momentum
+    or the flips: final weights (averaged and raw) and metrics equal an uninterrupted run's."""
+    augment = {"hflip": True, "hflip_mode": "alternate", "padding_mode": "reflect", "crop_padding": 0.125}
+    groups = [{"params": "norm", "lr_scale": 2.0, "weight_decay": 0.0}]
+    spec, cfg = load_spec(spec_path), config(spec_path, epochs=3, ema=EMA, tta={"translate": 1},
+                                             optimizer={"lr": 0.1, "groups": groups},
+                                             dataset={"kind": "digits", "augment": augment})
+    train(spec, cfg, out=tmp_path / "straight", quiet=True, log=print)
+
+    steps, add = {"n": 0}, Position.add
+
+    def add_then_signal(self: Position, *args: float) -> None:
+        add(self, *args)  # type: ignore[arg-type]
+        steps["n"] += 1
+        if steps["n"] == 11 + 5:
+            signal.raise_signal(signal.SIGINT)
+
+    monkeypatch.setattr(Position, "add", add_then_signal)
+    with pytest.raises(TrainingInterrupted):
+        train(spec, cfg, out=tmp_path / "split", quiet=True, log=print)
+    monkeypatch.setattr(Position, "add", add)
+    train(spec, cfg, resume=tmp_path / "split", quiet=True, log=print)
+    assert same_weights(tmp_path / "straight", tmp_path / "split")
+    a, b = (load_checkpoint(tmp_path / name / CHECKPOINT) for name in ("straight", "split"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) and torch.equal(a["ema"][k], b["ema"][k]) for k in a["ema"])
+    assert untimed(tmp_path / "split") == untimed(tmp_path / "straight")

@@ -253,3 +253,54 @@ def test_the_largest_allowed_values_validate() -> None:
         "dataset": {"kind": "digits", "split_seed": 2**31 - 1, "test_fraction": 0.5, "val_fraction": 0.5},
     })
     assert config.batch_size == 10**9 and config.dataset.split_seed == 2**31 - 1  # type: ignore[union-attr]
+
+
+def test_recipe_settings_out_of_bounds_are_located(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(
+        BASE + "training:\n  label_smoothing: -0.1\n  ema: {decay: 1.0, every: 0}\n  tta: {vflip: true}\n"
+        "  optimizer: {groups: [{params: norms}, {params: bias, lr_scale: 0}]}\n"
+    )
+    assert errors(path) == [
+        f"{path}:8:20: error: training.label_smoothing: must be >= 0.0, got -0.1",
+        f"{path}:9:16: error: training.ema.decay: must be < 1.0, got 1.0",
+        f"{path}:9:28: error: training.ema.every: must be > 0, got 0",
+        f"{path}:10:9: error: training.tta.vflip: unknown field 'vflip'; did you mean 'hflip'?",
+        f"{path}:11:33: error: training.optimizer.groups[0].params: must be one of bias, norm, norm_and_bias; "
+        "got 'norms'; did you mean 'norm'?",
+        f"{path}:11:66: error: training.optimizer.groups[1].lr_scale: must be > 0.0, got 0",
+    ]
+
+
+def test_recipe_settings_validate(write_spec: Callable[..., Path]) -> None:
+    path = write_spec(BASE + "training:\n  ema: {decay: 0.99, every: 5, ramp: 3, lookahead: true}\n"
+                      "  tta: {translate: 1}\n  optimizer: {groups: [{params: norm, lr_scale: 64, weight_decay: 0}]}\n"
+                      "  dataset: {augment: {hflip: true, hflip_mode: alternate, padding_mode: reflect}}\n")
+    config = loaded(path)
+    assert config.ema is not None and (config.ema.every, config.ema.lookahead) == (5, True)
+    assert config.tta is not None and (config.tta.hflip, config.tta.translate) == (True, 1)
+    assert config.optimizer.groups[0].lr_scale == 64 and config.optimizer.groups[0].weight_decay == 0
+    assert config.dataset.augment.hflip_mode == "alternate"  # type: ignore[union-attr]
+    plain = loaded(write_spec(BASE, "plain.yaml"))
+    assert (plain.ema, plain.tta) == (None, None)  # off by default
+    twice = "training.optimizer={groups: [{params: bias}, {params: bias}]}"
+    (line,) = errors(path, twice)
+    assert line.endswith("training.optimizer.groups: groups[1] selects bias again (as groups[0] does)")
+    (line,) = errors(path, "training.dataset={kind: shapes}")
+    assert line.endswith("training.tta: test-time augmentation averages class scores: it serves classification "
+                         "datasets, not segmentation ones (set tta: null)")
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ("training.label_smoothing=1.0", "training.label_smoothing: must be < 1.0, got 1.0"),
+        ("training.ema={decay: 0}", "training.ema.decay: must be > 0.0, got 0"),
+        ("training.tta={hflip: true, mirror: true}", "training.tta.mirror: unknown field 'mirror'"),
+    ],
+)
+def test_bad_recipe_settings_exit_2_with_one_located_line(
+    write_spec: Callable[..., Path], cli: Cli, setting: str, expected: str
+) -> None:
+    code, out, err = cli("train", write_spec(BASE), "--set", setting)
+    assert code == 2 and out == ""
+    assert err.splitlines() == [f"--set {setting}: error: {expected}"]

@@ -33,17 +33,24 @@ WeightDecay = Annotated[float, Field(ge=0, le=MAX_LR, allow_inf_nan=False)]  # t
 class Augment(StrictModel):
     """Training-only augmentation at the spec's input size. Evaluation never augments."""
 
-    # Random crop of the image zero-padded on each side by this fraction of its size: a shift
-    # of up to 4 px each way at 32x32 for 0.125. 0 turns it off.
+    # Random crop of the image padded on each side by this fraction of its size: a shift of up
+    # to 4 px each way at 32x32 for 0.125. 0 turns it off.
     crop_padding: Annotated[float, Field(ge=0, le=0.5)] = 0.125
-    hflip: bool = True  # random horizontal flip, with probability 1/2
+    # What fills the padding: zeros (black), or reflect (the image mirrored at its edges).
+    padding_mode: Literal["zeros", "reflect"] = "zeros"
+    hflip: bool = True  # horizontal flips, as hflip_mode says
+    # random: each image flipped with probability 1/2 at every step; alternate: each image flipped
+    # on every other epoch, from a seeded per-image start (so any two epochs show it both ways).
+    hflip_mode: Literal["random", "alternate"] = "random"
 
 
 class DigitsAugment(Augment):
     """Augment with the defaults of digits: a small shift, and no flip (a flipped digit is another glyph)."""
 
     crop_padding: Annotated[float, Field(ge=0, le=0.5)] = 0.0625
+    padding_mode: Literal["zeros", "reflect"] = "zeros"
     hflip: bool = False
+    hflip_mode: Literal["random", "alternate"] = "random"
 
 
 class _Splits(StrictModel):
@@ -196,6 +203,30 @@ DatasetConfig = Annotated[
 
 # --- optimizers -------------------------------------------------------------------------------
 
+# Which parameters a group takes (training/optim.py): bias, every parameter named `bias`; norm,
+# the weights and biases of normalization layers; norm_and_bias, both (timm's no-decay set).
+ParamSelector = Literal["bias", "norm", "norm_and_bias"]
+
+
+class ParamGroup(StrictModel):
+    """Parameters that train with their own learning rate and weight decay."""
+
+    params: ParamSelector
+    lr_scale: LearningRate = 1.0  # this group's lr is the optimizer's lr x lr_scale (the schedule scales both)
+    weight_decay: WeightDecay | None = None  # None: the optimizer's
+
+
+def _distinct_groups(groups: list[ParamGroup]) -> list[ParamGroup]:
+    seen = [g.params for g in groups]
+    for i, name in enumerate(seen):
+        if name in seen[:i]:
+            raise ValueError(f"groups[{i}] selects {name} again (as groups[{seen.index(name)}] does)")
+    return groups
+
+
+# Each parameter joins the first group that selects it; the rest train with the optimizer's settings.
+Groups = Annotated[list[ParamGroup], Field(max_length=3)]
+
 
 class SGDConfig(StrictModel):
     kind: Literal["sgd"]
@@ -203,6 +234,9 @@ class SGDConfig(StrictModel):
     momentum: Fraction = 0.9
     nesterov: Annotated[bool, Field(validate_default=True)] = True
     weight_decay: WeightDecay = 5e-4
+    groups: Groups = []  # noqa: RUF012 - pydantic copies field defaults
+
+    _groups = field_validator("groups")(_distinct_groups)
 
     @field_validator("nesterov")
     @classmethod
@@ -218,6 +252,9 @@ class _AdamFields(StrictModel):
     lr: LearningRate = 1e-3
     betas: Betas = [0.9, 0.999]  # noqa: RUF012 - pydantic copies field defaults
     eps: PositiveFloat = 1e-8
+    groups: Groups = []  # noqa: RUF012 - pydantic copies field defaults
+
+    _groups = field_validator("groups")(_distinct_groups)
 
 
 class AdamConfig(_AdamFields):
@@ -276,6 +313,35 @@ ScheduleConfig = Annotated[
     CosineSchedule | ConstantSchedule | StepSchedule | OneCycleSchedule, Field(discriminator="kind")
 ]
 
+# --- weight averaging and test-time augmentation ------------------------------------------------
+
+
+class EMAConfig(StrictModel):
+    """An exponential moving average of the weights (training/ema.py): every `every` steps,
+    ema = d * ema + (1 - d) * weights, floating-point buffers (BatchNorm statistics) averaged
+    alike and integer ones copied. Evaluation and the saved weights use the average."""
+
+    decay: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = 0.999
+    every: Count = 1  # steps between updates
+    # d = decay x (share of the schedule's steps done) ** ramp: 0 keeps d = decay; airbench94's
+    # lookahead ramps with 3, so the early average follows the weights closely.
+    ramp: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] = 0.0
+    # Lookahead (Zhang et al.): after each update the weights are set to the average, and train on from there.
+    lookahead: bool = False
+
+
+class TTAConfig(StrictModel):
+    """Test-time augmentation of every evaluation (classification; training/tta.py): each image's
+    logits are the weighted mean of the model's logits on its views."""
+
+    hflip: bool = True  # the image and its mirror, each half the weight
+    # Also the image shifted by this many pixels down-right and up-left (each a quarter of the
+    # weight, the unshifted view the other half: airbench94's translate TTA); 0: no shifts.
+    translate: Annotated[int, Field(ge=0, le=64)] = 0
+    # What fills the gap a shift leaves: the image mirrored at its edges, or its edge pixels repeated.
+    padding_mode: Literal["reflect", "replicate"] = "reflect"
+
+
 class EarlyStopping(StrictModel):
     """Stop when `metric` has not improved by more than `min_delta` for `patience` epochs."""
 
@@ -308,6 +374,8 @@ class TrainingConfig(StrictModel):
     optimizer: OptimizerConfig = SGDConfig(kind="sgd")
     schedule: ScheduleConfig = CosineSchedule(kind="cosine")
     label_smoothing: Fraction = 0.0
+    ema: EMAConfig | None = None  # None: no weight averaging
+    tta: TTAConfig | None = None  # None: every evaluation sees each image once, as it is
     grad_clip: PositiveFloat | None = None  # max global L2 norm of the gradients; None: no clipping
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     eval_every: Count = 1  # evaluate on the test split every N epochs (and after the last)
@@ -334,6 +402,15 @@ class TrainingConfig(StrictModel):
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device):
             raise ValueError(f"must be auto, cpu, mps, cuda or cuda:N, got {device!r}")
         return device
+
+    @field_validator("tta")
+    @classmethod
+    def _tta_classifies(cls, tta: TTAConfig | None, info: ValidationInfo) -> TTAConfig | None:
+        dataset = info.data.get("dataset")
+        if tta is not None and dataset is not None and dataset.task != "classification":
+            raise ValueError(f"test-time augmentation averages class scores: it serves classification datasets, "
+                             f"not {dataset.task} ones (set tta: null)")
+        return tta
 
     @field_validator("monitor")
     @classmethod

@@ -5,7 +5,8 @@ a confusion matrix (CSV and PNG) and a grid of the most confidently wrong images
 The split is the run's own test split (the same subsets and order as training), or another
 dataset given as `--data`; the preprocessing is the run's (run.json); the evaluation loop,
 batches, precision and the loss are the trainer's, so its metrics and loss equal what the
-trainer reported for the weights.
+trainer reported for the weights (with the run's test-time augmentation, `tta`, if any; the
+weights of a run with `ema` are its averaged weights).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from training.config import TrainingConfig
 from training.data import Split, load_data
 from training.runfiles import report_dir
 from training.runinfo import LoadedRun, Weights, load_run
+from training.tta import check_tta
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,12 @@ def evaluate_run(
     run = load_run(run_dir, weights, device)
     cfg = config or TrainingConfig.model_validate(run.spec.training or {})
     task = run_task(run, cfg)
+    check_tta(cfg.tta, run.preprocess.size)
     split = test_split(cfg, run)
     kept, dev = task.keeper(), torch.device(device)
     loss, metrics = evaluate_split(
         run.model, run.preprocess.batch_preprocess(None, dev), split, task, batch_size=cfg.batch_size,
-        precision=cfg.precision if cfg.precision != "auto" else "fp32", device=dev, keep=kept,
+        precision=cfg.precision if cfg.precision != "auto" else "fp32", device=dev, keep=kept, tta=cfg.tta,
     )
     with report_dir(run_dir, weights, out) as out_dir:
         found, files = task.report(kept, loss, metrics, run, out_dir)

@@ -2,8 +2,9 @@
 
 Each file is decoded like an image folder in training (PIL convert to L or RGB, so grayscale and
 RGBA are converted the same way; bilinear resize to the input size), then normalized with the
-run's mean and std. Files are decoded in worker processes and classified in batches; an image
-that cannot be read is reported on one line and skipped.
+run's mean and std; the logits are averaged over the run's test-time views when it has `tta`.
+Files are decoded in worker processes and classified in batches; an image that cannot be read
+is reported on one line and skipped.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from training.config import TrainingConfig
 from training.data.splits import IMAGE_EXTENSIONS, decode_image, ignore_sigint
 from training.errors import BadImageError, RunDirError
 from training.runinfo import LoadedRun
+from training.tta import tta_forward
 
 EXTENSIONS = frozenset(IMAGE_EXTENSIONS)
 BATCH = 256
@@ -82,6 +85,7 @@ def predict(run: LoadedRun, files: Sequence[Path], topk: int = 1, workers: int |
     """(predictions in file order, one error line per file that could not be read)."""
     workers = default_workers() if workers is None else workers
     prep = run.preprocess.batch_preprocess(None, torch.device(device))
+    forward = tta_forward(run.model, TrainingConfig.model_validate(run.spec.training or {}).tta)
     k = min(topk, len(run.classes))
     found: list[Prediction] = []
     errors: list[str] = []
@@ -89,7 +93,7 @@ def predict(run: LoadedRun, files: Sequence[Path], topk: int = 1, workers: int |
         errors += bad
         if images is None:
             continue
-        probs = run.model(prep(images.to(device))).float().softmax(1)
+        probs = forward(prep(images.to(device))).float().softmax(1)
         values, classes = probs.topk(k, dim=1)
         for i, row_p, row_c in zip(indices, values.tolist(), classes.tolist()):
             found.append(Prediction(files[i], [(run.classes[c], p) for c, p in zip(row_c, row_p)]))

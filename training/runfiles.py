@@ -605,6 +605,7 @@ def differences(old: Any, new: Any, path: DocPath = ()) -> Iterator[tuple[DocPat
 
 STATE_KEYS = frozenset({"spec", "config", "position", "model", "optimizer", "scheduler", "scaler", "rng"})
 CHECKPOINT_KEYS = STATE_KEYS | {"format", "version"}  # the checksum is verified and dropped on loading
+EMA_KEY = "ema"  # the weight average's tensors: in the checkpoint of a run with training.ema, only there
 MAX_PLAIN_DEPTH = MAX_DEPTH  # spec and config in a checkpoint: no deeper than a spec.yaml may be
 
 
@@ -642,7 +643,8 @@ def check_checkpoint(state: dict[str, Any], path: Path) -> None:
     """The keys a checkpoint has; plain spec and config; the position, its history and the RNG states."""
     from training.config import TrainingConfig
 
-    extra, missing = sorted(map(str, state.keys() - CHECKPOINT_KEYS)), sorted(CHECKPOINT_KEYS - state.keys())
+    extra = sorted(map(str, state.keys() - CHECKPOINT_KEYS - {EMA_KEY}))
+    missing = sorted(CHECKPOINT_KEYS - state.keys())
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}: not a complete checkpoint")
     if extra:
@@ -653,6 +655,9 @@ def check_checkpoint(state: dict[str, Any], path: Path) -> None:
             raise CheckpointError(f"{path}: {key} is not plain data (a mapping of numbers, strings and lists)")
     config = validated(TrainingConfig, state["config"], f"{path}: config", CheckpointError)
     state["config"] = config.model_dump(mode="json")  # as the trainer wrote it: defaults filled in
+    if (config.ema is not None) != (EMA_KEY in state):
+        raise CheckpointError(f"{path} {'lacks' if config.ema is not None else 'holds'} the weight average (ema) "
+                              f"of a run {'with' if config.ema is not None else 'without'} training.ema")
     state["position"] = position_state(state["position"], str(path))
     _check_history(state["position"], config, path)
     for key in ("model", "optimizer", "scheduler", "scaler"):
@@ -748,9 +753,12 @@ def _check_cuda_states(states: Any) -> None:
 
 def check_fits(saved: dict[str, Any], path: Path, model: nn.Module, optimizer: Any, scheduler: Any, scaler: Any,
                steps: int, tally_size: int) -> None:
-    """The checkpoint's states fit this run: the model's tensors (names, shapes, dtypes), the
-    optimizer's groups and per-parameter states, the schedule's and grad scaler's fields, the position."""
+    """The checkpoint's states fit this run: the model's tensors (names, shapes, dtypes) and its
+    weight average's, the optimizer's groups and per-parameter states, the schedule's and grad
+    scaler's fields, the position."""
     check_tensors(saved["model"], model.state_dict(), f"{path}: model")
+    if EMA_KEY in saved:
+        check_tensors(saved[EMA_KEY], model.state_dict(), f"{path}: {EMA_KEY}")
     _check_optimizer(saved["optimizer"], optimizer, f"{path}: optimizer")
     same_structure(saved["scheduler"], scheduler.state_dict() if scheduler is not None else {}, f"{path}: scheduler")
     same_structure(saved["scaler"], scaler.state_dict(), f"{path}: scaler")

@@ -11,7 +11,8 @@ run stopped at any step and resumed ends bit-for-bit where an uninterrupted run 
 
 The pieces live in their own modules: device (device, precision), step (the training step that
 bench times too), optim (optimizer, schedule), rundir (run directory, resume checks), signals,
-loggers (log lines, TensorBoard), metrics (metrics.csv, curves.png).
+loggers (log lines, TensorBoard), metrics (metrics.csv, curves.png), ema (the weight average
+that, when on, is what evaluation sees and the weight files hold), tta (test-time augmentation).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import math
 import os
 import signal
 import time
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,9 @@ from tqdm import tqdm
 from builder.lang.spec import Spec
 from builder.model.build import build_model
 from training.checkpoint import rng_states, save_checkpoint, save_weights, set_rng_states
-from training.config import TrainingConfig
+from training.config import Augment, SegmentationAugment, TrainingConfig
 from training.data import Data, Split, generator, load_data, on_device, preprocess_for
+from training.data.augment import alternate_flips, flip_phases
 from training.device import autocast, seed_everything, select_device, threads
 from training.distributed import (
     Dist,
@@ -45,6 +47,7 @@ from training.distributed import (
     process_group,
     total_of,
 )
+from training.ema import WeightAverage
 from training.errors import ApiError, CheckpointError, NonFiniteLoss, TrainingInterrupted
 from training.loggers import Board, Log, print_line, silent
 from training.metrics import EpochMetrics, epoch_line, plot_curves
@@ -78,6 +81,7 @@ from training.step import make_step
 from training.tasks import Task
 from training.tasks.base import split_columns
 from training.tasks.make import make_task
+from training.tta import check_tta
 
 __all__ = ["Position", "TrainResult", "Trainer", "train"]
 
@@ -255,8 +259,11 @@ class Trainer:
         self.step = make_step(self.model, config, device, self.steps, wrap=self.wrap, segment=self.pos.segment,
                               criterion=self.task.loss)
         size = (spec.input.height, spec.input.width)
+        check_tta(config.tta, size)
         self.preprocess = preprocess_for(data.mean, data.std, size, config.dataset.augment, device,
                                          config.channels_last, getattr(config.dataset, "ignore_index", 255))
+        self.ema = self.averager()  # after make_step: the average starts from the weights as they train
+        self.flip_phases = flip_phases(len(data.train), config.seed) if alternates(config.dataset.augment) else None
         self.saved_at: str | None = None  # where the last checkpoint was taken
         self.resumed = saved is not None
         # events.jsonl, for tools (the sweep, the search, the leaderboard); a resumed run's continue
@@ -278,6 +285,18 @@ class Trainer:
 
             freeze(model, init.freeze)
         return model
+
+    def averager(self) -> WeightAverage | None:
+        """The weight average of config.ema over the current schedule segment; None without it."""
+        c = self.config
+        if c.ema is None:
+            return None
+        start = self.pos.segment
+        return WeightAverage(c.ema, self.model, start * self.steps, (c.epochs - start) * self.steps)
+
+    def averaged(self) -> AbstractContextManager[None]:
+        """What evaluation sees and the weight files hold: the average with ema on, else the weights."""
+        return self.ema.swapped(self.model) if self.ema is not None else nullcontext()
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """What the forward pass runs: the model, in DDP under torchrun."""
@@ -303,6 +322,7 @@ class Trainer:
             "position": self.pos.state(), "model": self.model.state_dict(),
             "optimizer": s.optimizer.state_dict(), "scheduler": s.scheduler.state_dict() if s.scheduler else {},
             "scaler": s.scaler.state_dict(), "rng": rng_states(),
+            **({"ema": self.ema.state_dict()} if self.ema is not None else {}),
         }
         save_checkpoint(self.run_dir / CHECKPOINT, state)
 
@@ -331,6 +351,8 @@ class Trainer:
         assert s.scheduler is not None
         s.scheduler.load_state_dict(saved["scheduler"])
         s.scaler.load_state_dict(saved["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(saved["ema"])
         # The lr of the next step from this run's schedule (a new segment, or more epochs, change it).
         for group, base, factor in zip(s.optimizer.param_groups, s.scheduler.base_lrs, s.scheduler.lr_lambdas):
             group["lr"] = base * factor(s.scheduler.last_epoch)
@@ -356,7 +378,8 @@ class Trainer:
                     if agree(self.dist, stop.signal is not None)[0] and not self.done():
                         raise self.interrupted(stop.signal or signal.SIGTERM)
                 if self.dist.main:
-                    save_weights(self.model, self.run_dir / WEIGHTS, {"spec": self.spec.name})
+                    with self.averaged():
+                        save_weights(self.model, self.run_dir / WEIGHTS, {"spec": self.spec.name})
                 result = self.result()
                 self.record("end", epoch=result.epoch, best_epoch=result.best_epoch,
                             stopped_early=result.stopped_early)
@@ -394,7 +417,8 @@ class Trainer:
         with bar:
             for step, (images, labels) in enumerate(self.data.train.batches(order[pos.step :]), start=pos.step):
                 pos.lr = self.step.lr
-                loss_sum, *tally, n, stops = self.train_step(images, labels, epoch, step, stop.signal is not None)
+                loss_sum, *tally, n, stops = self.train_step(images, labels, epoch, step, stop.signal is not None,
+                                                             order[step])
                 pos.add(step, loss_sum, tally, int(n), before + time.perf_counter() - started)
                 pos.step_losses.append(loss_sum / max(n, 1))
                 board.step(epoch * self.steps + step + 1, pos.step_losses[-1], pos.lr)
@@ -406,13 +430,16 @@ class Trainer:
                     self.save()
                     raise self.interrupted(stop.signal or signal.SIGTERM)
 
-    def train_step(self, images: Tensor, labels: Tensor, epoch: int, step: int, stopping: bool) -> list[float]:
-        """One optimizer step; returns its summed loss, the task's tally, images and stop requests,
-        over all processes. Those are reduced and read in one go before backward: the step's
-        single host synchronization, which also checks the loss before any weight is touched."""
+    def train_step(self, images: Tensor, labels: Tensor, epoch: int, step: int, stopping: bool,
+                   indices: Tensor | None = None) -> list[float]:
+        """One optimizer step on the training images `indices` (then the weight average's update);
+        returns its summed loss, the task's tally, images and stop requests, over all processes.
+        Those are reduced and read in one go before backward: the step's single host
+        synchronization, which also checks the loss before any weight is touched."""
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         rank = (self.dist.rank,) if self.dist.enabled else ()  # each process augments its own share
-        inputs, labels = self.preprocess.pair(images, labels, generator(self.config.seed, epoch, step, *rank))
+        rng, flips = generator(self.config.seed, epoch, step, *rank), self.flips(indices, epoch)
+        inputs, labels = self.preprocess.pair(images, labels, rng, flips)
         found: list[float] = []
 
         def check(loss: Tensor, outputs: Tensor) -> None:
@@ -424,17 +451,32 @@ class Trainer:
                 raise self.diverged(found[0] / max(found[-2], 1.0), epoch, step)
 
         self.step(inputs, labels, check)
+        if self.ema is not None:
+            self.ema.update(self.model, epoch * self.steps + step + 1)
         return found
 
+    def flips(self, indices: Tensor | None, epoch: int) -> Tensor | None:
+        """Under hflip_mode alternate, which of the images `indices` are flipped in `epoch`; else None."""
+        if self.flip_phases is None or indices is None:
+            return None
+        return alternate_flips(self.flip_phases, indices, epoch)
+
     def evaluate(self, split: Split | None) -> tuple[float | None, dict[str, float]]:
-        """The task's loss and metrics on a whole split (no augmentation); (None, {}) without it."""
+        """The task's loss and metrics on a whole split, of the weight average with ema on."""
+        with self.averaged():
+            return self.evaluate_as_is(split)
+
+    def evaluate_as_is(self, split: Split | None) -> tuple[float | None, dict[str, float]]:
+        """The task's loss and metrics of the model's weights on a whole split (no augmentation but
+        config.tta's); (None, {}) without the split."""
         from training.evaluation import evaluate_split
 
         if split is None or len(split) == 0:
             return None, {}
         self.model.eval()
-        return evaluate_split(self.step.forward, self.preprocess, split, self.task, batch_size=self.config.batch_size,
-                              precision=self.config.precision, device=self.device, dist=self.dist)
+        c = self.config
+        return evaluate_split(self.step.forward, self.preprocess, split, self.task, batch_size=c.batch_size,
+                              precision=c.precision, device=self.device, dist=self.dist, tta=c.tta)
 
     def split_values(self, split: str, loss: float | None, metrics: dict[str, float]) -> dict[str, float | None]:
         """{SPLIT_loss: loss, SPLIT_NAME: value, ...} for the task's metrics (None: not evaluated)."""
@@ -484,7 +526,8 @@ class Trainer:
             with autocast(self.config.precision, self.device.type):
                 return self.model(self.preprocess(x))
 
-        picture = self.task.picture(forward, images, targets.to(self.device))
+        with self.averaged():
+            picture = self.task.picture(forward, images, targets.to(self.device))
         if picture is not None:
             board.image("val/predictions", picture, epoch)
 
@@ -495,6 +538,8 @@ class Trainer:
                if value is not None and not math.isfinite(value)]
         if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
             bad.append("some weights are not finite")
+        elif self.ema is not None and not self.ema.finite():
+            bad.append("some averaged weights are not finite")
         if bad:
             raise NonFiniteLoss(f"{' and '.join(bad)} after epoch {m.epoch}: training diverged; {self.kept()}")
 
@@ -510,7 +555,8 @@ class Trainer:
         if value is not None and (pos.best_value is None or better(higher(str(c.monitor)), value, pos.best_value, 0.0)):
             pos.best_epoch, pos.best_value = m.epoch, value
             if self.dist.main:
-                save_weights(self.model, self.run_dir / BEST, {"spec": self.spec.name, "epoch": str(m.epoch)})
+                with self.averaged():
+                    save_weights(self.model, self.run_dir / BEST, {"spec": self.spec.name, "epoch": str(m.epoch)})
         es = c.early_stopping
         watched = m.get(str(es.metric)) if es is not None else None
         if es is None or watched is None:
@@ -571,8 +617,8 @@ class Trainer:
 
         final = {k: v.clone() for k, v in self.model.state_dict().items()}
         self.model.load_state_dict(load_weights(self.run_dir / BEST))
-        try:
-            return best, self.split_values("test", *self.evaluate(self.data.test))
+        try:  # best.safetensors holds what was evaluated (the average with ema on)
+            return best, self.split_values("test", *self.evaluate_as_is(self.data.test))
         finally:
             self.model.load_state_dict(final)
 
@@ -586,6 +632,11 @@ class Trainer:
             f"{early}best validation epoch {r.best_epoch}: test {m.title} {m.format(best)}; "
             f"final (epoch {r.epoch}) {m.format(final)}\noutputs in {self.run_dir}: {files}"
         )
+
+
+def alternates(augment: Augment | SegmentationAugment) -> bool:
+    """Whether training flips each image on alternate epochs (hflip_mode alternate)."""
+    return isinstance(augment, Augment) and augment.hflip and augment.hflip_mode == "alternate"
 
 
 def better(higher: bool, value: float, than: float, min_delta: float) -> bool:

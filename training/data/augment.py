@@ -1,7 +1,8 @@
 """Per-batch preprocessing on tensors: resize, augmentation (training only), normalization.
 
 Every random choice comes from a generator seeded by (seed, epoch[, step]), never from global
-state, so a run stopped at any step resumes with exactly the same augmentations. Segmentation
+state, so a run stopped at any step resumes with exactly the same augmentations; alternating
+flips follow each image's seeded phase and the epoch's parity (`flip_phases`). Segmentation
 batches are augmented jointly with their masks (training/data/joint.py).
 """
 
@@ -27,6 +28,19 @@ def generator(*parts: int) -> torch.Generator:
     return torch.Generator().manual_seed(derived_seed(*parts))
 
 
+FLIP_STREAM = -1  # generator(seed, FLIP_STREAM): never a (seed, epoch, step) of a batch
+
+
+def flip_phases(count: int, seed: int) -> Tensor:
+    """hflip_mode alternate: whether each of `count` training images is flipped in even epochs (bool (count,))."""
+    return torch.rand(count, generator=generator(seed, FLIP_STREAM)) < 0.5
+
+
+def alternate_flips(phases: Tensor, indices: Tensor, epoch: int) -> Tensor:
+    """The flips of the images `indices` in `epoch` (0-based): their phase, inverted in odd epochs."""
+    return phases[indices] ^ bool(epoch % 2)
+
+
 @dataclass(frozen=True)
 class Preprocess:
     """uint8 (N, C, h, w) on the device -> normalized float (N, C, H, W), augmented if asked."""
@@ -37,17 +51,25 @@ class Preprocess:
     augment: Augment
     channels_last: bool = False
 
-    def __call__(self, images: Tensor, rng: torch.Generator | None = None) -> Tensor:
+    def __call__(self, images: Tensor, rng: torch.Generator | None = None, flips: Tensor | None = None) -> Tensor:
+        """`rng` (training): augment with the batch's own generator (CPU), so resume is exact;
+        `flips`: which images to flip (bool (N,)) under hflip_mode alternate."""
         x = resize(images.float().div_(255), self.size)
-        if rng is not None:  # training: the batch's own generator (CPU), so resume is exact
-            x = random_crop(x, self.padding, rng)
-            x = random_hflip(x, rng) if self.augment.hflip else x
+        if rng is not None:
+            x = random_crop(x, self.padding, rng, self.augment.padding_mode)
+            if self.augment.hflip and self.augment.hflip_mode == "alternate":
+                if flips is None:
+                    raise ValueError("hflip_mode alternate needs each image's flip (augment.alternate_flips)")
+                x = flip_where(x, flips)
+            elif self.augment.hflip:
+                x = random_hflip(x, rng)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def pair(self, images: Tensor, labels: Tensor, rng: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """A training batch: the images preprocessed (augmented with `rng`), the labels as they are."""
-        return self(images, rng), labels
+    def pair(self, images: Tensor, labels: Tensor, rng: torch.Generator | None,
+             flips: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """A training batch: the images preprocessed (augmented with `rng` and `flips`), the labels as they are."""
+        return self(images, rng, flips), labels
 
     @property
     def padding(self) -> tuple[int, int]:
@@ -64,13 +86,14 @@ def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=shrink)
 
 
-def random_crop(x: Tensor, padding: tuple[int, int], rng: torch.Generator) -> Tensor:
-    """Each image shifted by up to `padding` (rows, columns) pixels each way, the gap zero-filled."""
-    ph, pw = padding
+def random_crop(x: Tensor, padding: tuple[int, int], rng: torch.Generator, mode: str = "zeros") -> Tensor:
+    """Each image shifted by up to `padding` (rows, columns) pixels each way, the gap zero-filled
+    (mode zeros) or the image mirrored at its edges (reflect, at most size - 1 pixels)."""
+    n, c, h, w = x.shape
+    ph, pw = (min(padding[0], h - 1), min(padding[1], w - 1)) if mode == "reflect" else padding
     if ph == pw == 0:
         return x
-    n, c, h, w = x.shape
-    padded = F.pad(x, (pw, pw, ph, ph))
+    padded = F.pad(x, (pw, pw, ph, ph), mode="reflect") if mode == "reflect" else F.pad(x, (pw, pw, ph, ph))
     dy = torch.randint(0, 2 * ph + 1, (n, 1), generator=rng).to(x.device)
     dx = torch.randint(0, 2 * pw + 1, (n, 1), generator=rng).to(x.device)
     rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]  # (N, 1, H, 1)
@@ -81,5 +104,9 @@ def random_crop(x: Tensor, padding: tuple[int, int], rng: torch.Generator) -> Te
 
 
 def random_hflip(x: Tensor, rng: torch.Generator) -> Tensor:
-    flip = (torch.rand(x.shape[0], generator=rng) < 0.5).to(x.device)[:, None, None, None]
-    return torch.where(flip, x.flip(3), x)
+    return flip_where(x, torch.rand(x.shape[0], generator=rng) < 0.5)
+
+
+def flip_where(x: Tensor, flips: Tensor) -> Tensor:
+    """The images of (N, C, H, W) `x` mirrored left-right where `flips` (bool (N,), any device) is true."""
+    return torch.where(flips.to(x.device)[:, None, None, None], x.flip(3), x)

@@ -26,8 +26,10 @@ class JointPreprocess(Preprocess):
     joint: SegmentationAugment = SegmentationAugment()  # noqa: RUF009 - immutable (a frozen pydantic model)
     ignore_index: int = 255
 
-    def pair(self, images: Tensor, labels: Tensor, rng: torch.Generator | None) -> tuple[Tensor, Tensor]:
-        """uint8 images (N, C, H, W) and int64 masks (N, H, W) -> normalized inputs and masks."""
+    def pair(self, images: Tensor, labels: Tensor, rng: torch.Generator | None,
+             flips: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """uint8 images (N, C, H, W) and int64 masks (N, H, W) -> normalized inputs and masks
+        (`flips` is classification's alternating flip: the joint augment draws its own)."""
         if rng is not None:
             images, labels = augment_pairs(images, labels, transform(self.joint, self.ignore_index), rng)
         return self(images), labels
