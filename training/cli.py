@@ -18,7 +18,6 @@ from builder.lang.loading import apply_override, resolve_document, spec_from_doc
 from training.config import TrainingConfig
 from training.errors import ConfigProblems, QuietExit, TrainingFailed, TrainingInterrupted, TrainUsageError
 from training.flags import TRAIN_FLAGS, add_run_flags
-from training.runfiles import SPEC_FILE
 
 if TYPE_CHECKING:
     from builder.lang.spec import Spec
@@ -70,6 +69,8 @@ def spec_path(args: argparse.Namespace) -> str:
         return str(args.spec)
     if args.resume is None:
         raise TrainUsageError("train needs a SPEC, or --resume RUN_DIR to continue a run")
+    from training.runfiles import SPEC_FILE
+
     path = os.path.join(args.resume, SPEC_FILE)
     if not os.path.isfile(path):
         raise TrainUsageError(f"--resume {args.resume}: not a run directory (it has no {SPEC_FILE})")

@@ -16,7 +16,6 @@ import stat
 from pathlib import Path
 
 from builder.lang.errors import BuilderError
-from training.runfiles import RUN_FILES, enclosing_run
 
 FORCE_HELP = "replace an existing file or link, or write inside a run directory (never a device or a run's own file)"
 
@@ -33,6 +32,8 @@ def check_output(path: str | Path, *, flag: str, force: bool, chosen: bool = Fal
     """`path` once the rule allows writing it (OutputRefused otherwise). `chosen`: the program
     chose the path itself (a default inside the run it reads), so being in a run is no reason;
     `parents`: the command creates missing parent directories."""
+    from training.runfiles import RUN_FILES, enclosing_run  # its pydantic models: not at every command's start
+
     path = Path(path)
     where = f"{flag} {path}" if flag else str(path)
     if os.path.lexists(path.parent) and not path.parent.is_dir():

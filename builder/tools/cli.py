@@ -313,8 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
-    from builder.tools.leaderboard import add_leaderboard_parser  # sweeps: torch-free at import
-    from builder.tools.sweep import add_sweep_parser
+    from builder.tools.sweep_cli import add_leaderboard_parser, add_sweep_parser  # their work loads when run
 
     add_sweep_parser(sub)
     add_leaderboard_parser(sub)

@@ -409,11 +409,3 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 2 if board.problems else 0
 
 
-def add_leaderboard_parser(sub: Any) -> None:
-    """Register `leaderboard` on the builder CLI's subparsers."""
-    p = sub.add_parser("leaderboard", help="rank the variants of a sweep directory; csv, markdown and a Pareto plot")
-    p.add_argument("dir", metavar="DIR", help="a sweep directory (one run directory per variant)")
-    p.add_argument("--sort", default="best_val_acc", choices=["best_val_acc", "test_acc", "params", "mult_adds",
-                                                              "seconds"], help="the ranking (default best_val_acc)")
-    p.add_argument("--x", default="mult_adds", choices=["mult_adds", "params"], help="the Pareto plot's cost axis")
-    p.set_defaults(func=cmd_leaderboard)

@@ -11,12 +11,10 @@ on. Re-running the same command skips finished variants and resumes interrupted 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 from builder.lang.errors import Diagnostic, Loc, SpecError
 from builder.tools.sweep_plan import plan_from_args
 from builder.tools.sweep_run import run_grid
-from training.flags import MAX_COUNT, MAX_VARIANTS, Flag, add_run_flags, bounded_int
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -46,24 +44,3 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def add_sweep_parser(sub: Any) -> None:
-    """Register `sweep` on the builder CLI's subparsers."""
-    p = sub.add_parser(
-        "sweep", help="train variants of specs (a grid, override sets, seeds, or an Optuna search)",
-        description="Train every variant as its own run directory under --out, then write the leaderboard. "
-        "Re-running the same command skips finished variants and resumes interrupted ones.",
-    )
-    p.add_argument("paths", nargs="+", metavar="SPEC", help="base spec(s), or one sweep file (see docs/sweeps.md)")
-    p.add_argument("--grid", action="append", default=[], metavar="FIELD=V1,V2,...",
-                   help="a field path (spec or training.*) and its values; several --grid multiply")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
-                   help="an override every variant gets")
-    Flag("--seeds", "seeds", "N", "train each variant with N seeds (averaged)", check=bounded_int(1, MAX_COUNT)).add(p)
-    Flag("--jobs", "jobs", "J", "run J variants at once, the CPU threads divided",
-         check=bounded_int(1, MAX_COUNT)).add(p)
-    p.add_argument("--out", metavar="DIR", help="the sweep directory (default sweeps/<name>)")
-    add_run_flags(p, " of every variant")
-    p.add_argument("--storage", metavar="URL", help="search: the Optuna storage (default sqlite in the sweep dir)")
-    Flag("--trials", "trials", "N", "search: the trial budget over all workers",
-         check=bounded_int(1, MAX_VARIANTS)).add(p)
-    p.set_defaults(func=cmd_sweep)
