@@ -12,7 +12,7 @@ from typing import IO
 import pytest
 
 from builder.lang import files
-from builder.lang.files import WriteError, atomic_write, open_append, write_text
+from builder.lang.files import WriteError, atomic_write, open_append, write_bytes, write_text
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -47,6 +47,20 @@ def test_a_failed_write_leaves_no_temporary_file_and_one_line(tmp_path: Path) ->
     with pytest.raises(WriteError, match=r"^cannot write .*out\.bin: No space left on device; nothing was written$"):
         atomic_write(tmp_path / "out.bin", fail)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("durable", "syncs"), [(True, 2), (False, 0)])
+def test_a_write_is_fsynced_unless_it_need_not_be_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          durable: bool, syncs: int) -> None:
+    """predict's many masks skip the fsyncs (file and directory); every write is still a rename."""
+    import os
+
+    calls: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (calls.append(fd), real(fd))[1])
+    write_bytes(tmp_path / "m.png", b"png", durable=durable)
+    assert (tmp_path / "m.png").read_bytes() == b"png" and [p.name for p in tmp_path.iterdir()] == ["m.png"]
+    assert len(calls) == syncs
 
 
 def test_a_new_file_never_replaces_one_another_command_created_meanwhile(tmp_path: Path) -> None:

@@ -241,8 +241,8 @@ def write_pngs(mask_path: Path, overlay_path: Path, image: Tensor, mask: Tensor,
     from training.tasks.overlays import overlay
 
     mask_path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(mask_path, mask_png(mask, palette))
-    write_bytes(overlay_path, rgb_png(overlay(image[None], mask[None], palette)[0]))
+    write_bytes(mask_path, mask_png(mask, palette), durable=False)  # regenerable: atomic, not fsynced
+    write_bytes(overlay_path, rgb_png(overlay(image[None], mask[None], palette)[0]), durable=False)
 
 
 def targets(out: Path, names: Sequence[Path]) -> list[tuple[Path, Path]]:

@@ -35,17 +35,21 @@ def temp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}{TMP_SUFFIX}")
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, replace: bool = True) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, replace: bool = True,
+                 durable: bool = True) -> None:
     """Call `write` on a new temporary file beside `path`, fsync it, then rename it over `path`.
     `replace=False`: `path` must still not exist when the file is complete (another command may
-    have created it meanwhile); it is then published with a hard link, which never replaces."""
+    have created it meanwhile); it is then published with a hard link, which never replaces.
+    `durable=False` skips the fsyncs (a power cut may lose the file, never show half of it): for
+    many small outputs that a command can write again (predict's masks)."""
     path = Path(path)
     tmp, fd = _create_temp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         _publish(tmp, path, replace)
     except FileExistsError:
         tmp.unlink(missing_ok=True)
@@ -57,7 +61,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], object], *, replace: b
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 def _publish(tmp: Path, path: Path, replace: bool) -> None:
@@ -88,8 +93,8 @@ def _create_temp(path: Path) -> tuple[Path, int]:
     raise WriteError(f"cannot write {path}: no fresh temporary name beside it")
 
 
-def write_bytes(path: Path, data: bytes, *, replace: bool = True) -> None:
-    atomic_write(path, lambda f: f.write(data), replace=replace)
+def write_bytes(path: Path, data: bytes, *, replace: bool = True, durable: bool = True) -> None:
+    atomic_write(path, lambda f: f.write(data), replace=replace, durable=durable)
 
 
 def write_text(path: Path, text: str, *, replace: bool = True) -> None:
