@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,15 @@ def heavy_specs() -> list[Path]:
         return own or infer(load_spec(path)).total_params <= HEAVY_LIMIT
 
     return [p for p in sorted(SPECS.glob("*.yaml")) if heavy(p)]
+
+
+def family_first(paths: list[Path]) -> list[Any]:
+    """`paths` as parameters, a variant (a spec that extends another) marked slow: `make test`
+    builds every family's own spec, `make test-all` and CI every variant too."""
+    import yaml
+
+    return [p if "extends" not in (yaml.safe_load(p.read_text()) or {}) else pytest.param(p, marks=pytest.mark.slow)
+            for p in paths]
 # Shipped specs that the per-spec build, train-step and export tests leave out: each takes minutes and
 # GBs there (regnet_y_128gf: 645 M parameters), its structure is a smaller spec's it extends (tested),
 # its counts are checked in test_zoo and its outputs by benchmarks/port_all.py.

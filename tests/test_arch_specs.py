@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPECS, heavy_specs
+from conftest import SPECS, family_first, heavy_specs
 from torch import nn
 
 from builder.lang.errors import SpecError
@@ -55,7 +55,7 @@ def test_specs_stay_short(path: Path) -> None:
     assert len(lines) <= 62
 
 
-@pytest.mark.parametrize("path", heavy_specs(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", family_first(heavy_specs()), ids=lambda p: p.name)
 def test_spec_builds_summarizes_and_trains_one_step(path: Path) -> None:
     assert summarize(load_spec(path), device="meta").ok  # every nested block checked at full size
     spec = _small(path)

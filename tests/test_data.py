@@ -455,6 +455,7 @@ def test_image_folder_val_is_validation_and_test_is_test(tmp_path: Path, spec_of
     assert sorted(data.val.targets.tolist()) == [0, 1]  # stratified: one of each class
 
 
+@pytest.mark.slow
 def test_image_folder_scan_matches_torchvision_and_refuses_loops_and_dangling_links(
     tmp_path: Path, spec_of: Callable[..., object]
 ) -> None:

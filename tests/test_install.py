@@ -69,6 +69,7 @@ def test_installed_package_validates_and_summarizes_by_name_from_an_empty_direct
     assert "alexnet: 58,322,314 parameters" in done.stdout and "shape check: 5 blocks" in done.stdout
 
 
+@pytest.mark.slow
 def test_installed_package_ships_every_spec_and_the_schema(installed: Path, tmp_path: Path) -> None:
     (tmp_path / "mine.yaml").write_text("extends: added_later\nname: mine\nnum_classes: 9\n")
     done = _run([installed, "-m", "builder", "validate", "mine.yaml"], tmp_path)

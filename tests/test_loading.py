@@ -134,6 +134,7 @@ def test_bad_overrides_name_the_argument(write_spec: Writer, override: str, mess
     assert len(lines) == 1 and lines[0].startswith(message)
 
 
+@pytest.mark.slow
 def test_resolve_round_trip_for_every_shipped_spec(tmp_path: Path) -> None:
     for path in sorted(SPECS.glob("*.yaml")):
         spec = load_spec(path, ["width=0.75"] if path.name == "alexnet.yaml" else [])

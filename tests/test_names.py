@@ -125,6 +125,7 @@ def test_list_reports_a_broken_shipped_spec(cli: Cli, shipped: Path) -> None:
     assert err.startswith(f"{shipped / 'broken.yaml'}:1:1: error: input: required field is missing")
 
 
+@pytest.mark.slow
 def test_list_of_the_real_specs_never_imports_torch(tmp_path: Path) -> None:
     code = "import sys; from builder.tools.cli import main; main(['list']); assert 'torch' not in sys.modules"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

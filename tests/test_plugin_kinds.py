@@ -95,6 +95,7 @@ def _run(site: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=site, timeout=120)
 
 
+@pytest.mark.slow
 def test_an_entry_point_kind_validates_builds_and_draws(tmp_path: Path) -> None:
     site = _package(tmp_path, entry_point=True)
     (site / "spec.yaml").write_text(SPEC)
@@ -104,6 +105,7 @@ def test_an_entry_point_kind_validates_builds_and_draws(tmp_path: Path) -> None:
     assert done.returncode == 0 and "ok ['block1', 'block2', 'block3']" in done.stdout, done.stderr
 
 
+@pytest.mark.slow
 def test_register_kind_before_the_first_spec(tmp_path: Path) -> None:
     site = _package(tmp_path, entry_point=False)
     (site / "spec.yaml").write_text(SPEC)

@@ -112,6 +112,7 @@ def test_bad_batch_size_is_a_clear_error() -> None:
         summarize(load_spec(SPECS / "alexnet.yaml"), batch_size=0)
 
 
+@pytest.mark.slow
 def test_meta_summary_of_ten_billion_parameters_allocates_nothing(write_spec: Callable[..., Path]) -> None:
     path = write_spec(f"extends: {SPECS / 'alexnet.yaml'}\nname: huge\nclassifier: {{hidden: [1000000, 1000]}}\n")
     code = (  # VmHWM: peak resident memory of this process alone (ru_maxrss survives exec from pytest)
