@@ -47,8 +47,8 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("samples", help="write a few images of a run's dataset as PNG files, to try predict on",
-                       description="Write the first --count images of the run's test split (else validation, "
-                                   "else training) as DIR/0000.png, ... and DIR/samples.csv (each file's true "
+                       description="Write the first --count images of the run's test split (else "
+                                   "validation) as DIR/0000.png, ... and DIR/samples.csv (each file's true "
                                    "class).")
     p.add_argument("run", metavar="RUN_DIR", help="a directory written by train")
     p.add_argument("-o", "--output", metavar="DIR", required=True, help="the folder the images go into")

@@ -1,7 +1,7 @@
 """`python -m builder samples RUN_DIR -o DIR`: a few images of a run's own dataset as PNG files.
 
 Something to try `predict` and `load_run` on without hunting for pictures: the first `--count`
-images of the run's test split (validation, else training, when it has none), at the size training
+images of the run's test split (validation when it has none), at the size training
 saw them, named 0000.png, 0001.png, ..., with `samples.csv` giving each file's true class (for a
 segmentation dataset, the classes present in its mask). Offline for digits and shapes.
 """
@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from builder.lang.files import write_bytes
-from training.data import Split, load_data
+from training.data import Split
 from training.runinfo import LoadedRun
 from training.tasks.base import write_table
 
@@ -23,16 +23,11 @@ LISTING = "samples.csv"
 
 
 def sample_split(run: LoadedRun) -> Split:
-    """The split the samples come from: test, else validation, else training."""
+    """The split the samples come from: the one `evaluate` reads (test, else validation)."""
     from training.config import TrainingConfig
-    from training.errors import RunDirError
+    from training.evaluate import test_split
 
-    config = TrainingConfig.model_validate(run.spec.training or {})
-    data = load_data(config.dataset, run.spec, workers=0)
-    split = next((s for s in (data.test, data.val, data.train) if s is not None and len(s) > 0), None)
-    if split is None:
-        raise RunDirError(f"the {data.name} dataset of the run has no images")
-    return split
+    return test_split(TrainingConfig.model_validate(run.spec.training or {}), run)
 
 
 def png_bytes(image: Tensor) -> bytes:
