@@ -52,10 +52,10 @@ def spread(values: Sequence[float], fmt: str = "{:.1f}") -> str:
     return f"median {fmt.format(median(values))} (min {fmt.format(min(values))}, max {fmt.format(max(values))})"
 
 
-def timed_run(cmd: list[str]) -> float:
+def timed_run(cmd: list[str], env: dict[str, str] | None = None) -> float:
     """Wall seconds of one subprocess run (it must succeed)."""
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT)
+    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=env)
     return time.perf_counter() - start
 
 

@@ -1,16 +1,16 @@
 """The shared trainer: trains any built spec on real data (see training.trainer).
 
-`TrainingConfig` needs no torch; `train` imports it on first use, so `python -m builder
-validate` (which reaches training.cli and training.config) stays torch-free.
+Every name here loads on first use: `TrainingConfig` needs no torch, `train` imports it, and
+`python -m builder validate` builds the training config's models only for a spec with a
+`training:` section.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from training.config import TrainingConfig
-
 if TYPE_CHECKING:
+    from training.config import TrainingConfig
     from training.runinfo import load_run
     from training.tasks.segmentation import segment_image
     from training.trainer import TrainResult, train
@@ -19,6 +19,10 @@ __all__ = ["TrainResult", "TrainingConfig", "load_run", "segment_image", "train"
 
 
 def __getattr__(name: str) -> Any:
+    if name == "TrainingConfig":
+        from training import config
+
+        return config.TrainingConfig
     if name in ("train", "TrainResult"):
         from training import trainer
 

@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from builder.lang.errors import BuilderError, Document, SpecError, validate
 from builder.lang.loading import apply_override, resolve_document, spec_from_document
-from training.config import TrainingConfig
 from training.errors import ConfigProblems, QuietExit, TrainingFailed, TrainingInterrupted, TrainUsageError
 from training.flags import TRAIN_FLAGS, add_run_flags
 
 if TYPE_CHECKING:
     from builder.lang.spec import Spec
+    from training.config import TrainingConfig
 
 def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
     """Register the `train` subcommand on the builder CLI's subparsers."""
@@ -41,6 +41,8 @@ def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser]
 
 def load_training(args: argparse.Namespace) -> tuple[Document, Spec, TrainingConfig]:
     """The spec and its training config from SPEC, `--set` and the trainer flags (located errors)."""
+    from training.config import TrainingConfig  # its models are built here, not at the CLI's start
+
     doc = resolve_document(spec_path(args))
     if doc.data.get("training") is None:
         doc.data["training"] = {}

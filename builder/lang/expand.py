@@ -9,7 +9,6 @@ use site), so errors found after expansion still point at the line to edit.
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,17 @@ class _Node:
     """The templates being expanded where an argument was written (None: where it now is). A
     `use` is checked for recursion against these, so a template may be nested in its own
     arguments (finite data) but never use itself from its block."""
+
+
+def _clone(node: _Node) -> _Node:
+    """A copy of a node tree. Locations, paths and YAML scalars are immutable and shared, which
+    makes this about ten times faster than copy.deepcopy (densenet201 copies ~15,000 nodes)."""
+    value = node.value
+    if isinstance(value, dict):
+        value = {k: _clone(v) for k, v in value.items()}
+    elif isinstance(value, list):
+        value = [_clone(v) for v in value]
+    return _Node(value, node.loc, node.path, node.key_loc, node.written_in)
 
 
 @dataclass
@@ -146,7 +156,7 @@ def _substitute(node: _Node, args: dict[str, _Node]) -> _Node:
     if isinstance(node.value, list):
         return _Node([_substitute(v, args) for v in node.value], node.loc, node.path, node.key_loc, node.written_in)
     if isinstance(node.value, str) and node.value[1:] in args and node.value.startswith("$"):
-        arg = copy.deepcopy(args[node.value[1:]])
+        arg = _clone(args[node.value[1:]])
         arg.key_loc = node.key_loc
         return arg
     return node
@@ -199,7 +209,7 @@ def _arguments(state: _Expansion, node: _Node, name: str, stack: tuple[str, ...]
 
 def _written_in(node: _Node, stack: tuple[str, ...]) -> _Node:
     """A copy of an argument with every value not yet marked marked as written under `stack`."""
-    made = copy.deepcopy(node)
+    made = _clone(node)
     todo = [made]
     while todo:
         item = todo.pop()
@@ -293,7 +303,7 @@ def _repeat(state: _Expansion, node: _Node, stack: tuple[str, ...]) -> _Node | N
     fields = node.value
     copies = []
     for j in range(fields["times"].value):
-        block = copy.deepcopy(fields["block"])
+        block = _clone(fields["block"])
         block.value.pop("name", None)  # copies are named by position
         if j == 0 and "first" in fields:
             block = _patch(state, block, fields["first"])

@@ -19,7 +19,7 @@ from typing import Any
 from builder.lang.errors import Document, Loc, Path, SpecError, format_path, suggest, validate
 from builder.lang.expand import expand_document
 from builder.lang.kinds.residual import apply_stochastic_depth
-from builder.lang.shapes import infer
+from builder.lang.shapes import ShapeReport, infer
 from builder.lang.spec import Spec, apply_width
 from builder.lang.yaml_io import dump, load_document, parse_scalar
 
@@ -146,15 +146,21 @@ def dump_spec(spec: Spec) -> str:
 
 def spec_from_document(doc: Document) -> Spec:
     """Validate a resolved document, expand its templates and repeats, and check its static shapes."""
+    return checked_spec(doc)[0]
+
+
+def checked_spec(doc: Document) -> tuple[Spec, ShapeReport]:
+    """spec_from_document's spec and the shape report it was checked with (for a caller that
+    prints shapes: inferring them again costs a densenet201 validate about 10 ms)."""
     validate(Spec, doc)  # the spec as written, so expansion can trust its structure
     expanded = expand_document(doc)
     spec = apply_stochastic_depth(apply_width(validate(Spec, expanded)))
-    problems = infer(spec).problems
-    if problems:
-        error = expanded.diagnose(problems)
+    report = infer(spec)
+    if report.problems:
+        error = expanded.diagnose(report.problems)
         # what a variant changed is read from the spec as written: expansion mixes the files' values
         raise SpecError([replace(d, message=d.message + _changed_elsewhere(doc, d.loc)) for d in error.diagnostics])
-    return spec
+    return spec, report
 
 
 def _changed_elsewhere(doc: Document, loc: Loc) -> str:

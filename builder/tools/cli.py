@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecError, validate
-from builder.lang.loading import find_spec, load_spec, resolve_document, shipped_name, shipped_specs, spec_from_document
+from builder.lang.loading import checked_spec, find_spec, load_spec, resolve_document, shipped_name, shipped_specs
 from builder.lang.shapes import ShapeReport, infer
 from builder.lang.spec import Spec
 from training.flags import DEVICE, MAX_BATCH, MAX_DEPTH, Flag, bounded_int  # torch-free
@@ -33,8 +33,7 @@ def _add_spec_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    spec = _validate_all(resolve_document(args.spec, args.overrides))
-    report = infer(spec)
+    spec, report = _validate_all(resolve_document(args.spec, args.overrides))
     last = report.blocks[-1].out_shape
     print(
         f"{args.spec}: OK: {spec.name}, {len(spec.blocks)} blocks, output {'x'.join(map(str, last))}, "
@@ -54,24 +53,24 @@ def _head_text(spec: Spec, report: ShapeReport) -> str:
     return "no head"
 
 
-def _validate_all(doc: Document) -> Spec:
-    """The spec, after checking its `training:` section too; every problem of both at once."""
-    from training.config import TrainingConfig  # pydantic only, no torch
-
+def _validate_all(doc: Document) -> tuple[Spec, ShapeReport]:
+    """The spec and its shapes, after checking its `training:` section too; every problem of both at once."""
     found: list[Diagnostic] = []
-    spec = None
+    checked = None
     try:
-        spec = spec_from_document(doc)
+        checked = checked_spec(doc)
     except SpecError as exc:
         found += exc.diagnostics
     if doc.data.get("training") is not None:
+        from training.config import TrainingConfig  # pydantic only, no torch; built only when needed
+
         try:
             validate(TrainingConfig, doc, prefix=("training",))
         except SpecError as exc:
             found += exc.diagnostics
-    if found or spec is None:
+    if found or checked is None:
         raise SpecError(found)
-    return spec
+    return checked
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
