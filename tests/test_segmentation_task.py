@@ -127,6 +127,14 @@ def test_the_loss_has_gradients_only_through_counted_pixels() -> None:
     assert moved[0, 0] > 0 and float(moved.sum() - moved[0, 0]) == 0.0
 
 
+def test_the_predicted_class_is_the_first_largest_logit_as_argmax_gives() -> None:
+    task = SegmentationTask(tuple(f"c{i}" for i in range(4)), IGNORE)
+    logits = torch.randn(3, 4, 9, 7)
+    logits[0, 2, 0, 0] = logits[0, 1, 0, 0] = logits[0, :, 0, 0].max() + 1  # a tie: the first one wins
+    assert torch.equal(task.predicted(logits), logits.argmax(1)) and int(task.predicted(logits)[0, 0, 0]) == 1
+    assert torch.equal(task.predicted(logits.contiguous(memory_format=torch.channels_last)), logits.argmax(1))
+
+
 def test_segmentation_metrics_are_what_monitor_may_watch() -> None:
     kind = TASKS["segmentation"]
     assert kind.default_monitor == "val_miou"

@@ -131,17 +131,30 @@ class NativeImages(Dataset[tuple[Tensor | None, int, str]]):
             return None, index, str(exc)
 
 
-def decoded(files: Sequence[Path], mode: str, workers: int) -> Iterator[list[tuple[Tensor | None, int, str]]]:
-    loader = DataLoader(NativeImages(files, mode), batch_size=BATCH, num_workers=workers, collate_fn=list,
+@dataclass(frozen=True)
+class Decoded:
+    """One loader batch: its images stacked by size ((h, w) -> (uint8 (N, C, h, w), their file
+    indices)) and an error line per file that could not be decoded."""
+
+    groups: dict[tuple[int, int], tuple[Tensor, list[int]]]
+    errors: list[str]
+
+
+def collate(items: list[tuple[Tensor | None, int, str]]) -> Decoded:
+    """Stacked in the decoding worker, so one tensor per size crosses to the main process (one
+    per image costs a socket and a file descriptor each)."""
+    groups: dict[tuple[int, int], list[tuple[Tensor, int]]] = {}
+    for image, index, _ in items:
+        if image is not None:
+            groups.setdefault((image.shape[1], image.shape[2]), []).append((image, index))
+    stacked = {size: (torch.stack([x for x, _ in g]), [i for _, i in g]) for size, g in groups.items()}
+    return Decoded(stacked, [error for _, _, error in items if error])
+
+
+def decoded(files: Sequence[Path], mode: str, workers: int) -> Iterator[Decoded]:
+    loader = DataLoader(NativeImages(files, mode), batch_size=BATCH, num_workers=workers, collate_fn=collate,
                         worker_init_fn=ignore_sigint if workers else None)
     yield from loader
-
-
-def by_size(items: Sequence[tuple[Tensor, int]]) -> dict[tuple[int, int], list[tuple[Tensor, int]]]:
-    groups: dict[tuple[int, int], list[tuple[Tensor, int]]] = {}
-    for image, index in items:
-        groups.setdefault((image.shape[1], image.shape[2]), []).append((image, index))
-    return groups
 
 
 # --- predicting -------------------------------------------------------------------------------
@@ -174,22 +187,23 @@ def predicted_masks(task: Segmenter, run: LoadedRun, files: Sequence[Path], work
     """Each size group's masks, in decoding order, or an error line per file that was skipped."""
     sizes = Sizes.of(run.spec)
     for batch in decoded(files, run.preprocess.mode, workers):
-        yield from (error for _, _, error in batch if error)
-        good = [(x, i) for x, i, _ in batch if x is not None]
-        for (h, w), group in by_size(good).items():
+        yield from batch.errors
+        for (h, w), (images, indices) in batch.groups.items():
             size = sizes.padded(h, w)
             if isinstance(size, str):
-                yield from (f"{files[i]}: {size}" for _, i in group)
+                yield from (f"{files[i]}: {size}" for i in indices)
                 continue
-            images = torch.stack([x for x, _ in group])
             masks = segment(task, run, images.to(device), size).cpu()
-            yield Masks(images, [i for _, i in group], masks)
+            yield Masks(images, indices, masks)
 
 
-def fractions(mask: Tensor, classes: int) -> list[float]:
-    """Each class's share of the mask's pixels."""
-    counts = torch.bincount(mask.flatten(), minlength=classes)[:classes].double()
-    return (counts / max(mask.numel(), 1)).tolist()
+def fractions(masks: Tensor, classes: int) -> list[list[float]]:
+    """Each mask's share of its pixels per class, for masks (N, h, w) of one size; one bincount
+    for the batch (mask i's classes counted at i * classes + class)."""
+    n, pixels = masks.shape[0], masks[0].numel()
+    offsets = torch.arange(n, device=masks.device).view(-1, 1) * classes
+    counts = torch.bincount((masks.reshape(n, -1) + offsets).flatten(), minlength=n * classes)
+    return (counts.view(n, classes).double() / max(pixels, 1)).tolist()
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -234,15 +248,17 @@ def rgb_png(picture: Tensor) -> bytes:
     return buffer.getvalue()
 
 
-def write_pngs(mask_path: Path, overlay_path: Path, image: Tensor, mask: Tensor,
-               palette: Sequence[Sequence[int]]) -> None:
-    """The mask and the overlay of one image (run in a writer thread)."""
+def write_pngs(paths: Sequence[tuple[Path, Path]], found: Masks, palette: Sequence[Sequence[int]]) -> None:
+    """The mask and the overlay of each image of one size group, at `paths` (mask, overlay) in
+    the group's order (run in a writer thread; the overlays are blended as one batch)."""
     from builder.lang.files import write_bytes
     from training.tasks.overlays import overlay
 
-    mask_path.parent.mkdir(parents=True, exist_ok=True)
-    write_bytes(mask_path, mask_png(mask, palette), durable=False)  # regenerable: atomic, not fsynced
-    write_bytes(overlay_path, rgb_png(overlay(image[None], mask[None], palette)[0]), durable=False)
+    overlays = overlay(found.images, found.masks, palette)
+    for (mask_path, overlay_path), mask, picture in zip(paths, found.masks, overlays):
+        mask_path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(mask_path, mask_png(mask, palette), durable=False)  # regenerable: atomic, not fsynced
+        write_bytes(overlay_path, rgb_png(picture), durable=False)
 
 
 def targets(out: Path, names: Sequence[Path]) -> list[tuple[Path, Path]]:
@@ -251,12 +267,11 @@ def targets(out: Path, names: Sequence[Path]) -> list[tuple[Path, Path]]:
 
 def check_targets(out: Path, paths: Sequence[tuple[Path, Path]], force: bool) -> None:
     """-o DIR: a directory (made if missing); no file written that the output rule refuses."""
-    from training.outputs import OutputRefused, check_output
+    from training.outputs import OutputRefused, check_outputs
 
     if out.exists() and not out.is_dir():
         raise OutputRefused(f"-o {out}: not a directory (a segmentation run writes a mask per image into -o DIR)")
-    for path in [out / FRACTIONS, *(p for pair in paths for p in pair)]:
-        check_output(path, flag="-o", force=force, parents=True)
+    check_outputs([out / FRACTIONS, *(p for pair in paths for p in pair)], flag="-o", force=force, parents=True)
 
 
 def predict_masks(task: Segmenter, run: LoadedRun, request: PredictRequest) -> tuple[list[str], list[str]]:
@@ -301,11 +316,11 @@ def written_masks(task: Segmenter, run: LoadedRun, request: PredictRequest,
             if isinstance(found, str):
                 errors.append(found)
                 continue
-            for image, index, mask in zip(found.images, found.indices, found.masks):
-                cells = [f"{v:.6f}" for v in fractions(mask, task.num_classes)]
-                rows[index] = [str(files[index]), mask.shape[0], mask.shape[1], *cells]
-                if paths:
-                    pending.append(pool.submit(write_pngs, *paths[index], image, mask, task.palette))
+            height, width = found.masks.shape[1:]
+            for index, shares in zip(found.indices, fractions(found.masks, task.num_classes)):
+                rows[index] = [str(files[index]), height, width, *(f"{v:.6f}" for v in shares)]
+            if paths:
+                pending.append(pool.submit(write_pngs, [paths[i] for i in found.indices], found, task.palette))
         for future in pending:
             future.result()  # a write error surfaces here, as one line
     return rows, errors
