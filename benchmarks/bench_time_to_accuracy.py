@@ -16,12 +16,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from common import ROOT, SPECS, Row, emit, parser
 
 from builder.lang.loading import load_spec
 from builder.tools.bench import cpu_sample, other_cpus_between
 from training import TrainingConfig, train
 from training.metrics import EpochMetrics
+from training.precision import resolve_precision
 
 SPEC = SPECS / "alexnet_cifar.yaml"
 GOAL_ACC, GOAL_S = 0.80, 15 * 60
@@ -57,7 +59,8 @@ def main() -> None:
     config = TrainingConfig.model_validate(recipe)
     root = Path(getattr(config.dataset, "root", ""))
     command = "python benchmarks/bench_time_to_accuracy.py" + (f" --epochs {args.epochs}" if args.epochs else "")
-    options = config.precision + (", channels_last" if config.channels_last else "")
+    chosen = resolve_precision(config, torch.device("cpu")).precision  # what `precision: auto` picks here
+    options = chosen + (", channels_last" if config.channels_last else "")
     epochs = f"{config.epochs} epoch{'s' * (config.epochs != 1)}"
     name = f"time to accuracy: {SPEC.name} recipe on CIFAR-10 ({epochs}, batch {config.batch_size}, {options})"
     if not root.is_dir():
