@@ -95,6 +95,7 @@ def test_no_head_outputs_the_last_feature_map(write_spec: Callable[..., Path], c
         ("num_classes: 3\nhead: {kind: conv}\nclassifier: {dropout: 0.1}\n",
          "8:13: error: classifier: a spec with head kind conv has its conv head instead; remove classifier"),
         ("head: {kind: conv}\n", "1:1: error: num_classes: required field is missing"),
+        ("num_classes: 3\nclassifier: {scale: 0}\n", "7:21: error: classifier.scale: must be > 0.0, got 0"),
         ("num_classes: 3\nhead: {kind: conv, p: 0.1}\n", "7:20: error: head.p: unknown field 'p'"),
         ("num_classes: 3\nhead: {kind: convv}\n", "7:14: error: head.kind: unknown kind 'convv'; expected one of "
          "classifier, conv, none, dense; did you mean 'conv'?"),
@@ -104,6 +105,18 @@ def test_a_head_mistake_is_one_located_line(write_spec: Callable[..., Path], cli
     path = write_spec(BASE + tail)
     code, _, err = cli("validate", path)
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith(f"{path}:{line}"), err
+
+
+def test_a_classifier_without_biases_and_with_a_scale_is_airbenchs(write_spec: Callable[..., Path]) -> None:
+    spec = load_spec(write_spec(BASE + "num_classes: 5\nclassifier: {hidden: [7], dropout: 0, bias: false, "
+                                "scale: 0.25}\n"))
+    model = build_model(spec).eval()
+    fc1, fc2 = model.classifier.fc1, model.classifier.fc2
+    assert fc1.bias is None and fc2.bias is None and _params(model) == infer(spec).total_params
+    x = torch.randn(2, *model.features(torch.zeros(1, 3, 16, 16)).shape[1:])
+    want = fc2(model.classifier.act1(fc1(x.flatten(1)))) * 0.25
+    assert torch.equal(model.classifier(x.flatten(1)), want)
+    assert infer(spec).head.labels[-1] == "scale 0.25"  # type: ignore[union-attr]
 
 
 def test_a_variant_switches_its_base_to_no_head(write_spec: Callable[..., Path]) -> None:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 
+import numpy as np
 import pytest
 
-from training.config import ConstantSchedule, CosineSchedule, OneCycleSchedule, StepSchedule
+from training.config import ConstantSchedule, CosineSchedule, OneCycleSchedule, StepSchedule, TriangleSchedule
 from training.schedule import lr_factor
 
 SPE, EPOCHS = 10, 6  # steps per epoch, epochs: 60 steps
@@ -42,3 +43,11 @@ def test_one_cycle_rises_to_the_peak_then_anneals() -> None:
     assert all(a <= b for a, b in itertools.pairwise(f[: peak + 1]))
     assert all(a >= b for a, b in itertools.pairwise(f[peak:]))
     assert f[-1] == pytest.approx(0.001)
+
+
+def test_triangle_is_airbenchs_linear_interpolation() -> None:
+    schedule = TriangleSchedule(kind="triangle", start_factor=0.2, peak=0.23, end_factor=0.07)
+    total = SPE * EPOCHS
+    want = np.interp(np.arange(total), [0, int(0.23 * total), total], [0.2, 1, 0.07])  # airbench94.py's
+    assert factors(schedule) == pytest.approx(want.tolist(), abs=1e-12)
+    assert max(factors(schedule)) == 1.0 and factors(TriangleSchedule(kind="triangle", peak=0))[0] == 1.0

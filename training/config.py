@@ -309,8 +309,19 @@ class OneCycleSchedule(StrictModel):
     final_div_factor: Annotated[float, Field(ge=1, allow_inf_nan=False)] = 1e4
 
 
+class TriangleSchedule(StrictModel):
+    """Linear from start_factor up to 1 at peak (a share of the run's steps), then linear down to
+    end_factor at the last step (airbench94's: 0.2, 0.23, 0.07)."""
+
+    kind: Literal["triangle"]
+    start_factor: Fraction = 0.2
+    peak: Annotated[float, Field(ge=0, le=1, allow_inf_nan=False)] = 0.23
+    end_factor: Fraction = 0.07
+
+
 ScheduleConfig = Annotated[
-    CosineSchedule | ConstantSchedule | StepSchedule | OneCycleSchedule, Field(discriminator="kind")
+    CosineSchedule | ConstantSchedule | StepSchedule | OneCycleSchedule | TriangleSchedule,
+    Field(discriminator="kind"),
 ]
 
 # --- weight averaging and test-time augmentation ------------------------------------------------

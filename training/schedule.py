@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import math
 
-from training.config import ConstantSchedule, CosineSchedule, OneCycleSchedule, ScheduleConfig, StepSchedule
+from training.config import (
+    ConstantSchedule,
+    CosineSchedule,
+    OneCycleSchedule,
+    ScheduleConfig,
+    StepSchedule,
+    TriangleSchedule,
+)
 
 
 def lr_factor(schedule: ScheduleConfig, step: int, steps_per_epoch: int, epochs: int) -> float:
@@ -16,6 +23,8 @@ def lr_factor(schedule: ScheduleConfig, step: int, steps_per_epoch: int, epochs:
     total = max(1, steps_per_epoch * epochs)
     if isinstance(schedule, OneCycleSchedule):
         return one_cycle(schedule, step, total)
+    if isinstance(schedule, TriangleSchedule):
+        return triangle(schedule, step, total)
     warmup = round(schedule.warmup_epochs * steps_per_epoch)
     if step < warmup:
         return (step + 1) / (warmup + 1)  # linear, reaching 1 right after the warmup
@@ -41,3 +50,13 @@ def one_cycle(schedule: OneCycleSchedule, step: int, total: int) -> float:
         return start + (1 - start) * 0.5 * (1 - math.cos(math.pi * step / peak))
     progress = min((step - peak) / max(1, total - 1 - peak), 1.0)
     return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def triangle(schedule: TriangleSchedule, step: int, total: int) -> float:
+    """start_factor -> 1 at step int(peak * total) -> end_factor at step `total`, linearly (the
+    factor of step s is airbench's np.interp(s, [0, peak_step, total], [start, 1, end]))."""
+    peak = int(schedule.peak * total)
+    if step < peak:
+        return schedule.start_factor + (1 - schedule.start_factor) * step / peak
+    progress = min((step - peak) / max(1, total - peak), 1.0)
+    return 1 + (schedule.end_factor - 1) * progress

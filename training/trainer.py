@@ -82,6 +82,7 @@ from training.tasks import Task
 from training.tasks.base import split_columns
 from training.tasks.make import make_task
 from training.tta import check_tta
+from training.whiten import fit_whitening
 
 __all__ = ["Position", "TrainResult", "Trainer", "train"]
 
@@ -262,6 +263,8 @@ class Trainer:
         check_tta(config.tta, size)
         self.preprocess = preprocess_for(data.mean, data.std, size, config.dataset.augment, device,
                                          config.channels_last, getattr(config.dataset, "ignore_index", 255))
+        if saved is None and config.init is None:  # conv init: whiten, from the data (before the average starts)
+            fit_whitening(self.model, data.train, self.preprocess, config.seed, device)
         self.ema = self.averager()  # after make_step: the average starts from the weights as they train
         self.flip_phases = flip_phases(len(data.train), config.seed) if alternates(config.dataset.augment) else None
         self.saved_at: str | None = None  # where the last checkpoint was taken

@@ -40,6 +40,10 @@ class ClassifierSpec(StrictModel):
     """Activation after each hidden layer; none reproduces code without one."""
     adaptive_pool: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] | None = None
     """[H, W]: adaptive average pool before flattening, so any input size works."""
+    bias: bool = True
+    """Whether the linear layers have a bias (airbench's one linear has none)."""
+    scale: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] = 1.0
+    """A fixed factor on the logits, after the last linear (airbench: 1/9, about 0.111); 1: none."""
 
 
 class ClassifierHead(ClassifierSpec):
@@ -120,7 +124,7 @@ def _classifier(spec: Any, head: ClassifierSpec, last: Shape) -> HeadShape:
     sizes = [flat, *head.hidden, spec.num_classes]
     labels = ((Label(f"adaptive avgpool {pool[0]}x{pool[1]}", "pool"),) if pool else ()) + (
         Label(f"flatten {flat:,}", "reshape"),) + classifier_layers(head, flat, spec.num_classes)
-    return HeadShape((spec.num_classes,), flat, sum(a * b + b for a, b in pairwise(sizes)),
+    return HeadShape((spec.num_classes,), flat, sum(a * b + b * head.bias for a, b in pairwise(sizes)),
                      sum(a * b for a, b in pairwise(sizes)), labels)
 
 
@@ -135,7 +139,8 @@ def classifier_layers(head: ClassifierSpec, flat: int, classes: int) -> tuple[La
         before, after = (drop, []) if head.dropout_position == "before" else ([], drop)
         layers += [*before, Label(f"linear {a:,} \u2192 {b:,}", "linear"), *act, *after]
     lone_drop = drop if not head.hidden else []
-    return (*layers, *lone_drop, Label(f"linear {sizes[-1]:,} \u2192 {classes:,}", "linear"))
+    scale = [Label(f"scale {head.scale:g}", "activation")] if head.scale != 1 else []
+    return (*layers, *lone_drop, Label(f"linear {sizes[-1]:,} \u2192 {classes:,}", "linear"), *scale)
 
 
 def _conv(spec: Any, head: ConvHead, last: Shape) -> HeadShape:

@@ -41,6 +41,8 @@ class BatchNormSpec(StrictModel):
     """Added to the variance for numerical stability."""
     momentum: Annotated[float, Field(gt=0, le=1)] = 0.1
     """Update factor of the running statistics."""
+    frozen_weight: bool = False
+    """Keep the scale at 1, untrained (airbench's BatchNorm): only the bias learns."""
 
 
 class LayerNormSpec(StrictModel):

@@ -240,3 +240,45 @@ class ResizedToInput(nn.Sequential):
 
     def extra_repr(self) -> str:
         return f"resize to the input: {self.mode}"
+
+
+class WhiteningConv2d(nn.Conv2d):
+    """conv init whiten: filters that whiten the conv's input, set by fit() (the trainer calls it
+    on training images before the first step) and never trained; the bias trains as usual."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def fit(self, inputs: torch.Tensor, eps: float = 5e-4) -> None:
+        """Each eigenvector of the (uncentered) covariance of the kh x kw patches of `inputs`
+        (N, C, H, W), scaled by 1 / sqrt(its eigenvalue + eps), then the same negated: out_channels
+        = 2 x C x kh x kw filters, largest eigenvalue first (airbench94's first layer)."""
+        c, (kh, kw) = self.in_channels, self.kernel_size
+        patches = F.unfold(inputs.float(), (kh, kw), dilation=self.dilation).transpose(1, 2).reshape(-1, c * kh * kw)
+        values, vectors = torch.linalg.eigh(patches.T @ patches / len(patches), UPLO="U")
+        values, vectors = values.flip(0).view(-1, 1, 1, 1), vectors.T.reshape(-1, c, kh, kw).flip(0)
+        scaled = vectors / torch.sqrt(values + eps)
+        self.weight.copy_(torch.cat((scaled, -scaled)).to(self.weight.dtype))
+
+
+def dirac_first(conv: nn.Conv2d) -> None:
+    """conv init dirac: the first in_channels filters pass their input channel through (a 1 at the
+    kernel's centre), the others keep their initialization (airbench's convs)."""
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: conv.in_channels])
+
+
+class Scale(nn.Module):
+    """x * factor, a fixed number (the classifier's `scale`: airbench's logits x 1/9)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.factor
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor:g}"

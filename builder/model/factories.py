@@ -43,6 +43,8 @@ from builder.model.blocks import (
     Skip,
     SplitParallel,
     StochasticDepth,
+    WhiteningConv2d,
+    dirac_first,
 )
 
 if TYPE_CHECKING:
@@ -54,9 +56,12 @@ def conv(ctx: BuildContext, block: BlockSpec, shape: BlockShape) -> nn.Module:
     in_ch, out = shape.in_shape[0], shape.out_shape[0]
     args = (torch_arg(block.kernel_size), torch_arg(block.stride), torch_arg(block.padding),
             torch_arg(block.dilation), conv_groups(block, in_ch))
-    kind = Pointwise if args in ((1, 1, 0, 1, 1), ((1, 1), (1, 1), (0, 0), (1, 1), 1)) else nn.Conv2d
+    pointwise = args in ((1, 1, 0, 1, 1), ((1, 1), (1, 1), (0, 0), (1, 1), 1))
+    kind = WhiteningConv2d if block.init == "whiten" else Pointwise if pointwise else nn.Conv2d
     made_conv = kind(in_ch, out, args[0], stride=args[1], padding=args[2], dilation=args[3], groups=args[4],
                      bias=block.bias)
+    if block.init == "dirac":
+        dirac_first(made_conv)
     made: dict[str, Callable[[Any], Any]] = {  # each present layer makes a module (never None)
         "conv": lambda _: made_conv, "act": layers.activation, "pool": layers.pool,
         "norm": lambda norm: layers.norm(norm, out),
@@ -118,7 +123,7 @@ def adaptive_avgpool(ctx: BuildContext, block: AdaptiveAvgPoolBlock, shape: Bloc
 
 
 def batchnorm(ctx: BuildContext, block: BatchNormBlock, shape: BlockShape) -> nn.Module:
-    return nn.BatchNorm2d(shape.in_shape[0], eps=block.eps, momentum=block.momentum)
+    return layers.batchnorm(block, shape.in_shape[0])
 
 
 def activation(ctx: BuildContext, block: ActivationBlock, shape: BlockShape) -> nn.Module:

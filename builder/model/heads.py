@@ -11,6 +11,7 @@ from torch import nn
 
 from builder.lang.heads import ClassifierSpec, ConvHead, DenseHead, NoHead
 from builder.model import layers
+from builder.model.blocks import Scale
 
 Parts = list[tuple[str, nn.Module]]
 
@@ -33,7 +34,7 @@ def linears(head: ClassifierSpec, flat: int, classes: int) -> nn.Sequential:
     for i, (a, b) in enumerate(pairwise(sizes), start=1):
         if head.dropout and head.dropout_position == "before":
             parts[f"drop{i}"] = nn.Dropout(head.dropout)
-        parts[f"fc{i}"] = nn.Linear(a, b)
+        parts[f"fc{i}"] = nn.Linear(a, b, bias=head.bias)
         act = layers.activation(head.activation)
         if act is not None:
             parts[f"act{i}"] = act
@@ -41,7 +42,9 @@ def linears(head: ClassifierSpec, flat: int, classes: int) -> nn.Sequential:
             parts[f"drop{i}"] = nn.Dropout(head.dropout)
     if head.dropout and not head.hidden:
         parts["drop1"] = nn.Dropout(head.dropout)
-    parts[f"fc{len(sizes)}"] = nn.Linear(sizes[-1], classes)
+    parts[f"fc{len(sizes)}"] = nn.Linear(sizes[-1], classes, bias=head.bias)
+    if head.scale != 1:
+        parts["scale"] = Scale(head.scale)
     return nn.Sequential(parts)
 
 

@@ -15,6 +15,7 @@ from torch import nn
 
 from builder.lang.axes import torch_arg
 from builder.lang.base import Activation, NoPoolSpec, WindowPoolSpec
+from builder.lang.kinds.batchnorm import BatchNormBlock
 from builder.lang.norms import AnyNorm, BatchNormSpec, GroupNormSpec, LayerNormSpec, LRNSpec, norm_def
 from builder.model.blocks import LayerNorm2d
 from builder.model.lrn import LocalResponseNorm
@@ -48,8 +49,10 @@ def lrn(spec: LRNSpec, channels: int) -> nn.Module:
     return LocalResponseNorm(spec.size, alpha=spec.alpha, beta=spec.beta, k=spec.k)
 
 
-def batchnorm(spec: BatchNormSpec, channels: int) -> nn.Module:
-    return nn.BatchNorm2d(channels, eps=spec.eps, momentum=spec.momentum)
+def batchnorm(spec: BatchNormSpec | BatchNormBlock, channels: int) -> nn.Module:
+    made = nn.BatchNorm2d(channels, eps=spec.eps, momentum=spec.momentum)
+    made.weight.requires_grad_(not spec.frozen_weight)  # frozen: the scale stays at its initial 1
+    return made
 
 
 def layernorm(spec: LayerNormSpec, channels: int) -> nn.Module:

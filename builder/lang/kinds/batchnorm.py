@@ -19,6 +19,8 @@ class BatchNormBlock(Named):
     """Added to the variance for numerical stability."""
     momentum: Annotated[float, Field(gt=0, le=1)] = 0.1
     """Update factor of the running statistics."""
+    frozen_weight: bool = False
+    """Keep the scale at 1, untrained (airbench's BatchNorm): only the bias learns."""
 
 
 def _infer(walk: Walk, block: BatchNormBlock, at: At, shape: Shape) -> Inferred:

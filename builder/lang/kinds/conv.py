@@ -53,6 +53,12 @@ class BlockSpec(Named):
     """Grouped convolution: must divide in_channels and out_channels; depthwise: one group per input channel."""
     bias: bool = True
     """Whether the convolution has a bias (redundant before batchnorm)."""
+    init: Literal["default", "dirac", "whiten"] = "default"
+    """How the weight starts. default: PyTorch's. dirac: PyTorch's, then the first in_channels filters
+    pass their input channel through unchanged (airbench's convs). whiten: fitted by the trainer before
+    the first step to whiten the conv's input on training images, then frozen (the bias still trains):
+    each eigenvector of the input's kh x kw patch covariance scaled by 1/sqrt(its eigenvalue), and its
+    negative, so out_channels is 2 x in_channels x kh x kw (airbench's first layer). One group only."""
     pool_and_norm: bool = False
     """Use defaults.norm and defaults.pool (where the block sets none of its own)."""
     norm: NormSpec | None = None
@@ -63,6 +69,12 @@ class BlockSpec(Named):
     """This block's activation (default: defaults.activation)."""
     expect: Annotated[list[PositiveInt], Field(min_length=3, max_length=3)] | None = None
     """Asserted output shape [C, H, W]; a mismatch is an error."""
+
+    @model_validator(mode="after")
+    def _init_of_one_group(self) -> BlockSpec:
+        if self.init != "default" and self.groups != 1:
+            raise rule_error("init", f"init {self.init} needs one group (groups: 1), not groups {self.groups}")
+        return self
 
     @model_validator(mode="after")
     def _groups_divide_out_channels(self) -> BlockSpec:
@@ -185,6 +197,10 @@ def _infer(walk: Walk, block: BlockSpec, at: At, shape: Shape) -> Inferred:
         return walk.collapse(at, shape, h2, w2)
     for norm in (n for r, n in layers if r == "norm"):
         _check_norm(walk, at, block, norm, out)
+    if block.init == "whiten" and out != 2 * c * kernel_area(block):
+        walk.problem((*at.where, "out_channels"), f"{at.name}: init whiten makes 2 x in_channels x kh x kw = "
+                     f"2 x {c} x {kernel_area(block)} = {2 * c * kernel_area(block)} filters (each eigenvector of "
+                     f"the input's patch covariance and its negative), so out_channels must be that, not {out}")
     params = conv_params(c, block, out) + sum(norm_def(n).params(n, out) for r, n in layers if r == "norm")
     return (out, h2, w2), params, macs, describe_layers(walk.spec, block)
 
@@ -209,7 +225,7 @@ def _stride(spec: Any, block: BlockSpec) -> int | tuple[int, int]:
 def _width(block: BlockSpec, scaling: Scaling) -> BlockSpec:
     """out_channels scaled, staying a multiple of its own norm's groups too (groupnorm); num_classes
     stays (the classes do not scale)."""
-    if block.out_channels == "num_classes":
+    if block.out_channels == "num_classes" or block.init == "whiten":  # set by the classes, or by the input
         return block
     norm = 1 if block.norm is None else norm_def(block.norm).multiple(block.norm)
     out = round_channels(block.out_channels, scaling.width, lcm(scaling.multiple, norm))
