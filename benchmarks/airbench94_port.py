@@ -241,7 +241,8 @@ def optimizer(net: nn.Module, batch_size: int) -> torch.optim.SGD:
 
 
 def train(data: dict[str, tuple[Tensor, Tensor]], seed: int, epochs: float, log: bool = True) -> dict[str, object]:
-    """One run: per epoch (test accuracy with TTA, cumulative training seconds); and the final figures."""
+    """One run: per epoch its test accuracy (with TTA), the training seconds so far (airbench's
+    clock) and the wall seconds so far (evaluations included); and the final figures."""
     torch.manual_seed(seed)
     batch_size = HYP["batch_size"]
     loader = TrainLoader(*data["train"], batch_size)
@@ -252,7 +253,7 @@ def train(data: dict[str, tuple[Tensor, Tensor]], seed: int, epochs: float, log:
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: schedule[i])
     alpha = 0.95**5 * (torch.arange(total_steps + 1) / total_steps) ** 3
     loss_fn = nn.CrossEntropyLoss(label_smoothing=HYP["label_smoothing"], reduction="none")
-    start = time.perf_counter()
+    start = began = time.perf_counter()
     # airbench takes the first 5,000 of CIFAR's binary batches, which are in no class order; the
     # JPEG folders are sorted by class, so a random 5,000 stands in for them
     init_whitening_conv(net[0], normalize(data["train"][0][torch.randperm(len(data["train"][0]))[:5000]]))
@@ -273,7 +274,9 @@ def train(data: dict[str, tuple[Tensor, Tensor]], seed: int, epochs: float, log:
                 lookahead.update(net, decay=1.0)
                 break
         seconds += time.perf_counter() - start
-        history.append({"epoch": epoch + 1, "seconds": seconds, "test_acc": evaluate(net, *data["test"])})
+        accuracy = evaluate(net, *data["test"])
+        history.append({"epoch": epoch + 1, "seconds": seconds, "wall": time.perf_counter() - began,
+                        "test_acc": accuracy})
         if log:
             print(f"epoch {epoch + 1}: test {history[-1]['test_acc']:.2%} (TTA) after {seconds:.0f} s of training",
                   flush=True)

@@ -165,7 +165,7 @@ def test_set_errors_are_located_at_the_argument(write_spec: Callable[..., Path])
     ]
     assert errors(path, "training.schedule={kind: cosin}") == [
         "--set training.schedule={kind: cosin}: error: training.schedule.kind: unknown kind 'cosin'; expected one of "
-        "cosine, constant, step, one_cycle; did you mean 'cosine'?"
+        "cosine, constant, step, one_cycle, triangle; did you mean 'cosine'?"
     ]
 
 
