@@ -30,7 +30,8 @@ def test_norm_change_and_shape_change_are_shown() -> None:
     a = load_spec(SPECS / "alexnet.yaml")
     b = load_spec(SPECS / "alexnet.yaml", ["blocks[0].norm={kind: batchnorm}", "blocks[0].stride=2"])
     text = "\n".join(diff_specs(a, b))
-    assert "norm: lrn(size=5, alpha=0.0001, beta=0.75, k=2.0) -> batchnorm(eps=1e-05, momentum=0.1)" in text
+    assert ("norm: lrn(size=5, alpha=0.0001, beta=0.75, k=2.0) -> batchnorm(eps=1e-05, momentum=0.1, "
+            "frozen_weight=False)") in text
     assert "output: 96x27x27 -> 96x54x54" in text
     assert "flatten: 9216 -> 36864" in text
 
