@@ -124,7 +124,7 @@ def _classifier(spec: Any, head: ClassifierSpec, last: Shape) -> HeadShape:
     sizes = [flat, *head.hidden, spec.num_classes]
     labels = ((Label(f"adaptive avgpool {pool[0]}x{pool[1]}", "pool"),) if pool else ()) + (
         Label(f"flatten {flat:,}", "reshape"),) + classifier_layers(head, flat, spec.num_classes)
-    return HeadShape((spec.num_classes,), flat, sum(a * b + b * head.bias for a, b in pairwise(sizes)),
+    return HeadShape((spec.num_classes,), flat, sum(a * b + (b if head.bias else 0) for a, b in pairwise(sizes)),
                      sum(a * b for a, b in pairwise(sizes)), labels)
 
 

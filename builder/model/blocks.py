@@ -257,10 +257,11 @@ class WhiteningConv2d(nn.Conv2d):
         = 2 x C x kh x kw filters, largest eigenvalue first (airbench94's first layer)."""
         c, (kh, kw) = self.in_channels, self.kernel_size
         patches = F.unfold(inputs.float(), (kh, kw), dilation=self.dilation).transpose(1, 2).reshape(-1, c * kh * kw)
-        values, vectors = torch.linalg.eigh(patches.T @ patches / len(patches), UPLO="U")
+        # the (C*kh*kw)^2 covariance is decomposed on the CPU: MPS has no eigh, and it is tiny
+        values, vectors = torch.linalg.eigh((patches.T @ patches / len(patches)).cpu(), UPLO="U")
         values, vectors = values.flip(0).view(-1, 1, 1, 1), vectors.T.reshape(-1, c, kh, kw).flip(0)
         scaled = vectors / torch.sqrt(values + eps)
-        self.weight.copy_(torch.cat((scaled, -scaled)).to(self.weight.dtype))
+        self.weight.copy_(torch.cat((scaled, -scaled)).to(self.weight.device, self.weight.dtype))
 
 
 def dirac_first(conv: nn.Conv2d) -> None:
