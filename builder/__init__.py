@@ -10,24 +10,39 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from builder.lang.errors import BuilderError, Loc, SpecError
-from builder.lang.loading import load_spec
-from builder.lang.registry import KindDef, register_kind
-from builder.lang.shapes import infer
-from builder.lang.spec import Spec
-
 if TYPE_CHECKING:
     from torch import nn
 
+    from builder.lang.errors import BuilderError, SpecError
+    from builder.lang.loading import load_spec
+    from builder.lang.registry import KindDef, register_kind
+    from builder.lang.shapes import infer
+    from builder.lang.spec import Spec
     from builder.model.summary import Summary
 
 __all__ = [
     "BuilderError", "KindDef", "Spec", "SpecError", "build_model", "infer", "load_spec", "register_kind", "summarize",
 ]
+# Each name's module, imported on first use: `python -m builder` can then import its CLI with the
+# garbage collector paused (builder.__main__), and `import builder.lang.x` pays for x alone.
+_LAZY = {
+    "BuilderError": "builder.lang.errors", "SpecError": "builder.lang.errors", "load_spec": "builder.lang.loading",
+    "KindDef": "builder.lang.registry", "register_kind": "builder.lang.registry", "infer": "builder.lang.shapes",
+    "Spec": "builder.lang.spec",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'builder' has no attribute {name!r}")
 
 
 def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
     """The nn.Module of a validated spec (float32, on torch's default device); see builder.model.build."""
+    from builder.lang.spec import Spec
     from builder.model.build import build_model as build  # torch, on first use only
 
     _check("build_model", "spec", spec, Spec, "a Spec (from load_spec)")
@@ -37,6 +52,7 @@ def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
 
 def summarize(spec: Spec, *, device: str = "auto", batch_size: int = 1, depth: int = 3) -> Summary:
     """torchinfo's table of the built spec, checked against the static shapes; see builder.model.summary."""
+    from builder.lang.spec import Spec
     from builder.model.summary import summarize as run  # torch, on first use only
 
     _check("summarize", "spec", spec, Spec, "a Spec (from load_spec)")
@@ -44,12 +60,17 @@ def summarize(spec: Spec, *, device: str = "auto", batch_size: int = 1, depth: i
     for name, value, least in (("batch_size", batch_size, 1), ("depth", depth, 0)):
         _check("summarize", name, value, int, f"an integer >= {least}")
         if value < least:
+            from builder.lang.errors import Loc, SpecError
+
             raise SpecError.at(Loc("summarize"), f"must be an integer >= {least}, got {value}", (name,))
     return run(spec, device=device, batch_size=batch_size, depth=depth)
 
 
 def _check(func: str, name: str, value: Any, kind: type, what: str) -> None:
     """A SpecError naming the function and argument unless `value` is a `kind` (bools are not ints)."""
+    from builder.lang.errors import Loc, SpecError
+    from builder.lang.spec import Spec
+
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return
     got = f"the path {os.fspath(value)!r:.80}; load it first: load_spec(...)" if isinstance(

@@ -105,6 +105,15 @@ def test_an_entry_point_kind_validates_builds_and_draws(tmp_path: Path) -> None:
     assert done.returncode == 0 and "ok ['block1', 'block2', 'block3']" in done.stdout, done.stderr
 
 
+def test_a_package_found_twice_on_the_path_registers_its_kind_once(tmp_path: Path) -> None:
+    site = _package(tmp_path, entry_point=True)
+    (site / "spec.yaml").write_text(SPEC)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(site), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-m", "builder", "validate", "spec.yaml"], capture_output=True, text=True,
+                          env=env, cwd=site, timeout=120)
+    assert done.returncode == 0 and "OK: scaled, 3 blocks" in done.stdout, done.stderr
+
+
 @pytest.mark.slow
 def test_register_kind_before_the_first_spec(tmp_path: Path) -> None:
     site = _package(tmp_path, entry_point=False)

@@ -7,6 +7,7 @@ Torch is imported inside the commands that need it, never at the top of this mod
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -331,6 +332,14 @@ def _late_positionals(parser: argparse.ArgumentParser, args: argparse.Namespace,
 
 
 DEBUG_ENV = "BUILDER_DEBUG"  # set: an unforeseen exception shows its traceback
+
+
+def run() -> None:
+    """The process entry (`python -m builder`, the `cnn-builder` script): main(), then exit with its status."""
+    # What is imported by now (modules, pydantic's schemas) lives until the process ends: frozen, the
+    # cyclic GC and the interpreter's teardown skip it (about 30 ms of a 0.3 s validate)
+    gc.freeze()
+    sys.exit(main())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
