@@ -9,15 +9,51 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from builder.lang import yaml_io
 from builder.lang.errors import SpecError
+from builder.lang.loading import shipped_specs
 from builder.lang.yaml_io import MAX_DEPTH, MAX_INT_DIGITS, load_document, parse, parse_scalar
 
 # 9**9 = 387 million values once expanded; refused after MAX_VALUES.
 BILLION_LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
     f"{c}: &{c} [{', '.join([f'*{p}'] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi")
 )
+
+
+# Every test here runs on both parsers, libyaml's (used when PyYAML has it) and PyYAML's own, except
+# the test_parsers_* tests, which compare them.
+LOADERS = [yaml_io._PyLoader] + ([yaml_io._CLoader] if yaml.__with_libyaml__ else [])
+DEFAULT = yaml_io._Loader
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if not metafunc.function.__name__.startswith("test_parsers_"):
+        metafunc.parametrize("loader", LOADERS, indirect=True, ids=lambda loader: loader.__name__)
+
+
+@pytest.fixture(autouse=True)
+def loader(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> type:
+    chosen = getattr(request, "param", DEFAULT)
+    monkeypatch.setattr(yaml_io, "_Loader", chosen)
+    return chosen
+
+
+def test_parsers_libyaml_is_used_when_pyyaml_has_it() -> None:
+    assert DEFAULT is (yaml_io._CLoader if yaml.__with_libyaml__ else yaml_io._PyLoader)
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml: one parser")
+@pytest.mark.parametrize("path", shipped_specs(), ids=lambda p: p.name)
+def test_parsers_read_every_shipped_spec_alike(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = path.read_text()
+    read = []
+    for loader in LOADERS:
+        monkeypatch.setattr(yaml_io, "_Loader", loader)
+        doc = parse(text, path.name)
+        read.append((doc.data, doc.locs, doc.key_locs))
+    assert read[0] == read[1]
 
 
 def test_positions_of_values_and_keys() -> None:
