@@ -108,4 +108,7 @@ class NoPoolSpec(StrictModel):
     kind: Literal["none"]
 
 
+NO_POOL = NoPoolSpec(kind="none")  # shared: models are frozen, and inference asks for it per conv block
+
+
 PoolSpec = Annotated[WindowPoolSpec | NoPoolSpec, Field(discriminator="kind")]

@@ -71,6 +71,7 @@ class NoNormSpec(StrictModel):
     kind: Literal["none"]
 
 
+NO_NORM = NoNormSpec(kind="none")  # shared: models are frozen, and inference asks for it per conv block
 AnyNorm = LRNSpec | BatchNormSpec | LayerNormSpec | GroupNormSpec | NoNormSpec
 NormSpec = Annotated[AnyNorm, Field(discriminator="kind")]
 

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 
 from builder.lang.axes import NonNegativeAxes, PositiveAxes, pair
 from builder.lang.base import (
+    NO_POOL,
     Activation,
     Named,
     NoPoolSpec,
@@ -17,7 +18,7 @@ from builder.lang.base import (
     WindowPoolSpec,
     rule_error,
 )
-from builder.lang.norms import AnyNorm, NoNormSpec, NormSpec, norm_def, norm_problem
+from builder.lang.norms import NO_NORM, AnyNorm, NormSpec, norm_def, norm_problem
 from builder.lang.registry import Frame, KindDef, Label, Scaling, round_channels
 from builder.lang.walk import (
     At,
@@ -97,14 +98,14 @@ def block_norm(spec: Any, block: BlockSpec) -> AnyNorm:
     """The block's own norm, else the spec default when `pool_and_norm` is set, else none."""
     if block.norm is not None:
         return block.norm
-    return spec.defaults.norm if block.pool_and_norm else NoNormSpec(kind="none")
+    return spec.defaults.norm if block.pool_and_norm else NO_NORM
 
 
 def block_pool(spec: Any, block: BlockSpec) -> WindowPoolSpec | NoPoolSpec:
     """The block's own pool, else the spec default when `pool_and_norm` is set, else none."""
     if block.pool is not None:
         return block.pool
-    return spec.defaults.pool if block.pool_and_norm else NoPoolSpec(kind="none")
+    return spec.defaults.pool if block.pool_and_norm else NO_POOL
 
 
 def block_activation(spec: Any, block: BlockSpec) -> Activation:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 
 from builder.lang.base import Activation, Named, NonNegativeInt, PositiveInt, rule_error
-from builder.lang.norms import AnyNorm, NoNormSpec, NormSpec, norm_def
+from builder.lang.norms import NO_NORM, AnyNorm, NormSpec, norm_def
 from builder.lang.registry import KindDef, Label, Scaling, leaf_frame, no_multiple
 from builder.lang.walk import At, Inferred, Shape, Walk
 
@@ -54,7 +54,7 @@ def transposed_out(size: int, block: ConvTransposeBlock) -> int:
 
 def transpose_layers(block: ConvTransposeBlock) -> list[tuple[Literal["conv", "norm", "act"], Any]]:
     """(module name, what it is) in forward order: conv -> [norm before] -> [act] -> [norm after]."""
-    norm: AnyNorm = block.norm if block.norm is not None else NoNormSpec(kind="none")
+    norm: AnyNorm = block.norm if block.norm is not None else NO_NORM
     placement = norm_def(norm).placement
     layers: list[tuple[Literal["conv", "norm", "act"], Any]] = [("conv", block)]
     if placement == "before_activation":
@@ -97,7 +97,7 @@ def _width(block: ConvTransposeBlock, scaling: Scaling) -> ConvTransposeBlock:
 
 def _fields(spec: Any, block: ConvTransposeBlock) -> dict[str, Any]:
     fields = block.model_dump(exclude={"name", "norm"})
-    norm = (block.norm or NoNormSpec(kind="none")).model_dump()
+    norm = (block.norm or NO_NORM).model_dump()
     kind = norm.pop("kind")
     fields["norm"] = f"{kind}({', '.join(f'{k}={v}' for k, v in norm.items())})" if norm else kind
     return fields
