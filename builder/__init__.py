@@ -40,6 +40,10 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'builder' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
 def build_model(spec: Spec, *, check_memory: bool = True) -> nn.Sequential:
     """The nn.Module of a validated spec (float32, on torch's default device); see builder.model.build."""
     from builder.lang.spec import Spec
