@@ -25,19 +25,23 @@ __all__ = [
 ]
 # Each name's module, imported on first use: `python -m builder` can then import its CLI with the
 # garbage collector paused (builder.__main__), and `import builder.lang.x` pays for x alone.
-_LAZY = {
-    "BuilderError": "builder.lang.errors", "SpecError": "builder.lang.errors", "load_spec": "builder.lang.loading",
-    "KindDef": "builder.lang.registry", "register_kind": "builder.lang.registry", "infer": "builder.lang.shapes",
-    "Spec": "builder.lang.spec",
+_LAZY = {  # (Loc is not public, but `import builder` used to provide it)
+    "BuilderError": "builder.lang.errors", "SpecError": "builder.lang.errors", "Loc": "builder.lang.errors",
+    "load_spec": "builder.lang.loading", "KindDef": "builder.lang.registry", "register_kind": "builder.lang.registry",
+    "infer": "builder.lang.shapes", "Spec": "builder.lang.spec",
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
+if not TYPE_CHECKING:  # for mypy, the imports above: a misspelt name stays an error
+
+    def __getattr__(name: str) -> Any:
         from importlib import import_module
 
-        return getattr(import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'builder' has no attribute {name!r}")
+        if name in _LAZY:
+            return getattr(import_module(_LAZY[name]), name)
+        if name in ("lang", "model", "tools"):  # the subpackages, as `import builder` made them before
+            return import_module(f"builder.{name}")
+        raise AttributeError(f"module 'builder' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:

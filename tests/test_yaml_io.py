@@ -56,6 +56,24 @@ def test_parsers_read_every_shipped_spec_alike(path: Path, monkeypatch: pytest.M
     assert read[0] == read[1]
 
 
+def test_errors_are_worded_and_located_as_pyyaml_does() -> None:
+    """libyaml's messages leave out the character at fault: a text it refuses is parsed again."""
+    with pytest.raises(SpecError) as info:
+        parse("name: x\nv: @b\n", "at.yaml")
+    assert str(info.value) == "at.yaml:2:4: error: invalid YAML: found character '@' that cannot start any token"
+    with pytest.raises(SpecError, match=r"^s.yaml:1:10: error: invalid YAML: expected ',' or '}', but got '\['$"):
+        parse("a: {b: 1 [2]}\n", "s.yaml")
+
+
+@pytest.mark.skipif(not yaml.__with_libyaml__, reason="PyYAML without libyaml")
+def test_parsers_libyaml_reads_valid_yaml_that_pyyamls_parser_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tab as separating white space is YAML; PyYAML's parser alone refuses it (docs/reliability.md)."""
+    assert parse("a:\t1\n", "tab.yaml").data == {"a": 1}
+    monkeypatch.setattr(yaml_io, "_Loader", yaml_io._PyLoader)
+    with pytest.raises(SpecError, match=r"found character '\\t' that cannot start any token"):
+        parse("a:\t1\n", "tab.yaml")
+
+
 def test_positions_of_values_and_keys() -> None:
     doc = parse("name: x\nblocks:\n  - {out_channels: 8, kernel_size: 3}\n", "s.yaml")
     assert doc.data == {"name": "x", "blocks": [{"out_channels": 8, "kernel_size": 3}]}

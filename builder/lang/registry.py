@@ -28,8 +28,6 @@ from builder.lang.base import Path
 from builder.lang.errors import BuilderError
 
 if TYPE_CHECKING:
-    from importlib.metadata import EntryPoint
-
     from builder.lang.walk import At, InferFn, Walk  # noqa: F401 (InferFn names infer's type)
 
 ENTRY_POINT_GROUP = "cnn_builder.block_kinds"
@@ -183,26 +181,14 @@ class _Registry:
 
 def _entry_points() -> Iterator[tuple[str, Any]]:
     """(name, loaded object) of each installed entry point of ENTRY_POINT_GROUP."""
-    seen = set()
-    for point in _group_points():
-        if (point.name, point.value) in seen:  # a distribution found twice on sys.path
-            continue
-        seen.add((point.name, point.value))
+    from importlib.metadata import entry_points
+
+    for point in entry_points(group=ENTRY_POINT_GROUP):
         try:
             yield point.name, point.load()
         except Exception as exc:  # an installed package's own bug: name it, do not trace back
             raise RegistryError(f"entry point '{point.name}' of {ENTRY_POINT_GROUP} ({point.value}) failed to "
                                 f"load: {type(exc).__name__}: {exc}") from None
-
-
-def _group_points() -> Iterator[EntryPoint]:
-    """The entry points of ENTRY_POINT_GROUP: importlib.metadata's, with only the distributions that
-    name the group parsed (`entry_points(group=...)` parses every one's: 5 ms of a validate)."""
-    from importlib.metadata import distributions
-
-    for dist in distributions():
-        if ENTRY_POINT_GROUP in (dist.read_text("entry_points.txt") or ""):
-            yield from dist.entry_points.select(group=ENTRY_POINT_GROUP)
 
 
 _REGISTRY = _Registry()  # the one registry (filled at first use, then sealed; see register_kind)

@@ -164,9 +164,22 @@ def _decode(raw: bytes, at: Loc) -> str:
 
 
 def parse(text: str, source: str) -> Document:
-    """Parse one YAML document whose top level must be a mapping."""
+    """Parse one YAML document whose top level must be a mapping.
+
+    libyaml's events are used when PyYAML has it. A text it refuses is parsed again by PyYAML's own
+    parser, which says what is wrong as PyYAML always has (libyaml's messages leave out the
+    character at fault) and locates it."""
+    if _Loader is not _PyLoader:
+        try:
+            return _parse(_Loader, text, source)
+        except SpecError:
+            pass  # reported by PyYAML's parser below; a valid spec never comes here
+    return _parse(_PyLoader, text, source)
+
+
+def _parse(make: type[_PyLoader] | type[_CLoader], text: str, source: str) -> Document:
     try:
-        loader = _Loader(text)  # checks every character: control characters are refused here
+        loader = make(text)  # checks every character: control characters are refused here
     except ReaderError as exc:
         raise SpecError.at(_text_loc(source, text, exc.position), _reader_message(exc)) from None
     try:
@@ -179,18 +192,11 @@ def parse(text: str, source: str) -> Document:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise SpecError.at(Loc(source, line, col), f"invalid YAML: {_problem(exc)}") from None
+        raise SpecError.at(Loc(source, line, col), f"invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise SpecError.at(Loc(source, 1, 1), f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
-
-
-def _problem(exc: yaml.MarkedYAMLError) -> str:
-    problem = exc.problem or exc.context or "not YAML"
-    if "maximum nesting depth" in problem:  # libyaml's own limit (1000 levels), past ours
-        return f"nested more than {MAX_DEPTH} levels deep"
-    return problem
 
 
 def _text_loc(source: str, text: str, pos: int) -> Loc:
