@@ -22,16 +22,14 @@ if TYPE_CHECKING:
     from builder.lang.spec import Spec
     from training.config import TrainingConfig
 
-def add_train_parser(sub: Any, add_spec_args: Callable[[argparse.ArgumentParser], None]) -> None:
+def add_train_parser(sub: Any, add_spec_args: Callable[..., None]) -> None:
     """Register the `train` subcommand on the builder CLI's subparsers."""
     p = sub.add_parser(
         "train", help="train a spec on real data",
         description="Train a spec with its training: section (see the README), overridden by these flags.",
     )
-    add_spec_args(p)
     # SPEC may be left out with --resume: the run's own resolved spec.yaml is used.
-    spec_arg = next(a for a in p._actions if a.dest == "spec")
-    spec_arg.nargs, spec_arg.help = "?", "path to a YAML spec (with --resume it may be left out: RUN_DIR/spec.yaml)"
+    add_spec_args(p, spec_help="path to a YAML spec (with --resume it may be left out: RUN_DIR/spec.yaml)", nargs="?")
     add_run_flags(p, " (sets training.dataset)")
     p.add_argument("--out", metavar="DIR", help="output directory (default runs/<spec name>-<timestamp>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its checkpoint")
