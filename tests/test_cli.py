@@ -126,23 +126,6 @@ def test_every_command_has_an_example_and_every_option_a_help_line() -> None:
         assert silent == [], f"{name}: options without help: {silent}"
 
 
-@pytest.mark.parametrize("name", sorted(cli_module.EXAMPLES))
-def test_the_parser_of_one_command_parses_it_as_the_whole_parser_does(name: str) -> None:
-    """main() adds only the named command's arguments; every command is still listed."""
-    import shlex
-
-    argv = shlex.split(cli_module.EXAMPLES[name])[3:]  # after `python -m builder`
-    assert argv[0] == name
-    whole, one = cli_module.build_parser(), cli_module.build_parser(cli_module._command(argv))
-    assert vars(one.parse_known_args(argv)[0]) == vars(whole.parse_known_args(argv)[0])
-    assert one.format_help() == whole.format_help()
-    assert [a.dest for a in _commands(one)[name]._actions] == [a.dest for a in _commands(whole)[name]._actions]
-
-
-def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
-
-
 @pytest.mark.parametrize(("args", "message"), [
     (("summarize", "lenet5", "--device", "foo"),
      "error: unknown device 'foo'; expected auto, cpu, cuda, cuda:N or mps"),

@@ -11,7 +11,7 @@ import gc
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecError, validate
 from builder.lang.loading import checked_spec, find_spec, load_spec, resolve_document, shipped_name, shipped_specs
@@ -240,40 +240,7 @@ def _add_examples(sub: argparse._SubParsersAction) -> None:
             command.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
-class _Unfilled:
-    """A command's parser while another command runs: listed with its help, without its arguments."""
-
-    def __init__(self, parser: argparse.ArgumentParser) -> None:
-        self.parser = parser
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def set_defaults(self, **kwargs: Any) -> None:
-        self.parser.set_defaults(**kwargs)
-
-
-class _Commands:
-    """The subparsers, filling in only `only`'s arguments (None: every command's). Adding every
-    argument of every command is most of building the parser (8 ms of a 0.3 s validate)."""
-
-    def __init__(self, sub: argparse._SubParsersAction, only: str | None) -> None:
-        self.sub, self.only, self.choices = sub, only, sub.choices
-
-    def add_parser(self, name: str, **kwargs: Any) -> Any:
-        parser = self.sub.add_parser(name, **kwargs)
-        return parser if self.only in (None, name) else _Unfilled(parser)
-
-
-def _command(argv: Sequence[str] | None) -> str | None:
-    """The command named on the command line (the first argument that is not an option), if any."""
-    args = sys.argv[1:] if argv is None else argv
-    return next((a for a in args if not a.startswith("-")), None)
-
-
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser of every command; with `only`, that command's arguments alone are added
-    (the others are listed, as `--help` shows them)."""
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m builder", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="CNNs as YAML specs: check, summarize, draw, train, use and compare them "
@@ -281,7 +248,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         epilog="a spec is a path or a shipped spec's name (see `list`); each command's --help has an example:\n"
                "  python -m builder summarize resnet18 --help",
     )
-    sub: Any = _Commands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), only)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate", help="check a spec and its static shapes (no torch import)")
     _add_spec_args(p)
@@ -381,7 +348,7 @@ def run() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every expected failure is printed as plain lines, never a traceback."""
     try:
-        parser = build_parser(_command(argv))
+        parser = build_parser()
         args, extra = parser.parse_known_args(argv)  # a flag's value out of bounds is a located line
         _late_positionals(parser, args, extra)
         for name in ("spec", "spec_a"):  # a shipped spec's name becomes the file read, for every message
