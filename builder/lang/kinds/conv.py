@@ -155,9 +155,9 @@ def conv_params(in_ch: int, block: BlockSpec, out: int | None = None) -> int:
     return channels * (in_ch // conv_groups(block, in_ch)) * kernel_area(block) + (channels if block.bias else 0)
 
 
-def describe_layers(spec: Any, block: BlockSpec) -> tuple[Label, ...]:
-    """Short human labels of a conv block's layers, in forward order."""
-    return tuple(_label(spec, role, layer) for role, layer in conv_block_layers(spec, block))
+def describe_layers(spec: Any, block: BlockSpec, layers: list[ConvLayer] | None = None) -> tuple[Label, ...]:
+    """Short human labels of a conv block's layers (`layers`: its conv_block_layers, when known), in forward order."""
+    return tuple(_label(spec, role, layer) for role, layer in layers or conv_block_layers(spec, block))
 
 
 def _label(spec: Any, role: str, layer: Any) -> Label:
@@ -203,7 +203,7 @@ def _infer(walk: Walk, block: BlockSpec, at: At, shape: Shape) -> Inferred:
                      f"2 x {c} x {kernel_area(block)} = {2 * c * kernel_area(block)} filters (each eigenvector of "
                      f"the input's patch covariance and its negative), so out_channels must be that, not {out}")
     params = conv_params(c, block, out) + sum(norm_def(n).params(n, out) for r, n in layers if r == "norm")
-    return (out, h2, w2), params, macs, describe_layers(walk.spec, block)
+    return (out, h2, w2), params, macs, describe_layers(walk.spec, block, layers)
 
 
 def _check_norm(walk: Walk, at: At, block: BlockSpec, norm: Any, out: int) -> None:
