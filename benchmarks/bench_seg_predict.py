@@ -1,9 +1,10 @@
 """Segmentation `predict` over 1,000 image files vs the evaluation pass over the same images
 (goal: predict >= 0.9x the evaluation's images/s).
 
-    python benchmarks/bench_seg_predict.py [--count 1000] [--workers 1] [--repeats 3] [--json FILE]
+    python benchmarks/bench_seg_predict.py [--count 1000] [--workers 1] [--repeats 3] [--set PATH=VALUE] [--json FILE]
 
-A run of unet_shapes.yaml is made without training (its seed-0 weights, written as a run
+A run of unet_shapes.yaml (with any `--set` overrides: `--set width=1.0` is the full-width U-Net,
+64-128-256-512 and a 1024 bottleneck, on the same data) is made without training (its seed-0 weights, written as a run
 directory would be). `count` shapes images at the spec's 64x64 are written as PNG files; then,
 interleaved:
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -42,9 +44,9 @@ from training.tasks.make import make_task, run_task
 SPEC = SPECS / "unet_shapes.yaml"
 
 
-def make_run(root: Path) -> Path:
-    """A run directory of unet_shapes with its seed-0 weights."""
-    spec = load_spec(SPEC)
+def make_run(root: Path, overrides: Sequence[str] = ()) -> Path:
+    """A run directory of unet_shapes (with `overrides`) with its seed-0 weights."""
+    spec = load_spec(SPEC, overrides)
     config = TrainingConfig.model_validate(spec.training or {})
     data = load_data(config.dataset, spec)
     run = root / "run"
@@ -67,11 +69,14 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--workers", type=int, default=1, help="predict's decoding processes (default 1)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="an override of unet_shapes.yaml, e.g. --set width=1.0")
     p.set_defaults(repeats=3)
     args = p.parse_args()
-    command = f"python benchmarks/bench_seg_predict.py --count {args.count} --workers {args.workers}"
+    sets = "".join(f" --set {o}" for o in args.overrides)
+    command = f"python benchmarks/bench_seg_predict.py --count {args.count} --workers {args.workers}{sets}"
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = make_run(Path(tmp))
+        run_dir = make_run(Path(tmp), args.overrides)
         run = load_run(run_dir, "final")
         task, spec = run_task(run), run.spec
         images, masks = generate(args.count, (spec.input.height, spec.input.width), 4, 0.1, seed=7)
@@ -97,7 +102,8 @@ def main() -> None:
         rates = interleaved({"evaluation": evaluation, "predict": predict_all}, args.repeats)
     ratio = median(rates["predict"]) / median(rates["evaluation"])
     figure = (f"predict {median(rates['predict']):.1f} img/s vs evaluation {median(rates['evaluation']):.1f} img/s "
-              f"= {ratio:.2f}x ({args.count:,} PNGs at 64x64, {args.workers} workers, masks and overlays written)")
+              f"= {ratio:.2f}x ({spec.name}{sets}, {args.count:,} PNGs at {spec.input.height}x{spec.input.width}, "
+              f"{args.workers} workers, masks and overlays written)")
     details = (f"predict {spread(rates['predict'])}, evaluation {spread(rates['evaluation'])} img/s; "
                f"evaluation batch {batch}, predict batches of up to 32 per size")
     emit([Row("segmentation predict vs evaluation pass", figure, ">= 0.9x", ratio >= 0.9, command, details)],

@@ -27,7 +27,7 @@ from training.errors import TrainingInterrupted
 from training.evaluation import evaluate_split
 from training.runfiles import BEST, read_metrics
 from training.runinfo import load_run
-from training.segment import Sizes, divisor
+from training.segment import Sizes, divisor, model_batch
 from training.tasks.make import run_task
 from training.trainer import Position
 
@@ -212,10 +212,11 @@ def expected_mask(run_dir: Path, path: Path, step: int) -> np.ndarray:
 
 def test_predict_writes_the_models_argmax_at_any_size_the_spec_takes(run_dir: Path, tmp_path: Path,
                                                                         cli: Cli) -> None:
-    files = shapes_pngs(tmp_path / "in", [(16, 16), (13, 21), (16, 16), (40, 9)])
+    # ten 16x16 images: one decoded group, run through the model in two batches of the recipe's 8
+    files = shapes_pngs(tmp_path / "in", [(16, 16), (13, 21), (16, 16), (40, 9)] + [(16, 16)] * 8)
     code, stdout, err = cli("predict", run_dir, tmp_path / "in", "-o", tmp_path / "out", "--workers", "0")
     assert code == 0 and err == "" and "wrote" in stdout
-    assert divisor(load_run(run_dir).spec) == (4, 4)
+    assert divisor(load_run(run_dir).spec) == (4, 4) and model_batch(load_run(run_dir)) == 8
     fractions = {r["path"]: r for r in csv.DictReader((tmp_path / "out" / "fractions.csv").open(newline=""))}
     for path in files:
         mask = Image.open(tmp_path / "out" / f"{path.stem}_mask.png")

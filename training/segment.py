@@ -185,7 +185,7 @@ def segment(task: Segmenter, run: LoadedRun, images: Tensor, size: tuple[int, in
 def predicted_masks(task: Segmenter, run: LoadedRun, files: Sequence[Path], workers: int,
                     device: str) -> Iterator[Masks | str]:
     """Each size group's masks, in decoding order, or an error line per file that was skipped."""
-    sizes = Sizes.of(run.spec)
+    sizes, step = Sizes.of(run.spec), model_batch(run)
     for batch in decoded(files, run.preprocess.mode, workers):
         yield from batch.errors
         for (h, w), (images, indices) in batch.groups.items():
@@ -193,8 +193,17 @@ def predicted_masks(task: Segmenter, run: LoadedRun, files: Sequence[Path], work
             if isinstance(size, str):
                 yield from (f"{files[i]}: {size}" for i in indices)
                 continue
-            masks = segment(task, run, images.to(device), size).cpu()
+            masks = torch.cat([segment(task, run, chunk.to(device), size).cpu() for chunk in images.split(step)])
             yield Masks(images, indices, masks)
+
+
+def model_batch(run: LoadedRun) -> int:
+    """Images per forward pass: the recipe's batch size, as the evaluation pass uses (on a CPU,
+    images/s falls with larger batches: the full-width U-Net takes 37.7 ms per 64x64 image at 8,
+    44.6 ms at 32)."""
+    from training.config import TrainingConfig
+
+    return TrainingConfig.model_validate(run.spec.training or {}).batch_size
 
 
 def fractions(masks: Tensor, classes: int) -> list[list[float]]:
