@@ -105,7 +105,7 @@ def main() -> None:
               f"= {ratio:.2f}x ({spec.name}{sets}, {args.count:,} PNGs at {spec.input.height}x{spec.input.width}, "
               f"{args.workers} workers, masks and overlays written)")
     details = (f"predict {spread(rates['predict'])}, evaluation {spread(rates['evaluation'])} img/s; "
-               f"evaluation batch {batch}, predict batches of up to 32 per size")
+               f"evaluation batch {batch}; predict decodes 32 files at a time and runs the model in batches of {batch}")
     emit([Row("segmentation predict vs evaluation pass", figure, ">= 0.9x", ratio >= 0.9, command, details)],
          args.json)
 
