@@ -126,6 +126,23 @@ def test_every_command_has_an_example_and_every_option_a_help_line() -> None:
         assert silent == [], f"{name}: options without help: {silent}"
 
 
+def test_validate_leaves_the_garbage_collector_as_it_found_it(tmp_path: Path) -> None:
+    import gc
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\n")
+    for spec, code in ((str(SPECS / "lenet5.yaml"), 0), (str(bad), 2)):
+        assert gc.isenabled()
+        assert cli_module.main(["validate", spec]) == code
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert cli_module.main(["validate", str(SPECS / "lenet5.yaml")]) == 0
+        assert not gc.isenabled()  # paused by the caller: left paused
+    finally:
+        gc.enable()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (("summarize", "lenet5", "--device", "foo"),
      "error: unknown device 'foo'; expected auto, cpu, cuda, cuda:N or mps"),

@@ -10,7 +10,8 @@ import argparse
 import gc
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from builder.lang.errors import BuilderError, Diagnostic, Document, Loc, SpecError, validate
@@ -36,8 +37,22 @@ def _add_spec_args(parser: argparse.ArgumentParser, spec_help: str = SPEC_HELP, 
     )
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector paused: for work that is bounded (a spec file holds at most
+    100,000 YAML values) and leaves no cycles worth collecting (a validate's passes cost ~7 ms)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    spec, report = _validate_all(resolve_document(args.spec, args.overrides))
+    with _gc_paused():
+        spec, report = _validate_all(resolve_document(args.spec, args.overrides))
     last = report.blocks[-1].out_shape
     print(
         f"{args.spec}: OK: {spec.name}, {len(spec.blocks)} blocks, output {'x'.join(map(str, last))}, "
