@@ -70,6 +70,16 @@ def test_installed_package_validates_and_summarizes_by_name_from_an_empty_direct
 
 
 @pytest.mark.slow
+def test_the_installed_command_is_the_same_program(installed: Path, tmp_path: Path) -> None:
+    command = installed.parent / "cnn-builder"
+    done = _run([command, "validate", "alexnet.yaml"], tmp_path)
+    assert done.returncode == 0 and "OK: alexnet, 5 blocks" in done.stdout, done.stderr
+    (tmp_path / "bad.yaml").write_text("name: bad\n")
+    done = _run([command, "validate", "bad.yaml"], tmp_path)
+    assert done.returncode == 2 and done.stderr.startswith("bad.yaml:"), done.stderr
+
+
+@pytest.mark.slow
 def test_installed_package_ships_every_spec_and_the_schema(installed: Path, tmp_path: Path) -> None:
     (tmp_path / "mine.yaml").write_text("extends: added_later\nname: mine\nnum_classes: 9\n")
     done = _run([installed, "-m", "builder", "validate", "mine.yaml"], tmp_path)
