@@ -17,7 +17,7 @@ from builder.lang.axes import torch_arg
 from builder.lang.base import Activation, NoPoolSpec, WindowPoolSpec
 from builder.lang.kinds.batchnorm import BatchNormBlock
 from builder.lang.norms import AnyNorm, BatchNormSpec, GroupNormSpec, LayerNormSpec, LRNSpec, norm_def
-from builder.model.blocks import LayerNorm2d
+from builder.model.blocks import GELU, LayerNorm2d
 from builder.model.lrn import LocalResponseNorm
 
 ACTIVATIONS: MappingProxyType[str, Callable[[bool], nn.Module]] = MappingProxyType(
@@ -25,7 +25,7 @@ ACTIVATIONS: MappingProxyType[str, Callable[[bool], nn.Module]] = MappingProxyTy
         "relu": lambda inplace: nn.ReLU(inplace=inplace),
         "relu6": lambda inplace: nn.ReLU6(inplace=inplace),
         "leaky_relu": lambda inplace: nn.LeakyReLU(0.01, inplace=inplace),
-        "gelu": lambda inplace: nn.GELU(),
+        "gelu": lambda inplace: GELU(),
         "silu": lambda inplace: nn.SiLU(inplace=inplace),
         "tanh": lambda inplace: nn.Tanh(),
         "sigmoid": lambda inplace: nn.Sigmoid(),
