@@ -166,21 +166,19 @@ def _decode(raw: bytes, at: Loc) -> str:
 def parse(text: str, source: str) -> Document:
     """Parse one YAML document whose top level must be a mapping.
 
-    libyaml's events are used when PyYAML has it. A text it refuses is parsed again by PyYAML's own
-    parser, which says what is wrong as PyYAML always has (libyaml's messages leave out the
-    character at fault) and locates it."""
-    if _Loader is not _PyLoader:
-        try:
-            return _parse(_Loader, text, source)
-        except SpecError:
-            pass  # reported by PyYAML's parser below; a valid spec never comes here
-    return _parse(_PyLoader, text, source)
+    libyaml's events are used when PyYAML has it. A text it refuses as YAML is parsed again by
+    PyYAML's own parser, which says what is wrong as PyYAML always has (libyaml's messages leave
+    out the character at fault) and locates it; the spec's own rules (tags, limits, duplicate
+    keys) are checked once, by the same walker on either parser's nodes."""
+    return _parse(_Loader, text, source)
 
 
 def _parse(make: type[_PyLoader] | type[_CLoader], text: str, source: str) -> Document:
     try:
         loader = make(text)  # checks every character: control characters are refused here
     except ReaderError as exc:
+        if make is not _PyLoader:
+            return _parse(_PyLoader, text, source)
         raise SpecError.at(_text_loc(source, text, exc.position), _reader_message(exc)) from None
     try:
         root = loader.get_single_node()
@@ -189,14 +187,20 @@ def _parse(make: type[_PyLoader] | type[_CLoader], text: str, source: str) -> Do
         if not isinstance(root, MappingNode):
             raise SpecError.at(_loc(source, root), "the top level must be a mapping of spec fields")
         return _Walker(loader, source).document(root)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        raise SpecError.at(Loc(source, line, col), f"invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise SpecError.at(Loc(source, 1, 1), f"invalid YAML: {exc}") from None
+        if make is not _PyLoader:  # libyaml refused it: PyYAML's parser words and locates why
+            return _parse(_PyLoader, text, source)
+        raise _yaml_error(exc, source) from None
     finally:
         loader.dispose()
+
+
+def _yaml_error(exc: yaml.YAMLError, source: str) -> SpecError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        return SpecError.at(Loc(source, line, col), f"invalid YAML: {exc.problem or exc.context}")
+    return SpecError.at(Loc(source, 1, 1), f"invalid YAML: {exc}")
 
 
 def _text_loc(source: str, text: str, pos: int) -> Loc:

@@ -133,6 +133,11 @@ class Gate(nn.Module):
         return scale * x
 
 
+def channels_last_view(x: torch.Tensor) -> bool:
+    """Whether x is (N, C, H, W) over memory laid out (N, H, W, C), as Pointwise and LayerNorm2d leave it."""
+    return x.dim() == 4 and x.stride(1) == 1 and not x.is_contiguous()
+
+
 class Pointwise(nn.Conv2d):
     """A 1x1 conv (stride 1, no padding, one group). On a channels-last view of (N, C, H, W), as
     LayerNorm2d leaves it, it runs as nn.Linear over the channels, the GEMM that torchvision's
@@ -144,11 +149,6 @@ class Pointwise(nn.Conv2d):
             out = nn.functional.linear(x.permute(0, 2, 3, 1), self.weight.flatten(1), self.bias)  # (N, H, W, out)
             return out.permute(0, 3, 1, 2)
         return super().forward(x)
-
-
-def channels_last_view(x: torch.Tensor) -> bool:
-    """Whether x is (N, C, H, W) over memory laid out (N, H, W, C), as Pointwise and LayerNorm2d leave it."""
-    return x.dim() == 4 and x.stride(1) == 1 and not x.is_contiguous()
 
 
 class GELU(nn.GELU):
